@@ -1,0 +1,5 @@
+//! The configuration document: types, parsing, validation and JSON Schema.
+
+mod types;
+
+pub use types::*;

@@ -1,0 +1,15 @@
+//! ztosd: the ZTOS network daemon. It is the only writer of configuration: it keeps the
+//! versioned config store, applies committed configuration to the kernel over netlink, hosts
+//! the plugin processes, and serves the REST API that the `ztos` CLI and the web UI use.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod logs;
+pub mod netlink;
+pub mod plugin_host;
+pub mod store;
+pub mod tls;
+pub mod tokens;
