@@ -1,1 +1,757 @@
-//! (filled in by its owner)
+//! The `ztos` command line: the spec's commands (`ztos network configure --bgp --peer
+//! 10.1.1.1 --as 64512`, `ztos security status`, `ztos monitoring logs`) and configuration,
+//! interface, plugin and token management. Every command is one or two API calls; the CLI
+//! holds no state and never touches the config files itself, so it cannot disagree with the
+//! web UI or automation.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use http_body_util::BodyExt;
+use hyper::Method;
+use ipnet::IpNet;
+use serde_json::{json, Value};
+
+use crate::client::Client;
+
+#[derive(Debug, Parser)]
+#[command(name = "ztos", version, about = "Manage a ZTOS box: configuration, security, monitoring")]
+pub struct Cli {
+    /// The local API socket (root only).
+    #[arg(long, global = true, env = "ZTOS_SOCKET", default_value = "/run/ztos/api.sock")]
+    pub socket: PathBuf,
+    /// A remote box, `https://HOST[:PORT]`; needs --token.
+    #[arg(long, global = true, env = "ZTOS_HOST")]
+    pub host: Option<String>,
+    /// API token for --host.
+    #[arg(long, global = true, env = "ZTOS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) the remote box's certificate is signed with.
+    #[arg(long, global = true, env = "ZTOS_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Skip certificate verification for --host (first contact only).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Network services: BGP, VXLAN, WireGuard.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Encryption status and keys (MACsec, WireGuard).
+    #[command(subcommand)]
+    Security(SecurityCommand),
+    /// Logs and metrics.
+    #[command(subcommand)]
+    Monitoring(MonitoringCommand),
+    /// The versioned configuration: show, change, commit, roll back.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Kernel interfaces and their state.
+    Interfaces,
+    /// Plugin processes and their state.
+    Plugins {
+        /// One plugin in detail.
+        name: Option<String>,
+    },
+    /// API tokens for remote access.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Health of ztosd and the plugins that own configured sections.
+    Health,
+    /// Prints shell completions.
+    Completions {
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Configure BGP, VXLAN or WireGuard and commit at once.
+    Configure(NetworkConfigureArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkConfigureArgs {
+    /// Add or change a BGP neighbor (--peer, --as).
+    #[arg(long, requires_all = ["peer", "remote_as"])]
+    pub bgp: bool,
+    /// The neighbor's address.
+    #[arg(long)]
+    pub peer: Option<IpAddr>,
+    /// The neighbor's AS number.
+    #[arg(long = "as", id = "remote_as")]
+    pub remote_as: Option<u32>,
+    /// This box's AS, when BGP is not configured yet (default: the neighbor's AS, iBGP).
+    #[arg(long)]
+    pub local_as: Option<u32>,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Add or replace a VXLAN segment (--vni, --local-vtep, --remote-vtep).
+    #[arg(long, requires_all = ["vni", "local_vtep"])]
+    pub vxlan: bool,
+    #[arg(long)]
+    pub vni: Option<u32>,
+    #[arg(long)]
+    pub local_vtep: Option<IpAddr>,
+    /// A remote VTEP for the static flood list; repeat for more.
+    #[arg(long = "remote-vtep")]
+    pub remote_vteps: Vec<IpAddr>,
+    /// Bridge the VXLAN device joins.
+    #[arg(long)]
+    pub bridge: Option<String>,
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Add or replace a WireGuard peer (--interface, --public-key, --allowed-ip).
+    #[arg(long, requires_all = ["interface", "public_key"])]
+    pub wireguard: bool,
+    #[arg(long)]
+    pub interface: Option<String>,
+    #[arg(long)]
+    pub public_key: Option<String>,
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long = "allowed-ip")]
+    pub allowed_ips: Vec<IpNet>,
+    /// Revision comment.
+    #[arg(long, short = 'm')]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecurityCommand {
+    /// Encryption status of WireGuard and MACsec.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MonitoringCommand {
+    /// Log lines of ztosd and the plugins.
+    Logs {
+        /// Keep printing new lines as they arrive.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only lines since an RFC 3339 time or a duration ago (`10m`, `2h`, `1d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this service (`ztosd`, or a plugin such as `ztos-bgp`).
+        #[arg(long)]
+        service: Option<String>,
+        /// At most this many lines (the newest).
+        #[arg(long, short = 'n')]
+        limit: Option<usize>,
+    },
+    /// Prometheus metrics.
+    Metrics,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The running configuration (or a revision's).
+    Show {
+        #[arg(long, short = 'r')]
+        revision: Option<u64>,
+        /// Show the candidate instead.
+        #[arg(long, conflicts_with = "revision")]
+        candidate: bool,
+    },
+    /// Set one value in the candidate: `ztos config set bgp.local_as 65001`.
+    Set { path: String, value: String },
+    /// Delete one value from the candidate.
+    Delete { path: String },
+    /// Replace the candidate with a file (`-` for standard input).
+    Load { file: PathBuf },
+    /// Edit the candidate in $EDITOR.
+    Edit,
+    /// Forget the candidate.
+    Discard,
+    /// Running against candidate; `diff N`: revision N against running; `diff N M`.
+    Diff { from: Option<u64>, to: Option<u64> },
+    /// Commit the candidate (or --file) as a new revision.
+    Commit {
+        #[arg(long, short = 'm')]
+        comment: Option<String>,
+        /// Revert by itself unless `ztos config confirm` is run within MINUTES.
+        #[arg(long, value_name = "MINUTES")]
+        confirmed: Option<u32>,
+        /// Commit this file instead of the candidate.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Keep a `commit --confirmed`.
+    Confirm,
+    /// Commit revision N's content as a new revision.
+    Rollback {
+        revision: u64,
+        #[arg(long, short = 'm')]
+        comment: Option<String>,
+    },
+    /// The revision history.
+    Revisions,
+    /// The JSON Schema of the configuration document.
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once.
+    Create {
+        name: String,
+        #[arg(long, value_enum, default_value_t = RoleArg::Read)]
+        role: RoleArg,
+    },
+    List,
+    Revoke { name: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Read,
+    Operate,
+    Admin,
+}
+
+impl RoleArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            RoleArg::Read => "read",
+            RoleArg::Operate => "operate",
+            RoleArg::Admin => "admin",
+        }
+    }
+}
+
+/// Runs the parsed command line; output goes to `out`.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
+    if let Command::Completions { shell } = cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(shell, &mut command, "ztos", out);
+        return Ok(());
+    }
+    let client = match &cli.host {
+        Some(host) => {
+            if cli.insecure {
+                eprintln!("warning: --insecure: the server certificate is not verified");
+            }
+            Client::https(host, cli.token.clone(), cli.ca_cert.as_deref(), cli.insecure)?
+        }
+        None => Client::unix(&cli.socket),
+    };
+    let json_output = cli.json;
+    let print = |out: &mut dyn Write, value: &Value, human: &dyn Fn(&Value) -> String| -> anyhow::Result<()> {
+        if json_output {
+            writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+        } else {
+            write!(out, "{}", human(value))?;
+        }
+        Ok(())
+    };
+    match cli.command {
+        Command::Completions { .. } => {}
+        Command::Network(NetworkCommand::Configure(args)) => {
+            let body = network_configure_body(&args)?;
+            let outcome = client.json(Method::POST, "/api/v1/network/configure", Some(&body)).await?;
+            print(out, &outcome, &format_commit)?;
+        }
+        Command::Security(SecurityCommand::Status) => {
+            let status = client.json(Method::GET, "/api/v1/security/status", None).await?;
+            print(out, &status, &format_security)?;
+        }
+        Command::Monitoring(MonitoringCommand::Logs { follow, since, service, limit }) => {
+            let mut query = Vec::new();
+            if let Some(since) = &since {
+                query.push(format!("since={}", url_escape(since)));
+            }
+            if let Some(service) = &service {
+                query.push(format!("service={}", url_escape(service)));
+            }
+            if let Some(limit) = limit {
+                query.push(format!("limit={limit}"));
+            }
+            if follow {
+                query.push("follow=true".into());
+            }
+            let path = format!("/api/v1/monitoring/logs?{}", query.join("&"));
+            if follow {
+                follow_logs(&client, &path, json_output, out).await?;
+            } else {
+                let entries = client.json(Method::GET, &path, None).await?;
+                print(out, &entries, &|v| {
+                    v.as_array().map_or(String::new(), |a| a.iter().map(format_log_line).collect())
+                })?;
+            }
+        }
+        Command::Monitoring(MonitoringCommand::Metrics) => {
+            write!(out, "{}", client.text(Method::GET, "/metrics").await?)?;
+        }
+        Command::Config(command) => run_config(&client, command, json_output, out).await?,
+        Command::Interfaces => {
+            let list = client.json(Method::GET, "/api/v1/interfaces", None).await?;
+            print(out, &list, &format_interfaces)?;
+        }
+        Command::Plugins { name } => match name {
+            Some(name) => {
+                let info = client.json(Method::GET, &format!("/api/v1/plugins/{}", url_escape(&name)), None).await?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
+            }
+            None => {
+                let list = client.json(Method::GET, "/api/v1/plugins", None).await?;
+                print(out, &list, &format_plugins)?;
+            }
+        },
+        Command::Token(TokenCommand::Create { name, role }) => {
+            let body = json!({ "name": name, "role": role.as_str() });
+            let created = client.json(Method::POST, "/api/v1/tokens", Some(&body)).await?;
+            print(out, &created, &|v| {
+                format!(
+                    "token {} ({}) created; its secret is shown only now:\n{}\n",
+                    field(v.get("token").unwrap_or(v), "name"),
+                    field(v.get("token").unwrap_or(v), "role"),
+                    field(v, "secret")
+                )
+            })?;
+        }
+        Command::Token(TokenCommand::List) => {
+            let list = client.json(Method::GET, "/api/v1/tokens", None).await?;
+            print(out, &list, &|v| {
+                table(&["NAME", "ROLE", "CREATED", "LAST USED"], rows(v, &["name", "role", "created", "last_used"]))
+            })?;
+        }
+        Command::Token(TokenCommand::Revoke { name }) => {
+            client.json(Method::DELETE, &format!("/api/v1/tokens/{}", url_escape(&name)), None).await?;
+            if !json_output {
+                writeln!(out, "token {name} revoked")?;
+            }
+        }
+        Command::Health => {
+            // /health answers 503 with the same JSON when unhealthy; show it either way.
+            let health = match client.json(Method::GET, "/health", None).await {
+                Ok(value) => value,
+                Err(crate::client::ClientError::Api { body, .. }) if body.get("components").is_some() => body,
+                Err(err) => return Err(err.into()),
+            };
+            print(out, &health, &|v| {
+                let mut text = format!(
+                    "{}\n",
+                    if v.get("healthy").and_then(Value::as_bool) == Some(true) { "healthy" } else { "UNHEALTHY" }
+                );
+                text.push_str(&table(&["COMPONENT", "HEALTHY", "DETAIL"], rows(&v["components"], &["name", "healthy", "detail"])));
+                text
+            })?;
+            if health.get("healthy").and_then(Value::as_bool) != Some(true) {
+                bail!("not healthy");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_config(client: &Client, command: ConfigCommand, json_output: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        ConfigCommand::Show { revision, candidate } => {
+            let value = if candidate {
+                client.json(Method::GET, "/api/v1/config/candidate", None).await?
+            } else if let Some(n) = revision {
+                client.json(Method::GET, &format!("/api/v1/config/revisions/{n}"), None).await?
+            } else {
+                client.json(Method::GET, "/api/v1/config", None).await?
+            };
+            if json_output {
+                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+            } else {
+                let text = value.get("text").and_then(Value::as_str).unwrap_or_default();
+                write!(out, "{text}")?;
+            }
+        }
+        ConfigCommand::Set { path, value } => {
+            let body = json!({ "path": path, "value": value });
+            client.json(Method::PATCH, "/api/v1/config/candidate", Some(&body)).await?;
+            if !json_output {
+                writeln!(out, "candidate: {path} set; `ztos config diff` to review, `ztos config commit` to apply")?;
+            }
+        }
+        ConfigCommand::Delete { path } => {
+            let body = json!({ "path": path, "delete": true });
+            client.json(Method::PATCH, "/api/v1/config/candidate", Some(&body)).await?;
+            if !json_output {
+                writeln!(out, "candidate: {path} deleted")?;
+            }
+        }
+        ConfigCommand::Load { file } => {
+            let text = read_file_or_stdin(&file)?;
+            client.json(Method::PUT, "/api/v1/config/candidate", Some(&json!({ "text": text }))).await?;
+            if !json_output {
+                writeln!(out, "candidate loaded from {}", file.display())?;
+            }
+        }
+        ConfigCommand::Edit => {
+            let current = client.json(Method::GET, "/api/v1/config/candidate", None).await?;
+            let text = current.get("text").and_then(Value::as_str).unwrap_or_default().to_string();
+            let edited = edit_in_editor(&text)?;
+            if edited == text {
+                writeln!(out, "no change")?;
+                return Ok(());
+            }
+            client.json(Method::PUT, "/api/v1/config/candidate", Some(&json!({ "text": edited }))).await?;
+            writeln!(out, "candidate updated; `ztos config diff` to review, `ztos config commit` to apply")?;
+        }
+        ConfigCommand::Discard => {
+            client.json(Method::DELETE, "/api/v1/config/candidate", None).await?;
+            if !json_output {
+                writeln!(out, "candidate discarded")?;
+            }
+        }
+        ConfigCommand::Diff { from, to } => {
+            let mut query = Vec::new();
+            if let Some(from) = from {
+                query.push(format!("from={from}"));
+            }
+            if let Some(to) = to {
+                query.push(format!("to={to}"));
+            }
+            let value = client.json(Method::GET, &format!("/api/v1/config/diff?{}", query.join("&")), None).await?;
+            if json_output {
+                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+            } else {
+                let diff = value.get("diff").and_then(Value::as_str).unwrap_or_default();
+                if diff.is_empty() {
+                    writeln!(out, "no differences")?;
+                } else {
+                    write!(out, "{diff}")?;
+                }
+            }
+        }
+        ConfigCommand::Commit { comment, confirmed, file } => {
+            let mut body = json!({});
+            if let Some(file) = &file {
+                body["text"] = Value::String(read_file_or_stdin(file)?);
+            }
+            if let Some(comment) = comment {
+                body["comment"] = Value::String(comment);
+            }
+            if let Some(minutes) = confirmed {
+                body["confirm_minutes"] = json!(minutes);
+            }
+            let outcome = client.json(Method::POST, "/api/v1/config/commit", Some(&body)).await?;
+            print_value(out, &outcome, json_output, format_commit)?;
+        }
+        ConfigCommand::Confirm => {
+            let meta = client.json(Method::POST, "/api/v1/config/confirm", Some(&json!({}))).await?;
+            print_value(out, &meta, json_output, |v| {
+                format!("revision {} confirmed\n", field(v.get("revision").unwrap_or(v), "number"))
+            })?;
+        }
+        ConfigCommand::Rollback { revision, comment } => {
+            let mut body = json!({ "revision": revision });
+            if let Some(comment) = comment {
+                body["comment"] = Value::String(comment);
+            }
+            let outcome = client.json(Method::POST, "/api/v1/config/rollback", Some(&body)).await?;
+            print_value(out, &outcome, json_output, format_commit)?;
+        }
+        ConfigCommand::Revisions => {
+            let list = client.json(Method::GET, "/api/v1/config/revisions", None).await?;
+            print_value(out, &list, json_output, |v| {
+                table(&["REVISION", "TIME", "AUTHOR", "COMMENT"], rows(v, &["number", "time", "author", "comment"]))
+            })?;
+        }
+        ConfigCommand::Schema => {
+            let schema = client.json(Method::GET, "/api/v1/config/schema", None).await?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&schema)?)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_value(out: &mut dyn Write, value: &Value, json_output: bool, human: impl Fn(&Value) -> String) -> anyhow::Result<()> {
+    if json_output {
+        writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+    } else {
+        write!(out, "{}", human(value))?;
+    }
+    Ok(())
+}
+
+fn network_configure_body(args: &NetworkConfigureArgs) -> anyhow::Result<Value> {
+    if !(args.bgp || args.vxlan || args.wireguard) {
+        bail!("say what to configure: --bgp, --vxlan or --wireguard");
+    }
+    let mut body = json!({});
+    if args.bgp {
+        let (Some(peer), Some(remote_as)) = (args.peer, args.remote_as) else {
+            bail!("--bgp needs --peer and --as");
+        };
+        body["bgp"] = json!({
+            "peer": peer.to_string(),
+            "remote_as": remote_as,
+            "local_as": args.local_as,
+            "description": args.description,
+        });
+    }
+    if args.vxlan {
+        let (Some(vni), Some(local_vtep)) = (args.vni, args.local_vtep) else {
+            bail!("--vxlan needs --vni and --local-vtep");
+        };
+        body["vxlan"] = json!({
+            "vni": vni,
+            "local_vtep": local_vtep.to_string(),
+            "remote_vteps": args.remote_vteps.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "bridge": args.bridge,
+            "port": args.port,
+        });
+    }
+    if args.wireguard {
+        let (Some(interface), Some(public_key)) = (&args.interface, &args.public_key) else {
+            bail!("--wireguard needs --interface and --public-key");
+        };
+        body["wireguard"] = json!({
+            "interface": interface,
+            "public_key": public_key,
+            "endpoint": args.endpoint,
+            "allowed_ips": args.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        });
+    }
+    if let Some(comment) = &args.comment {
+        body["comment"] = Value::String(comment.clone());
+    }
+    Ok(body)
+}
+
+async fn follow_logs(client: &Client, path: &str, json_output: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let response = client.send(Method::GET, path, None).await?;
+    let mut body = response.into_body();
+    let mut pending = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("reading the log stream")?;
+        let Some(data) = frame.data_ref() else { continue };
+        pending.extend_from_slice(data);
+        while let Some(newline) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=newline).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if json_output {
+                writeln!(out, "{line}")?;
+            } else if let Ok(entry) = serde_json::from_str::<Value>(line) {
+                write!(out, "{}", format_log_line(&entry))?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn read_file_or_stdin(file: &PathBuf) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading standard input")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    }
+}
+
+fn edit_in_editor(text: &str) -> anyhow::Result<String> {
+    let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".into());
+    let dir = std::env::temp_dir().join(format!("ztos-edit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("candidate.toml");
+    std::fs::write(&path, text)?;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&path)
+        .status()
+        .with_context(|| format!("starting editor {editor}"))?;
+    let edited = std::fs::read_to_string(&path);
+    let _ = std::fs::remove_dir_all(&dir);
+    if !status.success() {
+        bail!("editor {editor} exited with {status}; candidate unchanged");
+    }
+    Ok(edited?)
+}
+
+fn url_escape(s: &str) -> String {
+    let mut escaped = String::new();
+    for byte in s.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => escaped.push(byte as char),
+            _ => escaped.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    escaped
+}
+
+/// A JSON field as display text: strings bare, null as `-`, everything else as JSON.
+fn field(value: &Value, key: &str) -> String {
+    display(value.get(key).unwrap_or(&Value::Null))
+}
+
+fn display(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.is_empty() => "-".into(),
+        Value::Array(items) => items.iter().map(display).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+fn rows(list: &Value, keys: &[&str]) -> Vec<Vec<String>> {
+    list.as_array()
+        .map(|items| items.iter().map(|item| keys.iter().map(|k| field(item, k)).collect()).collect())
+        .unwrap_or_default()
+}
+
+/// An aligned table with a header row.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let mut text = String::new();
+    let mut push_row = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        for (i, cell) in cells.iter().enumerate() {
+            if i == last {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        text.push('\n');
+    };
+    push_row(header.to_vec());
+    for row in &rows {
+        push_row(row.iter().map(String::as_str).collect());
+    }
+    text
+}
+
+fn format_commit(v: &Value) -> String {
+    let revision = v.get("revision").map(|r| field(r, "number")).unwrap_or_else(|| "-".into());
+    let mut text = format!("committed revision {revision}");
+    let changes = v.get("changes").and_then(Value::as_array).map_or(0, Vec::len);
+    text.push_str(&format!(" ({changes} kernel change{})\n", if changes == 1 { "" } else { "s" }));
+    for change in v.get("changes").and_then(Value::as_array).into_iter().flatten() {
+        text.push_str(&format!("  {}\n", display(change)));
+    }
+    for warning in v.get("warnings").and_then(Value::as_array).into_iter().flatten() {
+        text.push_str(&format!("warning: {}\n", display(warning)));
+    }
+    if let Some(deadline) = v.get("confirm_deadline").and_then(Value::as_str) {
+        text.push_str(&format!("reverts at {deadline} unless confirmed with `ztos config confirm`\n"));
+    }
+    text
+}
+
+fn format_security(v: &Value) -> String {
+    let mut rows = Vec::new();
+    for name in ["wireguard", "macsec"] {
+        let s = &v[name];
+        let configured = if s.get("configured").and_then(Value::as_bool) == Some(true) { "configured" } else { "not configured" };
+        rows.push(vec![
+            name.to_string(),
+            configured.to_string(),
+            field(s, "interfaces"),
+            field(s, "peers"),
+            format!("{} ({})", field(s, "plugin"), field(s, "plugin_state")),
+        ]);
+    }
+    let mut text = table(&["SERVICE", "STATE", "INTERFACES", "PEERS", "PLUGIN"], rows);
+    text.push_str(&format!("policy rules: {}\n", field(v, "policy_rules")));
+    text
+}
+
+fn format_interfaces(v: &Value) -> String {
+    let rows = v
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    vec![
+                        field(i, "name"),
+                        field(i, "kind"),
+                        if i.get("admin_up").and_then(Value::as_bool) == Some(true) { "up".into() } else { "down".into() },
+                        field(i, "oper_state"),
+                        field(i, "mtu"),
+                        field(i, "master"),
+                        field(i, "addresses"),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["NAME", "KIND", "ADMIN", "OPER", "MTU", "MASTER", "ADDRESSES"], rows)
+}
+
+fn format_plugins(v: &Value) -> String {
+    table(
+        &["NAME", "STATE", "VERSION", "OWNS", "REVISION"],
+        rows(v, &["name", "state", "version", "owns", "last_applied_revision"]),
+    )
+}
+
+fn format_log_line(entry: &Value) -> String {
+    format!(
+        "{} {:<5} {:<16} {}\n",
+        field(entry, "time"),
+        field(entry, "level"),
+        field(entry, "service"),
+        field(entry, "message")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_commands_parse_exactly_as_written() {
+        let cli = Cli::try_parse_from(["ztos", "network", "configure", "--bgp", "--peer", "10.1.1.1", "--as", "64512"]).unwrap();
+        let Command::Network(NetworkCommand::Configure(args)) = cli.command else { panic!("wrong command") };
+        let body = network_configure_body(&args).unwrap();
+        assert_eq!(body["bgp"]["peer"], "10.1.1.1");
+        assert_eq!(body["bgp"]["remote_as"], 64512);
+        assert!(matches!(Cli::try_parse_from(["ztos", "security", "status"]).unwrap().command, Command::Security(SecurityCommand::Status)));
+        assert!(matches!(
+            Cli::try_parse_from(["ztos", "monitoring", "logs"]).unwrap().command,
+            Command::Monitoring(MonitoringCommand::Logs { follow: false, .. })
+        ));
+    }
+
+    #[test]
+    fn bgp_without_peer_is_refused_by_the_parser() {
+        let err = Cli::try_parse_from(["ztos", "network", "configure", "--bgp", "--as", "64512"]).unwrap_err();
+        assert!(err.to_string().contains("--peer"), "{err}");
+    }
+
+    #[test]
+    fn tables_are_aligned() {
+        let text = table(&["A", "LONGER"], vec![vec!["value".into(), "x".into()]]);
+        assert_eq!(text, "A      LONGER\nvalue  x\n");
+    }
+
+    #[test]
+    fn url_escape_escapes_reserved_characters() {
+        assert_eq!(url_escape("2026-11-20T10:00:00+01:00"), "2026-11-20T10%3A00%3A00%2B01%3A00");
+    }
+}
