@@ -1,0 +1,149 @@
+//! `ztos-bench`: load generator and timer for `just bench-api`.
+//!
+//! - `load`: N keep-alive HTTP/1.1 connections over ztosd's unix socket (wrk cannot speak
+//!   unix sockets) sending GET requests back to back for a fixed time; prints requests/s and
+//!   latency percentiles as JSON. wrk measures the HTTPS side.
+//! - `commit`: POSTs a configuration file to `/api/v1/config/commit` over the unix socket and
+//!   prints the wall time of the request and the number of kernel changes it reported.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+#[derive(Debug, Parser)]
+#[command(name = "ztos-bench", about = "Benchmarks for the ZTOS API")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Closed-loop GET load over the unix socket.
+    Load {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long, default_value = "/api/v1/security/status")]
+        path: String,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Time one commit of a configuration file.
+    Commit {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    runtime.block_on(async {
+        match args.command {
+            Command::Load { socket, path, connections, seconds } => {
+                load(socket, path, connections, Duration::from_secs(seconds)).await
+            }
+            Command::Commit { socket, file } => commit(socket, file).await,
+        }
+    })
+}
+
+async fn connect(
+    socket: &PathBuf,
+) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+async fn load(socket: PathBuf, path: String, connections: usize, duration: Duration) -> anyhow::Result<()> {
+    let socket = Arc::new(socket);
+    let path = Arc::new(path);
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let socket = socket.clone();
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(&socket).await?;
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let request = Request::get(path.as_str())
+                    .header(hyper::header::HOST, "localhost")
+                    .body(Full::new(Bytes::new()))?;
+                let started = Instant::now();
+                let response = sender.send_request(request).await?;
+                let ok = response.status().is_success();
+                response.into_body().collect().await?;
+                latencies.push(started.elapsed());
+                if !ok {
+                    errors += 1;
+                }
+            }
+            anyhow::Ok((latencies, errors))
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (latencies, task_errors) = task.await??;
+        all.extend(latencies);
+        errors += task_errors;
+    }
+    if all.is_empty() {
+        bail!("no request completed");
+    }
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    let report = json!({
+        "requests": all.len(),
+        "errors": errors,
+        "seconds": duration.as_secs_f64(),
+        "requests_per_second": all.len() as f64 / duration.as_secs_f64(),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": pct(1.0),
+    });
+    println!("{report}");
+    Ok(())
+}
+
+async fn commit(socket: PathBuf, file: PathBuf) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let body = serde_json::to_vec(&json!({ "text": text, "comment": "bench" }))?;
+    let mut sender = connect(&socket).await?;
+    let request = Request::post("/api/v1/config/commit")
+        .header(hyper::header::HOST, "localhost")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))?;
+    let started = Instant::now();
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    let elapsed = started.elapsed();
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("commit failed with {status}: {value}");
+    }
+    let changes = value.get("changes").and_then(Value::as_array).map_or(0, Vec::len);
+    println!("{}", json!({ "milliseconds": elapsed.as_secs_f64() * 1000.0, "changes": changes }));
+    Ok(())
+}
