@@ -1,1 +1,232 @@
-//! (filled in by its owner)
+//! The netlink reconciler: applies the committed configuration to the kernel's links,
+//! addresses, routes and VXLAN flood lists.
+//!
+//! ```text
+//!   Config ──DesiredState::from_config──▶ DesiredState ─┐
+//!                                                       ├─ plan() ──▶ Vec<Op> ──▶ Kernel::execute
+//!   Kernel::read_state ─────────────────▶ KernelState ──┘
+//! ```
+//!
+//! `model` and `plan` are pure; all I/O sits behind the `Kernel` trait, implemented by
+//! `RtnetlinkKernel` (the real one) and `RecordingKernel` (in memory, for tests).
+//!
+//! Architecture invariant: only this module opens netlink sockets for links, addresses,
+//! routes and the static flood list; plugins program their own objects (EVPN-learned FDB
+//! entries, WireGuard devices) and the reconciler leaves them alone.
+
+mod model;
+mod plan;
+mod recording;
+mod rtnetlink_kernel;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+
+use serde::Serialize;
+
+use crate::config::Config;
+
+pub use model::{
+    DesiredLink, DesiredState, FloodEntry, KernelLink, KernelRoute, KernelState, LinkChange,
+    LinkKind, Op, Route, VxlanParams, MAIN_TABLE, MANAGED_ALIAS, RTPROT_ZTOS,
+};
+pub use plan::{plan, route_matches};
+pub use recording::RecordingKernel;
+pub use rtnetlink_kernel::RtnetlinkKernel;
+
+/// Why the configuration could not be applied to the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("interface {name} does not exist")]
+    MissingInterface { name: String },
+    #[error("link {name} already exists as a {kind} link that ztos does not manage")]
+    NameTaken { name: String, kind: String },
+    #[error("link {name} is defined more than once in the configuration")]
+    DuplicateLink { name: String },
+    #[error("{owner}: bridge {bridge} is not configured")]
+    UnknownBridge { owner: String, bridge: String },
+    #[error("route {route}: tenant {tenant} is not configured")]
+    UnknownTenant { route: String, tenant: String },
+    #[error("tenant {tenant}: network vni {vni} has no [[vxlan]] entry with a bridge")]
+    TenantNetworkWithoutBridge { tenant: String, vni: u32 },
+    #[error("creating {name}: the kernel has no VRF support (module vrf not available)")]
+    NoVrfSupport { name: String },
+    #[error("opening the rtnetlink socket: {0}")]
+    Connection(#[source] io::Error),
+    #[error("reading {what} from the kernel: {source}")]
+    Read {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{op}: {source}")]
+    Kernel {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Maps the kernel's refusal to create a link to an error; a missing link-type module is
+/// reported as such, since "operation not supported" alone does not say what to do.
+fn creation_refused(name: &str, kind: &LinkKind, source: io::Error) -> ReconcileError {
+    const EOPNOTSUPP: i32 = 95;
+    match kind {
+        LinkKind::Vrf { .. } if source.raw_os_error() == Some(EOPNOTSUPP) => {
+            ReconcileError::NoVrfSupport {
+                name: name.to_string(),
+            }
+        }
+        _ => ReconcileError::Kernel {
+            op: Op::CreateLink {
+                name: name.to_string(),
+                kind: kind.clone(),
+            }
+            .to_string(),
+            source,
+        },
+    }
+}
+
+/// The future returned by `Kernel` methods.
+pub type KernelFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ReconcileError>> + Send + 'a>>;
+
+/// The kernel as the reconciler sees it: a state to read and operations to execute.
+pub trait Kernel: Send + Sync {
+    /// Reads links, addresses, routes and VXLAN flood entries.
+    fn read_state(&self) -> KernelFuture<'_, KernelState>;
+    /// Executes one operation; the error names the operation.
+    fn execute<'a>(&'a self, op: &'a Op) -> KernelFuture<'a, ()>;
+}
+
+/// What an apply changed: one human-readable line per operation, in execution order.
+/// Empty when the kernel already matched the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ApplyReport {
+    pub changes: Vec<String>,
+}
+
+/// One kernel interface, as `ztos show interfaces` and `GET /api/v1/interfaces` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub index: u32,
+    /// `bridge`, `vxlan`, `vrf`, `dummy`, `veth`, or `device` for hardware and `lo`.
+    pub kind: String,
+    pub admin_up: bool,
+    /// RFC 2863 operational state: `up`, `down`, `unknown`, `lowerlayerdown`, ...
+    pub oper_state: String,
+    pub mtu: u32,
+    pub mac: Option<String>,
+    /// Addresses with prefix length.
+    pub addresses: Vec<String>,
+    /// The bridge or VRF this interface is a port of.
+    pub master: Option<String>,
+    /// Whether ZTOS created this interface.
+    pub managed: bool,
+}
+
+/// Applies configurations to the kernel, one at a time.
+pub struct Reconciler {
+    kernel: Box<dyn Kernel>,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler").finish_non_exhaustive()
+    }
+}
+
+impl Reconciler {
+    pub fn new(kernel: Box<dyn Kernel>) -> Reconciler {
+        Reconciler { kernel }
+    }
+
+    /// Moves the kernel from `previous` to `next`:
+    /// 1. computes the desired state of both configurations (fails before touching anything
+    ///    if `next` cannot be applied, e.g. it names a missing interface);
+    /// 2. reads the kernel and plans the operations;
+    /// 3. executes them in order. If one fails, re-reads the kernel, plans back to
+    ///    `previous` and executes that best effort (failures are logged), then returns the
+    ///    original error: the kernel is left at the previous revision.
+    pub async fn apply(
+        &mut self,
+        previous: &Config,
+        next: &Config,
+    ) -> Result<ApplyReport, ReconcileError> {
+        let desired = DesiredState::from_config(next)?;
+        let before = DesiredState::from_config(previous).unwrap_or_else(|error| {
+            tracing::warn!(%error, "the previous configuration cannot be applied; not using it");
+            DesiredState::default()
+        });
+        let actual = self.kernel.read_state().await?;
+        let ops = plan(&desired, &before, &actual)?;
+        let mut report = ApplyReport::default();
+        for op in &ops {
+            if let Err(error) = self.kernel.execute(op).await {
+                tracing::error!(%error, "applying the configuration failed; reverting");
+                self.revert(&before, &desired).await;
+                return Err(error);
+            }
+            tracing::info!(change = %op, "kernel changed");
+            report.changes.push(op.to_string());
+        }
+        Ok(report)
+    }
+
+    /// Best-effort return to `target` after a failed apply of `failed`.
+    async fn revert(&self, target: &DesiredState, failed: &DesiredState) {
+        let actual = match self.kernel.read_state().await {
+            Ok(actual) => actual,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the kernel to revert");
+                return;
+            }
+        };
+        let ops = match plan(target, failed, &actual) {
+            Ok(ops) => ops,
+            Err(error) => {
+                tracing::error!(%error, "cannot plan the revert");
+                return;
+            }
+        };
+        for op in &ops {
+            match self.kernel.execute(op).await {
+                Ok(()) => tracing::info!(change = %op, "reverted"),
+                Err(error) => tracing::warn!(%error, "revert step failed; continuing"),
+            }
+        }
+    }
+
+    /// The kernel's interfaces with their addresses, sorted by index.
+    pub async fn interfaces(&self) -> Result<Vec<InterfaceStatus>, ReconcileError> {
+        let state = self.kernel.read_state().await?;
+        let mut interfaces: Vec<InterfaceStatus> = state
+            .links
+            .iter()
+            .map(|link| InterfaceStatus {
+                name: link.name.clone(),
+                index: link.index,
+                kind: link.kind.name().to_string(),
+                admin_up: link.up,
+                oper_state: link.oper_state.clone(),
+                mtu: link.mtu,
+                mac: link.mac.clone(),
+                addresses: state
+                    .addresses
+                    .iter()
+                    .filter(|(name, _)| name == &link.name)
+                    .map(|(_, address)| address.to_string())
+                    .collect(),
+                master: link.master.clone(),
+                managed: link.managed(),
+            })
+            .collect();
+        interfaces.sort_by_key(|interface| interface.index);
+        Ok(interfaces)
+    }
+}
