@@ -1,0 +1,1 @@
+//! Placeholder while the real-kernel test is written.
