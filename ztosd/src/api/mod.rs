@@ -1,1 +1,84 @@
-//! (filled in by its owner)
+//! The REST API (`/api/v1`, plus `/health` and `/metrics`), used by the `ztos` CLI over the
+//! unix socket, by the web UI and by automation over HTTPS.
+//!
+//! - [`app`] builds the router; tests drive it with `oneshot`, no socket needed.
+//! - [`auth`] decides who the caller is and what they may do; [`error`] turns every failure
+//!   into one JSON error format in exactly one place.
+//! - [`server`] runs the unix-socket and HTTPS listeners; [`openapi`] describes it all.
+
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod server;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+pub use auth::{Caller, Transport};
+pub use error::{ApiError, ErrorBody, ErrorDetail, MAX_BODY_BYTES};
+pub use openapi::ApiDoc;
+pub use server::{serve_https, serve_unix};
+
+use crate::daemon::Daemon;
+use metrics::HttpMetrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    pub daemon: Daemon,
+    pub http: Arc<HttpMetrics>,
+}
+
+/// The whole API as a router with its state applied.
+pub fn app(daemon: Daemon) -> Router {
+    let state = ApiState {
+        daemon,
+        http: Arc::new(HttpMetrics::default()),
+    };
+    use routes::{config, monitoring, network, plugins, security, system, tokens};
+    let api = Router::new()
+        .route("/network/configure", post(network::configure))
+        .route("/security/status", get(security::status))
+        .route("/monitoring/logs", get(monitoring::logs))
+        .route("/config", get(config::running))
+        .route(
+            "/config/candidate",
+            get(config::get_candidate)
+                .put(config::put_candidate)
+                .patch(config::patch_candidate)
+                .delete(config::discard_candidate),
+        )
+        .route("/config/diff", get(config::diff))
+        .route("/config/commit", post(config::commit))
+        .route("/config/confirm", post(config::confirm))
+        .route("/config/rollback", post(config::rollback))
+        .route("/config/revisions", get(config::revisions))
+        .route("/config/revisions/{n}", get(config::revision))
+        .route("/config/schema", get(config::schema))
+        .route("/interfaces", get(system::interfaces))
+        .route("/plugins", get(plugins::list))
+        .route("/plugins/{name}", get(plugins::get))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", delete(tokens::revoke))
+        .route("/openapi.json", get(system::openapi));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/health", get(system::health))
+        .route("/metrics", get(system::metrics))
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,145 @@
+//! The OpenAPI 3.1 description of the API, generated from the handlers' `#[utoipa::path]`
+//! attributes. It is served at `/api/v1/openapi.json` and kept in `docs/openapi.json`, which a
+//! test compares with the generated document (`ZTOS_UPDATE_GOLDEN=1` rewrites it).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::routes;
+
+/// How a revision is described in responses (the JSON form of `crate::store::RevisionMeta`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = RevisionMeta)]
+pub struct RevisionMetaSchema {
+    pub number: u64,
+    /// `root`, `uid:<n>`, `token:<name>` or `ztosd` (automatic changes).
+    pub author: String,
+    /// RFC 3339 time of the commit.
+    pub time: String,
+    pub comment: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ZTOS API",
+        description = "Management API of a ZTOS node. Over HTTPS every route except /health \
+                       needs `Authorization: Bearer <token>`; over the local unix socket the \
+                       caller is root and needs no token. Errors are JSON objects \
+                       `{\"error\": \"...\", \"details\": [{\"path\": \"...\", \"message\": \"...\"}]}`."
+    ),
+    paths(
+        routes::network::configure,
+        routes::security::status,
+        routes::monitoring::logs,
+        routes::config::running,
+        routes::config::get_candidate,
+        routes::config::put_candidate,
+        routes::config::patch_candidate,
+        routes::config::discard_candidate,
+        routes::config::diff,
+        routes::config::commit,
+        routes::config::confirm,
+        routes::config::rollback,
+        routes::config::revisions,
+        routes::config::revision,
+        routes::config::schema,
+        routes::system::interfaces,
+        routes::plugins::list,
+        routes::plugins::get,
+        routes::tokens::list,
+        routes::tokens::create,
+        routes::tokens::revoke,
+        routes::system::health,
+        routes::system::metrics,
+        routes::system::openapi,
+    ),
+    components(schemas(RevisionMetaSchema)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "network", description = "The seed's network API: BGP peers, VXLAN, WireGuard peers"),
+        (name = "security", description = "The seed's security API: encryption status"),
+        (name = "monitoring", description = "The seed's monitoring API: logs"),
+        (name = "config", description = "Candidate, commit, confirm, rollback, revisions"),
+        (name = "plugins", description = "Plugin processes"),
+        (name = "tokens", description = "API tokens (admin)"),
+        (name = "system", description = "Health, metrics, interfaces, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the `bearer` security scheme that every operation refers to.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("ztos_<64 hex digits>")
+                    .description(Some(
+                        "An API token from `ztos token create` or POST /api/v1/tokens",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as written to `docs/openapi.json`: pretty JSON with a final newline.
+pub fn document() -> String {
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/openapi.json` is the generated document; `ZTOS_UPDATE_GOLDEN=1` rewrites it.
+    #[test]
+    fn golden_openapi_document_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+        let generated = document();
+        if std::env::var_os("ZTOS_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+            return;
+        }
+        let golden = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            golden == generated,
+            "{} is out of date: run `ZTOS_UPDATE_GOLDEN=1 cargo test -p ztosd --lib api` and commit it",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn document_is_openapi_3_1_with_the_seed_routes_and_bearer_auth() {
+        let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for path in [
+            "/api/v1/network/configure",
+            "/api/v1/security/status",
+            "/api/v1/monitoring/logs",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} missing");
+        }
+        assert!(doc["paths"]["/api/v1/network/configure"]["post"].is_object());
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        // /health needs no token: its security list holds only the empty requirement.
+        assert_eq!(
+            doc["paths"]["/health"]["get"]["security"],
+            serde_json::json!([{}])
+        );
+    }
+}

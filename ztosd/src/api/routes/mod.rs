@@ -1,0 +1,12 @@
+//! The route handlers, one module per subject. Each handler names the [`Scope`] it needs
+//! through its `Auth<..>` argument and carries its own `#[utoipa::path]` documentation.
+//!
+//! [`Scope`]: super::auth::Scope
+
+pub mod config;
+pub mod monitoring;
+pub mod network;
+pub mod plugins;
+pub mod security;
+pub mod system;
+pub mod tokens;

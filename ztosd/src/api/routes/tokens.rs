@@ -1,0 +1,71 @@
+//! `/api/v1/tokens`: API tokens for remote clients. Admin only. The secret of a new token is
+//! in the creation response and nowhere else.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::api::auth::{AdminScope, Auth};
+use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use crate::api::ApiState;
+use crate::config::Role;
+use crate::tokens::TokenInfo;
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// 1 to 64 letters, digits, `.`, `_` or `-`.
+    pub name: String,
+    /// `read` (default), `operate` or `admin`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "read")]
+    pub role: Role,
+}
+
+/// A new token and its secret, which cannot be retrieved again.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    pub token: TokenInfo,
+    /// Send as `Authorization: Bearer <secret>`.
+    pub secret: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
+    responses((status = 200, body = Vec<TokenInfo>), (status = 403, body = ErrorBody)))]
+pub async fn list(_auth: Auth<AdminScope>, State(state): State<ApiState>) -> Json<Vec<TokenInfo>> {
+    Json(state.daemon.tokens().list())
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateToken,
+    responses((status = 201, body = CreatedToken),
+              (status = 400, description = "Invalid name or role", body = ErrorBody),
+              (status = 409, description = "A token with that name exists", body = ErrorBody)))]
+pub async fn create(
+    auth: Auth<AdminScope>,
+    State(state): State<ApiState>,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    let (token, secret) = state.daemon.tokens().create(&body.name, body.role)?;
+    tracing::info!(
+        "api token {} ({}) created by {}",
+        token.name,
+        crate::api::auth::role_name(token.role),
+        auth.caller.author
+    );
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, secret })))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens",
+    params(("name" = String, Path, description = "Token name")),
+    responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody)))]
+pub async fn revoke(
+    auth: Auth<AdminScope>,
+    State(state): State<ApiState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    state.daemon.tokens().revoke(&name)?;
+    tracing::info!("api token {name} revoked by {}", auth.caller.author);
+    Ok(StatusCode::NO_CONTENT)
+}
