@@ -89,7 +89,17 @@ pub struct User {
 
 /// What a user or an API token may do. Ordered: each role includes the ones before it.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
     JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
@@ -193,7 +203,9 @@ pub struct Vxlan {
 impl Vxlan {
     /// The kernel device name of this VXLAN interface.
     pub fn device_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| format!("vx{}", self.vni.get()))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("vx{}", self.vni.get()))
     }
 }
 
@@ -419,11 +431,11 @@ fn default_true() -> bool {
 /// Defines a `u32` newtype whose deserialization refuses values outside a range, with a
 /// message that names the value (the caller's error adds the path).
 macro_rules! checked_u32 {
-    ($(#[$doc:meta])* $name:ident, $check:expr, $what:literal) => {
+    ($(#[$doc:meta])* $name:ident, $min:literal..=$max:expr, $check:expr, $what:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
         #[serde(transparent)]
-        pub struct $name(u32);
+        pub struct $name(#[schemars(range(min = $min, max = $max))] u32);
 
         impl $name {
             pub fn new(value: u32) -> Result<Self, String> {
@@ -460,18 +472,21 @@ macro_rules! checked_u32 {
 checked_u32!(
     /// A 4-byte AS number (RFC 6793). 0 (RFC 7607) and AS_TRANS 23456 are not valid here.
     Asn,
+    1..=u32::MAX,
     |v| v != 0 && v != 23456,
     "AS number"
 );
 checked_u32!(
     /// A 24-bit VXLAN network identifier (RFC 7348), 1 to 16777215.
     Vni,
+    1..=16777215,
     |v| (1..=0x00ff_ffff).contains(&v),
     "VNI (1 to 16777215)"
 );
 checked_u32!(
     /// An interface MTU in bytes, 68 (RFC 791) to 65535.
     Mtu,
+    68..=65535,
     |v| (68..=65535).contains(&v),
     "MTU (68 to 65535)"
 );
@@ -479,6 +494,7 @@ checked_u32!(
     /// A kernel routing table id usable for a VRF: not 0 (unspec), 253 (default), 254 (main)
     /// or 255 (local).
     RouteTable,
+    1..=u32::MAX,
     |v| v != 0 && !(253..=255).contains(&v),
     "VRF table (not 0, 253, 254 or 255)"
 );
