@@ -53,8 +53,13 @@ pub enum ReconcileError {
     UnknownTenant { route: String, tenant: String },
     #[error("tenant {tenant}: network vni {vni} has no [[vxlan]] entry with a bridge")]
     TenantNetworkWithoutBridge { tenant: String, vni: u32 },
-    #[error("creating {name}: the kernel has no VRF support (module vrf not available)")]
-    NoVrfSupport { name: String },
+    /// The kernel lacks the module of a link type (no `vrf` on many stock kernels).
+    #[error("creating {name}: the kernel has no {what} support (module {module} not available)")]
+    UnsupportedLinkKind {
+        name: String,
+        what: &'static str,
+        module: &'static str,
+    },
     #[error("opening the rtnetlink socket: {0}")]
     Connection(#[source] io::Error),
     #[error("reading {what} from the kernel: {source}")]
@@ -74,11 +79,21 @@ pub enum ReconcileError {
 /// Maps the kernel's refusal to create a link to an error; a missing link-type module is
 /// reported as such, since "operation not supported" alone does not say what to do.
 fn creation_refused(name: &str, kind: &LinkKind, source: io::Error) -> ReconcileError {
+    // The kernel answers EOPNOTSUPP ("Unknown device type") when no module provides a kind.
     const EOPNOTSUPP: i32 = 95;
-    match kind {
-        LinkKind::Vrf { .. } if source.raw_os_error() == Some(EOPNOTSUPP) => {
-            ReconcileError::NoVrfSupport {
+    let missing = match kind {
+        LinkKind::Vrf { .. } => Some(("VRF", "vrf")),
+        LinkKind::Dummy => Some(("dummy interface", "dummy")),
+        LinkKind::Bridge => Some(("bridge", "bridge")),
+        LinkKind::Vxlan(_) => Some(("VXLAN", "vxlan")),
+        LinkKind::Other(_) => None,
+    };
+    match missing {
+        Some((what, module)) if source.raw_os_error() == Some(EOPNOTSUPP) => {
+            ReconcileError::UnsupportedLinkKind {
                 name: name.to_string(),
+                what,
+                module,
             }
         }
         _ => ReconcileError::Kernel {

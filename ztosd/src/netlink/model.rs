@@ -28,7 +28,9 @@ pub enum LinkKind {
     Dummy,
     Bridge,
     Vxlan(VxlanParams),
-    Vrf { table: u32 },
+    Vrf {
+        table: u32,
+    },
     /// A link ZTOS does not create: its IFLA_INFO_KIND (`veth`, ...) or `device` when the
     /// kernel reports none (physical NICs, `lo`).
     Other(String),
@@ -283,7 +285,11 @@ impl DesiredState {
 
         state.links = order
             .into_iter()
-            .map(|name| links.remove(&name).expect("every ordered name was inserted"))
+            .map(|name| {
+                links
+                    .remove(&name)
+                    .expect("every ordered name was inserted")
+            })
             .collect();
         Ok(state)
     }
@@ -353,11 +359,25 @@ pub enum LinkChange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Create a link and mark it with the `ztos-managed` alias.
-    CreateLink { name: String, kind: LinkKind },
-    SetLink { name: String, change: LinkChange },
-    DeleteLink { name: String },
-    AddAddress { link: String, address: IpNet },
-    DelAddress { link: String, address: IpNet },
+    CreateLink {
+        name: String,
+        kind: LinkKind,
+    },
+    SetLink {
+        name: String,
+        change: LinkChange,
+    },
+    DeleteLink {
+        name: String,
+    },
+    AddAddress {
+        link: String,
+        address: IpNet,
+    },
+    DelAddress {
+        link: String,
+        address: IpNet,
+    },
     AddRoute(Route),
     DelRoute(Route),
     AddFlood(FloodEntry),

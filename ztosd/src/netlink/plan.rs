@@ -195,7 +195,8 @@ pub fn plan(
     for link in &desired.links {
         if let Some(master) = &link.master {
             let master_changes = created.contains(master.as_str());
-            if master_changes || current(&link.name).is_none_or(|l| l.master.as_ref() != Some(master))
+            if master_changes
+                || current(&link.name).is_none_or(|l| l.master.as_ref() != Some(master))
             {
                 let rank = match desired.link(master).and_then(|m| m.create.as_ref()) {
                     Some(LinkKind::Vrf { .. }) => 0,

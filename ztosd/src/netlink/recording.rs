@@ -86,7 +86,9 @@ impl RecordingKernel {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn apply(&self, op: &Op) -> Result<(), ReconcileError> {
@@ -161,7 +163,11 @@ fn apply_to_state(state: &mut KernelState, op: &Op) -> Result<(), i32> {
                 name: name.clone(),
                 kind: kind.clone(),
                 alias: Some(MANAGED_ALIAS.to_string()),
-                mtu: if matches!(kind, LinkKind::Vxlan(_)) { 1450 } else { 1500 },
+                mtu: if matches!(kind, LinkKind::Vxlan(_)) {
+                    1450
+                } else {
+                    1500
+                },
                 up: false,
                 oper_state: "down".into(),
                 mac: Some(format!("02:00:00:00:00:{:02x}", index & 0xff)),
@@ -220,7 +226,9 @@ fn apply_to_state(state: &mut KernelState, op: &Op) -> Result<(), i32> {
         }
         Op::DelAddress { link, address } => {
             let before = state.addresses.len();
-            state.addresses.retain(|(l, a)| !(l == link && a == address));
+            state
+                .addresses
+                .retain(|(l, a)| !(l == link && a == address));
             if state.addresses.len() == before {
                 return Err(EADDRNOTAVAIL);
             }

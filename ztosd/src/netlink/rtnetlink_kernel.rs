@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use futures::StreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use rtnetlink::packet_route::link::{
@@ -23,14 +23,13 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::model::{
-    FloodEntry, KernelLink, KernelRoute, KernelState, LinkChange, LinkKind, Op, Route,
-    VxlanParams, MANAGED_ALIAS, RTPROT_ZTOS,
+    FloodEntry, KernelLink, KernelRoute, KernelState, LinkChange, LinkKind, Op, Route, VxlanParams,
+    MANAGED_ALIAS, RTPROT_ZTOS,
 };
 use super::{creation_refused, Kernel, KernelFuture, ReconcileError};
 
@@ -99,7 +98,9 @@ impl RtnetlinkKernel {
     /// The index of a link, by name.
     async fn index_of(&self, name: &str) -> Result<u32, io::Error> {
         let mut message = LinkMessage::default();
-        message.attributes.push(LinkAttribute::IfName(name.to_string()));
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
         let replies = self
             .request(RouteNetlinkMessage::GetLink(message), NLM_F_REQUEST)
             .await
@@ -117,7 +118,10 @@ impl RtnetlinkKernel {
         let mut state = KernelState::default();
         let mut raw_links = Vec::new();
         for reply in self
-            .dump("links", RouteNetlinkMessage::GetLink(LinkMessage::default()))
+            .dump(
+                "links",
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            )
             .await?
         {
             if let RouteNetlinkMessage::NewLink(message) = reply {
@@ -289,7 +293,9 @@ impl RtnetlinkKernel {
 
     async fn create_message(&self, name: &str, kind: &LinkKind) -> Result<LinkMessage, io::Error> {
         let mut message = LinkMessage::default();
-        message.attributes.push(LinkAttribute::IfName(name.to_string()));
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
         let info = match kind {
             LinkKind::Dummy => vec![LinkInfo::Kind(InfoKind::Dummy)],
             LinkKind::Bridge => vec![LinkInfo::Kind(InfoKind::Bridge)],
@@ -450,7 +456,10 @@ fn route_address(address: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn parse_route(message: &RouteMessage, name_of: &dyn Fn(u32) -> Option<String>) -> Option<KernelRoute> {
+fn parse_route(
+    message: &RouteMessage,
+    name_of: &dyn Fn(u32) -> Option<String>,
+) -> Option<KernelRoute> {
     if message.header.kind != RouteType::Unicast {
         return None;
     }
@@ -503,6 +512,16 @@ fn parse_flood_remote(message: &NeighbourMessage) -> Option<IpAddr> {
             NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
                 remote = Some(IpAddr::V6(*ip))
             }
+            // In AF_BRIDGE messages the parser cannot know the address family of NDA_DST.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                remote = match bytes.len() {
+                    4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+                    16 => <[u8; 16]>::try_from(bytes.as_slice())
+                        .ok()
+                        .map(IpAddr::from),
+                    _ => None,
+                }
+            }
             _ => {}
         }
     }
@@ -546,13 +565,17 @@ fn route_message(route: &Route, device: Option<u32>) -> RouteMessage {
         .attributes
         .push(RouteAttribute::Destination(route.destination.addr().into()));
     if let Some(gateway) = route.gateway {
-        message.attributes.push(RouteAttribute::Gateway(gateway.into()));
+        message
+            .attributes
+            .push(RouteAttribute::Gateway(gateway.into()));
     }
     if let Some(index) = device {
         message.attributes.push(RouteAttribute::Oif(index));
     }
     if route.metric != 0 {
-        message.attributes.push(RouteAttribute::Priority(route.metric));
+        message
+            .attributes
+            .push(RouteAttribute::Priority(route.metric));
     }
     message
 }
@@ -566,10 +589,12 @@ fn flood_message(index: u32, entry: &FloodEntry) -> NeighbourMessage {
     message
         .attributes
         .push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
-    message.attributes.push(NeighbourAttribute::Destination(match entry.remote {
-        IpAddr::V4(ip) => NeighbourAddress::Inet(ip),
-        IpAddr::V6(ip) => NeighbourAddress::Inet6(ip),
-    }));
+    message
+        .attributes
+        .push(NeighbourAttribute::Destination(match entry.remote {
+            IpAddr::V4(ip) => NeighbourAddress::Inet(ip),
+            IpAddr::V6(ip) => NeighbourAddress::Inet6(ip),
+        }));
     message
 }
 

@@ -9,6 +9,13 @@ fn config(text: &str) -> Config {
     toml::from_str(text).unwrap_or_else(|error| panic!("test config does not parse: {error}"))
 }
 
+/// The dummy loopback of `VXLAN_LEAF` (kernels without the dummy module cannot have it).
+const LO0: &str = r#"[[interfaces]]
+name = "lo0"
+kind = "loopback"
+addresses = ["10.255.0.1/32"]
+"#;
+
 const VXLAN_LEAF: &str = r#"
 [[interfaces]]
 name = "eth1"
@@ -148,7 +155,10 @@ fn removal_removes_only_what_ztos_put_there() {
     );
     let after = kernel.state();
     assert!(after.link("foreign0").is_some(), "foreign link kept");
-    assert!(after.routes.iter().any(|r| r.protocol == 4), "foreign route kept");
+    assert!(
+        after.routes.iter().any(|r| r.protocol == 4),
+        "foreign route kept"
+    );
     assert!(after
         .addresses
         .contains(&("eth1".into(), "192.0.2.1/24".parse().unwrap())));
@@ -230,7 +240,9 @@ fn failure_midway_brings_the_kernel_back_to_the_previous_revision() {
     }));
     let error = run(reconciler.apply(&leaf, &changed)).expect_err("injected failure");
     assert!(
-        error.to_string().starts_with("add fdb 00:00:00:00:00:00 dst 10.0.0.3 dev vx200: "),
+        error
+            .to_string()
+            .starts_with("add fdb 00:00:00:00:00:00 dst 10.0.0.3 dev vx200: "),
         "{error}"
     );
     let after = kernel.state();
@@ -253,10 +265,7 @@ fn changing_the_vni_recreates_the_device_and_restores_its_ports_and_flood_list()
     let leaf = config(VXLAN_LEAF);
     let mut reconciler = reconciler(&kernel);
     run(reconciler.apply(&Config::default(), &leaf)).expect("apply");
-    let changed = config(&VXLAN_LEAF.replace(
-        "vni = 100",
-        "vni = 101\nname = \"vx100\"",
-    ));
+    let changed = config(&VXLAN_LEAF.replace("vni = 100", "vni = 101\nname = \"vx100\""));
     let report = run(reconciler.apply(&leaf, &changed)).expect("change");
     assert_eq!(
         report.changes,
@@ -279,8 +288,7 @@ fn tenant_bridge_joins_its_vrf_before_ports_join_the_bridge() {
          [[tenants.networks]]\nvni = 100\ngateway = \"192.168.100.254/24\"\n\n\
          [[routes]]\ndestination = \"0.0.0.0/0\"\ninterface = \"br100\"\ntenant = \"blue\"\n"
     ));
-    let report =
-        run(reconciler(&kernel).apply(&Config::default(), &with_tenant)).expect("apply");
+    let report = run(reconciler(&kernel).apply(&Config::default(), &with_tenant)).expect("apply");
     let position = |line: &str| {
         report
             .changes
@@ -329,7 +337,10 @@ fn interfaces_reports_kernel_links_with_addresses() {
     let eth1 = interfaces.iter().find(|i| i.name == "eth1").expect("eth1");
     assert_eq!(eth1.addresses, vec!["10.0.0.1/24"]);
     assert!(eth1.admin_up && !eth1.managed);
-    let vx100 = interfaces.iter().find(|i| i.name == "vx100").expect("vx100");
+    let vx100 = interfaces
+        .iter()
+        .find(|i| i.name == "vx100")
+        .expect("vx100");
     assert_eq!(vx100.kind, "vxlan");
     assert_eq!(vx100.master.as_deref(), Some("br100"));
     assert!(vx100.managed);
