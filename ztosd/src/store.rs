@@ -177,6 +177,7 @@ impl ConfigStore {
         author: &str,
         comment: &str,
     ) -> Result<RevisionMeta, StoreError> {
+        let previous = self.running_number()?;
         let number = Revision(self.highest_allocated()?.0 + 1);
         // Allocate the number first, so it is never handed out twice even if this commit
         // is interrupted and its files are removed as debris.
@@ -192,7 +193,7 @@ impl ConfigStore {
         self.write(&self.meta_path(number), &meta_json)?;
         // The commit point.
         self.write(&self.running_path(), format!("{number}\n").as_bytes())?;
-        self.prune()?;
+        self.prune(previous)?;
         Ok(meta)
     }
 
@@ -377,15 +378,17 @@ impl ConfigStore {
         Ok(meta)
     }
 
-    /// Removes revisions beyond the newest `retention`, except the running one and the
-    /// rollback target of a pending confirmed commit.
-    fn prune(&mut self) -> Result<(), StoreError> {
+    /// Removes revisions beyond the newest `retention`, except the running one, `previous`
+    /// (the revision the commit being made replaced: the target of a `commit confirmed`
+    /// that the caller records right after the commit) and the rollback target of a
+    /// pending confirmed commit.
+    fn prune(&mut self, previous: Option<Revision>) -> Result<(), StoreError> {
         let numbers = self.revision_numbers()?;
         let keep_running = self.running_number()?;
         let keep_rollback = self.pending_confirm()?.map(|p| p.rollback_to);
         let excess = numbers.len().saturating_sub(self.retention);
         for number in numbers.into_iter().take(excess) {
-            if Some(number) == keep_running || Some(number) == keep_rollback {
+            if [keep_running, previous, keep_rollback].contains(&Some(number)) {
                 continue;
             }
             // Meta first: a revision without its meta file is not listed any more.
@@ -531,18 +534,21 @@ mod tests {
         drop(store);
 
         // A reopened store with a smaller retention prunes on the next commit and still
-        // continues after the highest number ever used.
+        // continues after the highest number ever used. The revision a commit replaces is
+        // kept for that commit, as the rollback target of a `commit confirmed`.
         let mut store = ConfigStore::open(dir.path(), 1).unwrap();
         let meta = store.commit("a = 6\n", "alice", "").unwrap();
         assert_eq!(meta.number, Revision(6));
-        assert_eq!(numbers(&store), vec![6]);
+        assert_eq!(numbers(&store), vec![6, 5]);
         // Even if every revision file were lost, the sequence keeps numbers unique.
-        fs::remove_file(store.meta_path(Revision(6))).unwrap();
-        fs::remove_file(store.text_path(Revision(6))).unwrap();
-        assert_eq!(
-            store.commit("a = 7\n", "alice", "").unwrap().number,
-            Revision(7)
-        );
+        for number in [5, 6] {
+            fs::remove_file(store.meta_path(Revision(number))).unwrap();
+            fs::remove_file(store.text_path(Revision(number))).unwrap();
+        }
+        fs::remove_file(store.running_path()).unwrap();
+        let meta = store.commit("a = 7\n", "alice", "").unwrap();
+        assert_eq!(meta.number, Revision(7));
+        assert_eq!(numbers(&store), vec![7]);
     }
 
     #[test]
