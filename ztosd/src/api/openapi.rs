@@ -55,7 +55,7 @@ pub struct RevisionMetaSchema {
         routes::system::openapi,
     ),
     components(schemas(RevisionMetaSchema)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     security(("bearer" = [])),
     tags(
         (name = "network", description = "The seed's network API: BGP peers, VXLAN, WireGuard peers"),
@@ -87,6 +87,56 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Adds the responses every authenticated route can give (401, 403, 500), so that each
+/// handler lists only its own.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let common = [
+            ("401", "No token, or a token that is not valid"),
+            ("403", "The token's role is below this route's"),
+            ("500", "Internal error (details only in the daemon's log)"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                // Operations that set their own security (only /health, which has none)
+                // cannot answer 401 or 403.
+                let authenticated = operation.security.is_none();
+                for (status, description) in common {
+                    if status != "500" && !authenticated {
+                        continue;
+                    }
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
     }
 }
 
@@ -137,9 +187,12 @@ mod tests {
             "bearer"
         );
         // /health needs no token: its security list holds only the empty requirement.
-        assert_eq!(
-            doc["paths"]["/health"]["get"]["security"],
-            serde_json::json!([{}])
-        );
+        let health = &doc["paths"]["/health"]["get"];
+        assert_eq!(health["security"], serde_json::json!([{}]));
+        assert!(health["responses"]["401"].is_null());
+        let configure = &doc["paths"]["/api/v1/network/configure"]["post"];
+        for status in ["200", "400", "401", "403", "422", "500"] {
+            assert!(configure["responses"][status].is_object(), "{status}");
+        }
     }
 }

@@ -88,14 +88,13 @@ pub struct RevisionResponse {
 }
 
 #[utoipa::path(get, path = "/api/v1/config", tag = "config",
-    responses((status = 200, description = "The running configuration", body = RunningConfig),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "The running configuration", body = RunningConfig)))]
 pub async fn running(_auth: Auth<ReadScope>, State(state): State<ApiState>) -> Json<RunningConfig> {
     Json(state.daemon.running().await)
 }
 
 #[utoipa::path(get, path = "/api/v1/config/candidate", tag = "config",
-    responses((status = 200, body = CandidateResponse), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = CandidateResponse)))]
 pub async fn get_candidate(
     _auth: Auth<ReadScope>,
     State(state): State<ApiState>,
@@ -169,7 +168,7 @@ fn edit_error(path: &str, message: &str) -> ApiError {
 }
 
 #[utoipa::path(delete, path = "/api/v1/config/candidate", tag = "config",
-    responses((status = 204, description = "The candidate was discarded"), (status = 401, body = ErrorBody)))]
+    responses((status = 204, description = "The candidate was discarded")))]
 pub async fn discard_candidate(
     _auth: Auth<AdminScope>,
     State(state): State<ApiState>,

@@ -41,8 +41,7 @@ pub struct LogsParams {
 
 #[utoipa::path(get, path = "/api/v1/monitoring/logs", tag = "monitoring", params(LogsParams),
     responses((status = 200, description = "Matching entries, oldest first; with follow=true an NDJSON stream (application/x-ndjson)", body = Vec<LogEntry>),
-              (status = 400, description = "A bad `since` or `limit`", body = ErrorBody),
-              (status = 401, body = ErrorBody)))]
+              (status = 400, description = "A bad `since` or `limit`", body = ErrorBody)))]
 pub async fn logs(
     _auth: Auth<ReadScope>,
     State(state): State<ApiState>,

@@ -13,7 +13,6 @@ use crate::daemon::{CommitOutcome, NetworkConfigureRequest};
     request_body = NetworkConfigureRequest,
     responses((status = 200, description = "Committed and applied as a new revision", body = CommitOutcome),
               (status = 400, description = "Malformed body; the message names the field", body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 422, description = "The resulting configuration is invalid or a plugin vetoed it", body = ErrorBody),
               (status = 500, description = "The kernel refused the change; nothing was committed", body = ErrorBody)))]
 pub async fn configure(

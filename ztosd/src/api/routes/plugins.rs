@@ -9,7 +9,7 @@ use crate::api::ApiState;
 use crate::plugin_host::PluginInfo;
 
 #[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
-    responses((status = 200, body = Vec<PluginInfo>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<PluginInfo>)))]
 pub async fn list(_auth: Auth<ReadScope>, State(state): State<ApiState>) -> Json<Vec<PluginInfo>> {
     Json(state.daemon.plugins().list())
 }

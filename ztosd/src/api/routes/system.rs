@@ -8,7 +8,7 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use crate::api::auth::{Auth, ReadScope};
-use crate::api::error::{ApiError, ErrorBody};
+use crate::api::error::ApiError;
 use crate::api::openapi::ApiDoc;
 use crate::api::ApiState;
 use crate::daemon::Health;
@@ -28,8 +28,7 @@ pub async fn health(State(state): State<ApiState>) -> (StatusCode, Json<Health>)
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "system",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"),
-              (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(_auth: Auth<ReadScope>, State(state): State<ApiState>) -> impl IntoResponse {
     let mut out = String::new();
     state.daemon.render_metrics(&mut out);
@@ -44,8 +43,7 @@ pub async fn metrics(_auth: Auth<ReadScope>, State(state): State<ApiState>) -> i
 }
 
 #[utoipa::path(get, path = "/api/v1/interfaces", tag = "system",
-    responses((status = 200, description = "Kernel interfaces and their state", body = Vec<InterfaceStatus>),
-              (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "Kernel interfaces and their state", body = Vec<InterfaceStatus>)))]
 pub async fn interfaces(
     _auth: Auth<ReadScope>,
     State(state): State<ApiState>,

@@ -33,7 +33,7 @@ pub struct CreatedToken {
 }
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
-    responses((status = 200, body = Vec<TokenInfo>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Vec<TokenInfo>)))]
 pub async fn list(_auth: Auth<AdminScope>, State(state): State<ApiState>) -> Json<Vec<TokenInfo>> {
     Json(state.daemon.tokens().list())
 }
