@@ -236,6 +236,8 @@ async fn admin_token_and_local_socket_can_read_and_write() {
     let (status, body) = h.local(Method::GET, "/api/v1/config/revisions", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body.as_array().unwrap().len(), 2, "{body}");
+    assert_eq!(body[0]["number"], 2, "newest first: {body}");
+    assert_eq!(body[1]["author"], "root");
     let (status, body) = h
         .local(Method::GET, "/api/v1/config/revisions/1", None)
         .await;

@@ -237,7 +237,7 @@ pub async fn rollback(
 }
 
 #[utoipa::path(get, path = "/api/v1/config/revisions", tag = "config",
-    responses((status = 200, description = "Stored revisions, oldest first", body = Vec<RevisionMetaSchema>)))]
+    responses((status = 200, description = "Stored revisions, newest first", body = Vec<RevisionMetaSchema>)))]
 pub async fn revisions(
     _auth: Auth<ReadScope>,
     State(state): State<ApiState>,
