@@ -1,1 +1,7 @@
-//! ztos-tests
+//! ztos-tests: system tests of ZTOS and the netns lab harness they share. `lab` builds
+//! labs of network namespaces joined by veth pairs, runs ztosd in them and tears everything
+//! down; the `ztos-lab` binary uses it for the interactive two-leaf demo.
+
+pub mod lab;
+
+pub use lab::{Lab, Node, ProcessHandle, ZtosdHandle};

@@ -1,0 +1,435 @@
+//! The netns lab: nodes are network namespaces joined by veth pairs, each can run a real
+//! ztosd; everything is torn down when the `Lab` is dropped, also when a test panics.
+//!
+//! ```text
+//!   Lab "vxlan" (prefix ztos-t-<pid>-vxlan, temp dir /tmp/.tmpXXXX)
+//!     ├─ Node n1  = netns ztos-t-<pid>-vxlan-n1, dir <tmp>/n1 (initial.toml, state/, api.sock, ztosd.log)
+//!     ├─ Node n2  ...
+//!     └─ veth pairs between nodes (lab.link)
+//! ```
+//!
+//! Namespaces are named `ztos-t-<pid>-<lab>-<node>`; creating a lab first deletes namespaces
+//! left behind by test processes that are no longer alive (a test killed by a signal cannot
+//! run its teardown).
+
+use std::fs;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every lab namespace starts with this.
+pub const NAMESPACE_PREFIX: &str = "ztos-t-";
+
+/// How long `start_ztosd` waits for the API socket.
+const API_WAIT: Duration = Duration::from_secs(20);
+
+/// A set of nodes torn down together.
+pub struct Lab {
+    prefix: String,
+    dir: tempfile::TempDir,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// What teardown needs: namespaces to delete, daemons to stop, logs to show on failure.
+#[derive(Debug, Default)]
+struct Shared {
+    namespaces: Vec<String>,
+    daemons: Vec<(u32, PathBuf)>,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("prefix", &self.prefix)
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+/// One network namespace of a lab, with its own directory.
+#[derive(Debug, Clone)]
+pub struct Node {
+    name: String,
+    namespace: String,
+    dir: PathBuf,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// A ztosd running inside a node. Dropping it stops the daemon.
+#[derive(Debug)]
+pub struct ZtosdHandle {
+    child: Option<Child>,
+    dir: PathBuf,
+    node: Node,
+}
+
+/// A process started inside a node (`spawn_plugin`); killed when dropped.
+#[derive(Debug)]
+pub struct ProcessHandle {
+    child: Child,
+}
+
+impl Drop for ProcessHandle {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Lab {
+    /// A new, empty lab. Panics (with the reason) if the host cannot make namespaces.
+    pub fn new(name: &str) -> Lab {
+        sweep_stale_namespaces();
+        let prefix = format!("{NAMESPACE_PREFIX}{}-{name}", std::process::id());
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("ztos-lab-{name}-"))
+            .tempdir()
+            .expect("creating the lab's temporary directory");
+        Lab {
+            prefix,
+            dir,
+            shared: Arc::default(),
+        }
+    }
+
+    /// A new lab, or `None` (after printing why) when not running as root: lab tests skip
+    /// themselves on machines where they cannot create namespaces.
+    pub fn new_if_root(name: &str) -> Option<Lab> {
+        if can_run_labs() {
+            Some(Lab::new(name))
+        } else {
+            eprintln!("skipping lab {name}: network namespaces need root");
+            None
+        }
+    }
+
+    /// The lab's temporary directory; each node has a subdirectory named after it.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Creates a node: a network namespace with `lo` up and a directory.
+    pub fn node(&self, name: &str) -> Node {
+        let namespace = format!("{}-{name}", self.prefix);
+        run_checked(Command::new("ip").args(["netns", "add", &namespace]));
+        lock(&self.shared).namespaces.push(namespace.clone());
+        let dir = self.dir.path().join(name);
+        fs::create_dir_all(&dir).expect("creating the node's directory");
+        let node = Node {
+            name: name.to_string(),
+            namespace,
+            dir,
+            shared: self.shared.clone(),
+        };
+        node.ip(&["link", "set", "lo", "up"]);
+        node
+    }
+
+    /// Joins two nodes with a veth pair: `(node, interface name, address with prefix)` for
+    /// each end. Both ends are brought up.
+    pub fn link(&self, a: (&Node, &str, Option<&str>), b: (&Node, &str, Option<&str>)) {
+        let (node_a, if_a, addr_a) = a;
+        let (node_b, if_b, addr_b) = b;
+        node_a.ip(&[
+            "link", "add", if_a, "type", "veth", "peer", "name", if_b, "netns", &node_b.namespace,
+        ]);
+        for (node, interface, address) in [(node_a, if_a, addr_a), (node_b, if_b, addr_b)] {
+            if let Some(address) = address {
+                node.ip(&["address", "add", address, "dev", interface]);
+            }
+            node.ip(&["link", "set", interface, "up"]);
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let shared = lock(&self.shared);
+        if std::thread::panicking() {
+            for (_, log) in &shared.daemons {
+                let text = fs::read_to_string(log).unwrap_or_else(|e| format!("(unreadable: {e})"));
+                eprintln!("===== {} =====\n{text}===== end =====", log.display());
+            }
+        }
+        for (pid, _) in &shared.daemons {
+            kill(*pid);
+        }
+        for namespace in &shared.namespaces {
+            delete_namespace(namespace);
+        }
+    }
+}
+
+impl Node {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The network namespace's name (`ip netns` / `/run/netns/<name>`).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The node's directory in the lab's temporary directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs a command inside the node (`ip netns exec`) and returns its output, whatever
+    /// its exit status.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.namespace])
+            .args(args)
+            .output()
+            .unwrap_or_else(|error| panic!("running {args:?} in {}: {error}", self.name))
+    }
+
+    /// Runs `ip <args>` in the node and returns its standard output; panics if it fails.
+    pub fn ip(&self, args: &[&str]) -> String {
+        run_checked(Command::new("ip").args(["-n", &self.namespace]).args(args))
+    }
+
+    /// Writes `config_toml` as the node's initial configuration and starts ztosd inside the
+    /// node; returns once its API socket accepts connections (at most 20 s).
+    pub fn start_ztosd(&self, config_toml: &str) -> ZtosdHandle {
+        let ztosd = binary("ztosd");
+        let initial = self.dir.join("initial.toml");
+        fs::write(&initial, config_toml).expect("writing initial.toml");
+        let api_socket = self.dir.join("api.sock");
+        let log_path = self.dir.join("ztosd.log");
+        let log = fs::File::create(&log_path).expect("creating ztosd.log");
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.namespace])
+            .arg(&ztosd)
+            .args(["--state-dir", &path(&self.dir.join("state"))])
+            .args(["--api-socket", &path(&api_socket)])
+            .args(["--plugin-socket", &path(&self.dir.join("plugin.sock"))])
+            .args(["--https-listen", "0.0.0.0:8443"])
+            .args(["--initial-config", &path(&initial)])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {}: {error}", ztosd.display()));
+        lock(&self.shared).daemons.push((child.id(), log_path.clone()));
+        let mut handle = ZtosdHandle {
+            child: Some(child),
+            dir: self.dir.clone(),
+            node: self.clone(),
+        };
+        handle.wait_for_api(&api_socket, &log_path);
+        handle
+    }
+}
+
+impl ZtosdHandle {
+    fn wait_for_api(&mut self, socket: &Path, log: &Path) {
+        let deadline = Instant::now() + API_WAIT;
+        loop {
+            if UnixStream::connect(socket).is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "ztosd in {} exited ({status}) before its API came up:\n{}",
+                        self.node.name,
+                        fs::read_to_string(log).unwrap_or_default()
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ztosd in {} did not open {} within {API_WAIT:?}:\n{}",
+                self.node.name,
+                socket.display(),
+                fs::read_to_string(log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The daemon's API socket; the CLI reaches it from the host, since a unix socket is a
+    /// file-system object and not bound to a network namespace.
+    pub fn api_socket(&self) -> PathBuf {
+        self.dir.join("api.sock")
+    }
+
+    /// The daemon's state directory (`tls/ca.pem`, `tokens.json`, revisions).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// The daemon's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("ztosd.log")
+    }
+
+    /// The node the daemon runs in.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Runs a command inside the daemon's node, like `Node::exec`.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        self.node.exec(args)
+    }
+
+    /// Starts `ztos-test-plugin --socket <plugin.sock> <args>` inside the node, logging to
+    /// `plugin.log` in the node's directory.
+    pub fn spawn_plugin(&self, args: &[&str]) -> ProcessHandle {
+        let plugin = binary("ztos-test-plugin");
+        let log = fs::File::create(self.dir.join("plugin.log")).expect("creating plugin.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.node.namespace])
+            .arg(&plugin)
+            .arg("--socket")
+            .arg(self.dir.join("plugin.sock"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {}: {error}", plugin.display()));
+        lock(&self.node.shared)
+            .daemons
+            .push((child.id(), self.dir.join("plugin.log")));
+        ProcessHandle { child }
+    }
+
+    /// Polls `condition` every 100 ms for up to 20 s; panics naming `what` if it never holds.
+    pub fn wait_for(&self, what: &str, condition: impl FnMut() -> bool) {
+        self.wait_for_secs(what, API_WAIT.as_secs(), condition)
+    }
+
+    /// Like `wait_for`, with a limit of `seconds`.
+    pub fn wait_for_secs(&self, what: &str, seconds: u64, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while !condition() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {seconds} s waiting for {what} in {}",
+                self.node.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `ztos --socket <api.sock> <args>` from the host.
+    pub fn ztos(&self, args: &[&str]) -> Output {
+        Command::new(binary("ztos"))
+            .arg("--socket")
+            .arg(self.api_socket())
+            .args(args)
+            .output()
+            .expect("running the ztos CLI")
+    }
+
+    /// Stops the daemon (SIGTERM, then SIGKILL after 5 s) and waits for it.
+    pub fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ZtosdHandle {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Where the workspace's binaries are: next to the running executable, or one level up
+/// when it is a test executable in `target/<profile>/deps`.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the current executable's path");
+    let mut dir = exe.parent().expect("the executable's directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} does not exist: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// Whether the process can create namespaces (root); tests print a message and return
+/// early when it cannot.
+pub fn can_run_labs() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn run_checked(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("running {command:?}: {error}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn kill(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Kills what still runs in a lab namespace (processes the lab started: daemons and the
+/// plugins they spawned) and deletes it.
+fn delete_namespace(namespace: &str) {
+    if let Ok(output) = Command::new("ip").args(["netns", "pids", namespace]).output() {
+        for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse() {
+                kill(pid);
+            }
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", namespace]).status();
+}
+
+/// Deletes `ztos-t-<pid>-*` namespaces whose test process is gone.
+fn sweep_stale_namespaces() {
+    let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(NAMESPACE_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|pid| pid.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            delete_namespace(name);
+        }
+    }
+}
