@@ -247,6 +247,23 @@ batch_size = 1024
         assert!(error.starts_with("system.hostname: "), "{error}");
     }
 
+    /// The complete example in docs/configuration.md is a valid document.
+    #[test]
+    fn documented_example_is_valid() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let section = doc.split("## The document").nth(1).expect("section exists");
+        let example = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|block| block.split("```").next())
+            .expect("the section starts with a TOML example");
+        let config = parse(example).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(config.system.hostname, "leaf1");
+        assert_eq!(config.tenants[0].networks[0].vni, config.vxlan[0].vni);
+    }
+
     #[test]
     fn line_column_counts_from_one() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));

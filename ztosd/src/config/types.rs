@@ -348,9 +348,13 @@ pub struct MacsecInterface {
 #[serde(rename_all = "kebab-case")]
 pub enum MacsecCipherSuite {
     #[default]
+    #[serde(rename = "gcm-aes-128")]
     GcmAes128,
+    #[serde(rename = "gcm-aes-256")]
     GcmAes256,
+    #[serde(rename = "gcm-aes-xpn-128")]
     GcmAesXpn128,
+    #[serde(rename = "gcm-aes-xpn-256")]
     GcmAesXpn256,
 }
 

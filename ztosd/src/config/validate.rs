@@ -1038,6 +1038,32 @@ mod tests {
     }
 
     #[test]
+    fn macsec_rules() {
+        let errors = errors(
+            r#"
+            [[macsec.interfaces]]
+            parent = "eth1"
+            cipher_suite = "gcm-aes-xpn-256"
+            cak = "fabric"
+            [[macsec.interfaces]]
+            parent = "eth1"
+            name = "eth1"
+            cak = ""
+            [[interfaces]]
+            name = "eth1"
+            "#,
+        );
+        assert_eq!(
+            errors,
+            vec![
+                "macsec.interfaces[1].name: duplicate device name \"eth1\" (also used by interfaces[0].name)",
+                "macsec.interfaces[1].parent: interface \"eth1\" is already protected at macsec.interfaces[0].parent",
+                "macsec.interfaces[1].cak: CAK name must not be empty",
+            ]
+        );
+    }
+
+    #[test]
     fn users_are_unique() {
         let errors = errors(
             "[[system.users]]\nname = \"admin\"\n[[system.users]]\nname = \"admin\"\nrole = \"read\"\n",
