@@ -133,7 +133,16 @@ impl Lab {
         let (node_a, if_a, addr_a) = a;
         let (node_b, if_b, addr_b) = b;
         node_a.ip(&[
-            "link", "add", if_a, "type", "veth", "peer", "name", if_b, "netns", &node_b.namespace,
+            "link",
+            "add",
+            if_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            if_b,
+            "netns",
+            &node_b.namespace,
         ]);
         for (node, interface, address) in [(node_a, if_a, addr_a), (node_b, if_b, addr_b)] {
             if let Some(address) = address {
@@ -215,7 +224,9 @@ impl Node {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|error| panic!("starting {}: {error}", ztosd.display()));
-        lock(&self.shared).daemons.push((child.id(), log_path.clone()));
+        lock(&self.shared)
+            .daemons
+            .push((child.id(), log_path.clone()));
         let mut handle = ZtosdHandle {
             child: Some(child),
             dir: self.dir.clone(),
@@ -358,7 +369,10 @@ impl Drop for ZtosdHandle {
 /// when it is a test executable in `target/<profile>/deps`.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the current executable's path");
-    let mut dir = exe.parent().expect("the executable's directory").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("the executable's directory")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -378,7 +392,9 @@ pub fn can_run_labs() -> bool {
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn run_checked(command: &mut Command) -> String {
@@ -403,14 +419,19 @@ fn kill(pid: u32) {
 /// Kills what still runs in a lab namespace (processes the lab started: daemons and the
 /// plugins they spawned) and deletes it.
 fn delete_namespace(namespace: &str) {
-    if let Ok(output) = Command::new("ip").args(["netns", "pids", namespace]).output() {
+    if let Ok(output) = Command::new("ip")
+        .args(["netns", "pids", namespace])
+        .output()
+    {
         for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
             if let Ok(pid) = pid.parse() {
                 kill(pid);
             }
         }
     }
-    let _ = Command::new("ip").args(["netns", "del", namespace]).status();
+    let _ = Command::new("ip")
+        .args(["netns", "del", namespace])
+        .status();
 }
 
 /// Deletes `ztos-t-<pid>-*` namespaces whose test process is gone.
@@ -425,7 +446,11 @@ fn sweep_stale_namespaces() {
         let Some(rest) = name.strip_prefix(NAMESPACE_PREFIX) else {
             continue;
         };
-        let Some(pid) = rest.split('-').next().and_then(|pid| pid.parse::<u32>().ok()) else {
+        let Some(pid) = rest
+            .split('-')
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
