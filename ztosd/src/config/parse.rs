@@ -21,7 +21,8 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
                 let (line, column) = line_column(text, span.start);
                 format!("line {line}, column {column}: {}", inner.message())
             }
-            _ => inner.message().to_string(),
+            Some(span) => with_found_value(inner.message(), text.get(span).unwrap_or("")),
+            None => inner.message().to_string(),
         };
         ConfigErrors::from(ConfigError::new(path, message))
     })?;
@@ -34,6 +35,24 @@ pub fn to_toml(config: &Config) -> String {
     // Every type in the document maps onto TOML (no maps with non-string keys, no bare
     // values at the root), so serialization cannot fail for any value of `Config`.
     toml::to_string_pretty(config).expect("configuration types always serialize to TOML")
+}
+
+/// Appends the offending TOML value to messages that do not name it themselves, such as
+/// serde's "invalid IP address syntax".
+fn with_found_value(message: &str, found: &str) -> String {
+    let found = found.trim();
+    // For a missing or unknown key the span is a table or key, not a value.
+    let about_keys = message.starts_with("missing field") || message.starts_with("unknown field");
+    if about_keys
+        || found.is_empty()
+        || found.contains('\n')
+        || found.len() > 80
+        || message.contains(found)
+    {
+        message.to_string()
+    } else {
+        format!("{message} (found {found})")
+    }
 }
 
 fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigErrors {
@@ -210,6 +229,11 @@ batch_size = 1024
         assert!(
             error.starts_with("system.https_port: invalid type: string \"443\""),
             "{error}"
+        );
+        let error = single_error("[[vxlan]]\nvni = 5\nlocal_vtep = \"10.0.0.300\"\n");
+        assert_eq!(
+            error,
+            "vxlan[0].local_vtep: invalid IP address syntax (found \"10.0.0.300\")"
         );
         let error = single_error("[[interfaces]]\nmtu = 1500\n");
         assert_eq!(error, "interfaces[0]: missing field `name`");
