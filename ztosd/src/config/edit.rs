@@ -19,7 +19,7 @@ pub fn set_value(text: &str, path: &str, value: &str) -> Result<String, ConfigEr
     let (last, parents) = segments
         .split_last()
         .expect("parse_path never returns an empty path");
-    let parent = walk(&mut document, parents, Some(last))?;
+    let parent = walk(&mut document, parents, Some(last), value.is_inline_table())?;
     set_in(parent, last, value)?;
     let edited = document.to_string();
     parse(&edited)?;
@@ -34,7 +34,7 @@ pub fn delete_value(text: &str, path: &str) -> Result<String, ConfigErrors> {
     let (last, parents) = segments
         .split_last()
         .expect("parse_path never returns an empty path");
-    let parent = walk(&mut document, parents, None)?;
+    let parent = walk(&mut document, parents, None, false)?;
     delete_in(parent, last)?;
     let edited = document.to_string();
     parse(&edited)?;
@@ -160,17 +160,20 @@ impl<'a> Node<'a> {
 }
 
 /// Follows `steps` from the root. With `create` (the segment after `steps`), missing tables
-/// and arrays are created and an index one past the end appends an empty table.
+/// and arrays are created and an index one past the end appends an empty table. A missing
+/// array whose index is the last segment holds values unless `value_is_table`.
 fn walk<'a>(
     document: &'a mut DocumentMut,
     steps: &[Step],
     create: Option<&Step>,
+    value_is_table: bool,
 ) -> Result<Node<'a>, ConfigErrors> {
     let mut node = Node::Table(document.as_table_mut());
     let mut parent_path = String::new();
     for (i, step) in steps.iter().enumerate() {
         let next = create.map(|last| steps.get(i + 1).unwrap_or(last));
-        node = child(node, step, next, &parent_path)?;
+        let array_of_values = i + 1 == steps.len() && !value_is_table;
+        node = child(node, step, next, array_of_values, &parent_path)?;
         parent_path.clone_from(&step.path);
     }
     Ok(node)
@@ -180,6 +183,7 @@ fn child<'a>(
     node: Node<'a>,
     step: &Step,
     create_for: Option<&Step>,
+    array_of_values: bool,
     parent_path: &str,
 ) -> Result<Node<'a>, ConfigError> {
     let not_container = |node: &Node<'_>| {
@@ -204,7 +208,9 @@ fn child<'a>(
                 if create_for.is_none() {
                     return Err(ConfigError::new(&step.path, "no such key"));
                 }
-                let placeholder = if next_is_index {
+                let placeholder = if next_is_index && array_of_values {
+                    Item::Value(Value::Array(toml_edit::Array::new()))
+                } else if next_is_index {
                     Item::ArrayOfTables(ArrayOfTables::new())
                 } else {
                     let mut table = Table::new();
@@ -331,8 +337,13 @@ fn set_in(parent: Node<'_>, last: &Step, mut value: Value) -> Result<(), ConfigE
         (Node::Value(Value::InlineTable(table)), Segment::Key(key)) => {
             if let Some(old) = table.get(key) {
                 *value.decor_mut() = old.decor().clone();
+                table.insert(key, value);
+            } else {
+                // The last value's spacing was before the closing brace; re-space the
+                // one-line table so the new key does not inherit it.
+                table.insert(key, value);
+                table.fmt();
             }
-            table.insert(key, value);
             Ok(())
         }
         (Node::Value(Value::Array(array)), Segment::Index(index)) => {
@@ -372,7 +383,12 @@ fn set_in(parent: Node<'_>, last: &Step, mut value: Value) -> Result<(), ConfigE
 fn delete_in(parent: Node<'_>, last: &Step) -> Result<(), ConfigErrors> {
     let removed = match (parent, &last.segment) {
         (Node::Table(table), Segment::Key(key)) => table.remove(key).is_some(),
-        (Node::Value(Value::InlineTable(table)), Segment::Key(key)) => table.remove(key).is_some(),
+        (Node::Value(Value::InlineTable(table)), Segment::Key(key)) => {
+            let removed = table.remove(key).is_some();
+            // The removed value may have held the spacing before the closing brace.
+            table.fmt();
+            removed
+        }
         (Node::ArrayOfTables(array), Segment::Index(index)) => {
             if *index >= array.len() {
                 return Err(out_of_range(last, *index, array.len(), false).into());
@@ -478,6 +494,32 @@ remote_as = 65000
             error.to_string(),
             "interfaces[5]: index 5 is out of range (the array has 2 entries; use index 2 to append)"
         );
+    }
+
+    #[test]
+    fn set_inside_inline_tables_and_arrays() {
+        let text = "[[bridges]]\nname = \"br10\"\n[[bridges]]\nname = \"br11\"\n\
+            [[vxlan]]\nvni = 10\nlocal_vtep = \"10.0.0.1\"\nbridge = \"br10\"\n\
+            [[vxlan]]\nvni = 11\nlocal_vtep = \"10.0.0.1\"\nbridge = \"br11\"\n\
+            [[tenants]]\nname = \"red\"\nvrf_table = 10\nnetworks = [{ vni = 10 }] # red nets\n";
+        let edited = set_value(text, "tenants[0].networks[0].gateway", "10.10.0.1/24").unwrap();
+        assert!(
+            edited.contains("networks = [{ vni = 10, gateway = \"10.10.0.1/24\" }] # red nets"),
+            "{edited}"
+        );
+        let edited = set_value(&edited, "tenants[0].networks[1]", "{ vni = 11 }").unwrap();
+        assert_eq!(parse(&edited).unwrap().tenants[0].networks.len(), 2);
+        let edited = delete_value(&edited, "tenants[0].networks[0].gateway").unwrap();
+        assert!(
+            edited.contains("networks = [{ vni = 10 }, { vni = 11 }] # red nets"),
+            "{edited}"
+        );
+        let edited = set_value(&edited, "vxlan[0].remote_vteps[0]", "10.0.0.2").unwrap();
+        let edited = set_value(&edited, "vxlan[0].remote_vteps[1]", "10.0.0.3").unwrap();
+        let edited = set_value(&edited, "vxlan[0].remote_vteps[0]", "10.0.0.4").unwrap();
+        let remotes = &parse(&edited).unwrap().vxlan[0].remote_vteps;
+        assert_eq!(remotes.len(), 2);
+        assert_eq!(remotes[0].to_string(), "10.0.0.4");
     }
 
     #[test]
