@@ -857,3 +857,184 @@ fn set_mode(path: &Path, mode: u32) {
         tracing::warn!("setting mode {mode:o} on {}: {err}", path.display());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[system]\nhostname = \"leaf1\"\n\n[[bridges]]\nname = \"br0\"\n";
+
+    async fn daemon_with_base() -> (tempfile::TempDir, Daemon) {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::for_tests(dir.path());
+        daemon.start(Some((BASE.to_string(), "test".to_string()))).await.unwrap();
+        (dir, daemon)
+    }
+
+    fn commit_text(text: &str) -> CommitRequest {
+        CommitRequest { text: Some(text.into()), author: "tester".into(), ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn initial_config_becomes_revision_one_and_an_unchanged_recommit_changes_nothing() {
+        let (_dir, daemon) = daemon_with_base().await;
+        let running = daemon.running().await;
+        assert_eq!(running.revision.unwrap().number, Revision(1));
+        assert_eq!(running.config.system.hostname, "leaf1");
+        let again = daemon.commit(commit_text(BASE)).await.unwrap();
+        assert_eq!(again.revision.number, Revision(2));
+        assert!(again.changes.is_empty(), "unchanged config touched the kernel: {:?}", again.changes);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_commit_leaves_the_running_revision() {
+        let (_dir, daemon) = daemon_with_base().await;
+        let err = daemon.commit(commit_text("[bgp]\nlocal_as = 0\n")).await.unwrap_err();
+        let DaemonError::Invalid(errors) = err else { panic!("expected Invalid, got {err}") };
+        assert_eq!(errors.0[0].path, "bgp.local_as");
+        assert_eq!(daemon.revisions().await.unwrap().len(), 1);
+        assert_eq!(daemon.running().await.config.system.hostname, "leaf1");
+    }
+
+    #[tokio::test]
+    async fn candidate_edits_commit_and_clear_the_candidate() {
+        let (_dir, daemon) = daemon_with_base().await;
+        daemon.set_candidate_value("system.hostname", "leaf9").await.unwrap();
+        let diff = daemon.diff(None, None).await.unwrap();
+        assert!(diff.contains("+hostname = \"leaf9\""), "{diff}");
+        let outcome = daemon
+            .commit(CommitRequest { author: "tester".into(), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(outcome.revision.number, Revision(2));
+        assert_eq!(daemon.running().await.config.system.hostname, "leaf9");
+        assert_eq!(daemon.candidate().await.unwrap(), None);
+        let err = daemon.commit(CommitRequest::default()).await.unwrap_err();
+        assert!(matches!(err, DaemonError::Conflict(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn rollback_commits_an_old_revision_as_a_new_one() {
+        let (_dir, daemon) = daemon_with_base().await;
+        daemon.commit(commit_text("[system]\nhostname = \"other\"\n")).await.unwrap();
+        let outcome = daemon.rollback(1, "tester", None).await.unwrap();
+        assert_eq!(outcome.revision.number, Revision(3));
+        assert_eq!(outcome.revision.comment, "rollback to revision 1");
+        assert_eq!(daemon.running().await.text, BASE);
+        let err = daemon.rollback(99, "tester", None).await.unwrap_err();
+        assert_eq!(err.to_string(), "revision 99 does not exist");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unconfirmed_commit_reverts_by_itself() {
+        let (_dir, daemon) = daemon_with_base().await;
+        let outcome = daemon
+            .commit(CommitRequest {
+                text: Some("[system]\nhostname = \"risky\"\n".into()),
+                author: "tester".into(),
+                confirm_minutes: Some(2),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(outcome.confirm_deadline.is_some());
+        let err = daemon.commit(commit_text(BASE)).await.unwrap_err();
+        assert!(err.to_string().contains("waiting for confirmation"), "{err}");
+        tokio::time::sleep(Duration::from_secs(119)).await;
+        assert_eq!(daemon.running().await.config.system.hostname, "risky");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let running = daemon.running().await;
+        assert_eq!(running.config.system.hostname, "leaf1");
+        let meta = running.revision.unwrap();
+        assert_eq!((meta.number, meta.author.as_str()), (Revision(3), "ztosd"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_confirmed_commit_stays() {
+        let (_dir, daemon) = daemon_with_base().await;
+        daemon
+            .commit(CommitRequest {
+                text: Some("[system]\nhostname = \"kept\"\n".into()),
+                author: "tester".into(),
+                confirm_minutes: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(daemon.confirm("tester").await.unwrap().number, Revision(2));
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(daemon.running().await.config.system.hostname, "kept");
+        assert!(matches!(daemon.confirm("tester").await, Err(DaemonError::Conflict(_))));
+    }
+
+    #[tokio::test]
+    async fn a_pending_confirm_whose_deadline_passed_while_down_reverts_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let daemon = Daemon::for_tests(dir.path());
+            daemon.start(Some((BASE.to_string(), "test".to_string()))).await.unwrap();
+            daemon.commit(commit_text("[system]\nhostname = \"risky\"\n")).await.unwrap();
+            // As if ztosd stopped right after a confirmed commit whose window then passed.
+            let mut state = daemon.inner.state.lock().await;
+            state
+                .store
+                .set_pending_confirm(Some(PendingConfirm {
+                    revision: Revision(2),
+                    rollback_to: Revision(1),
+                    deadline_unix: OffsetDateTime::now_utc().unix_timestamp() - 5,
+                }))
+                .unwrap();
+        }
+        let daemon = Daemon::for_tests(dir.path());
+        daemon.start(None).await.unwrap();
+        for _ in 0..100 {
+            if daemon.running().await.config.system.hostname == "leaf1" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the expired commit was not reverted at start");
+    }
+
+    #[tokio::test]
+    async fn network_configure_adds_then_updates_a_bgp_neighbor() {
+        let (_dir, daemon) = daemon_with_base().await;
+        let request = |remote_as| NetworkConfigureRequest {
+            bgp: Some(BgpPeerRequest {
+                peer: "10.1.1.1".parse().unwrap(),
+                remote_as,
+                local_as: None,
+                description: None,
+            }),
+            ..Default::default()
+        };
+        let outcome = daemon.network_configure(request(64512), "tester").await.unwrap();
+        assert_eq!(outcome.revision.comment, "network configure: bgp peer 10.1.1.1 AS 64512");
+        let bgp = daemon.running().await.config.bgp.unwrap();
+        assert_eq!(bgp.local_as.get(), 64512, "iBGP by default when bgp was absent");
+        assert_eq!(bgp.neighbors.len(), 1);
+        daemon.network_configure(request(64513), "tester").await.unwrap();
+        let bgp = daemon.running().await.config.bgp.unwrap();
+        assert_eq!(bgp.neighbors.len(), 1);
+        assert_eq!(bgp.neighbors[0].remote_as.get(), 64513);
+        // The operator's text is edited, not regenerated: the bridge stays as written.
+        assert!(daemon.running().await.text.starts_with(BASE));
+        let err = daemon.network_configure(request(0), "tester").await.unwrap_err();
+        assert!(err.to_string().contains("0 is not a valid AS number"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn security_status_reports_absent_plugins_and_health_follows_configured_sections() {
+        let (_dir, daemon) = daemon_with_base().await;
+        let status = daemon.security_status().await;
+        assert!(!status.wireguard.configured && !status.macsec.configured);
+        assert_eq!(status.wireguard.plugin, "ztos-wireguard");
+        assert_eq!(status.wireguard.plugin_state, "absent");
+        assert!(daemon.health().await.healthy);
+        let with_bgp = format!("{BASE}\n[bgp]\nlocal_as = 65000\n");
+        daemon.commit(commit_text(&with_bgp)).await.unwrap();
+        let health = daemon.health().await;
+        assert!(!health.healthy, "bgp is configured but ztos-bgp is not connected");
+        assert!(health.components.iter().any(|c| c.name == "ztos-bgp" && !c.healthy));
+    }
+}
