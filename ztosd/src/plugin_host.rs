@@ -1519,6 +1519,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_must_start_with_hello_in_time() {
+        let f = fixture(HostTimeouts {
+            hello: Duration::from_millis(200),
+            ..Default::default()
+        })
+        .await;
+        let mut silent = FakePlugin::connect(&f.socket).await;
+        assert_eq!(
+            silent.receive().await,
+            Some(HostMessage::Reject {
+                reason: "no hello within 0.2 s".into()
+            })
+        );
+        assert_eq!(silent.receive().await, None);
+        let mut rude = FakePlugin::connect(&f.socket).await;
+        rude.send(PluginMessage::Status { status: json!({}) }).await;
+        assert_eq!(
+            rude.receive().await,
+            Some(HostMessage::Reject {
+                reason: "expected hello, got status".into()
+            })
+        );
+        assert!(log_lines(&f.logs, HOST_SERVICE)
+            .contains(&"refused a plugin: expected hello, got status".to_string()));
+        assert_eq!(
+            f.host
+                .list()
+                .iter()
+                .filter(|p| p.state != PluginState::Absent)
+                .count(),
+            0
+        );
+    }
+
+    #[tokio::test]
     async fn garbage_and_oversized_lines_close_only_that_connection() {
         let f = fixture(HostTimeouts::default()).await;
         let (mut good, _) = FakePlugin::up(&f.socket, "ztos-bgp", &["bgp"], &[]).await;
