@@ -18,10 +18,19 @@ use serde_json::{json, Value};
 use crate::client::Client;
 
 #[derive(Debug, Parser)]
-#[command(name = "ztos", version, about = "Manage a ZTOS box: configuration, security, monitoring")]
+#[command(
+    name = "ztos",
+    version,
+    about = "Manage a ZTOS box: configuration, security, monitoring"
+)]
 pub struct Cli {
     /// The local API socket (root only).
-    #[arg(long, global = true, env = "ZTOS_SOCKET", default_value = "/run/ztos/api.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "ZTOS_SOCKET",
+        default_value = "/run/ztos/api.sock"
+    )]
     pub socket: PathBuf,
     /// A remote box, `https://HOST[:PORT]`; needs --token.
     #[arg(long, global = true, env = "ZTOS_HOST")]
@@ -69,9 +78,7 @@ pub enum Command {
     /// Health of ztosd and the plugins that own configured sections.
     Health,
     /// Prints shell completions.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,7 +217,9 @@ pub enum TokenCommand {
         role: RoleArg,
     },
     List,
-    Revoke { name: String },
+    Revoke {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -242,12 +251,20 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             if cli.insecure {
                 eprintln!("warning: --insecure: the server certificate is not verified");
             }
-            Client::https(host, cli.token.clone(), cli.ca_cert.as_deref(), cli.insecure)?
+            Client::https(
+                host,
+                cli.token.clone(),
+                cli.ca_cert.as_deref(),
+                cli.insecure,
+            )?
         }
         None => Client::unix(&cli.socket),
     };
     let json_output = cli.json;
-    let print = |out: &mut dyn Write, value: &Value, human: &dyn Fn(&Value) -> String| -> anyhow::Result<()> {
+    let print = |out: &mut dyn Write,
+                 value: &Value,
+                 human: &dyn Fn(&Value) -> String|
+     -> anyhow::Result<()> {
         if json_output {
             writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
         } else {
@@ -259,14 +276,23 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Completions { .. } => {}
         Command::Network(NetworkCommand::Configure(args)) => {
             let body = network_configure_body(&args)?;
-            let outcome = client.json(Method::POST, "/api/v1/network/configure", Some(&body)).await?;
+            let outcome = client
+                .json(Method::POST, "/api/v1/network/configure", Some(&body))
+                .await?;
             print(out, &outcome, &format_commit)?;
         }
         Command::Security(SecurityCommand::Status) => {
-            let status = client.json(Method::GET, "/api/v1/security/status", None).await?;
+            let status = client
+                .json(Method::GET, "/api/v1/security/status", None)
+                .await?;
             print(out, &status, &format_security)?;
         }
-        Command::Monitoring(MonitoringCommand::Logs { follow, since, service, limit }) => {
+        Command::Monitoring(MonitoringCommand::Logs {
+            follow,
+            since,
+            service,
+            limit,
+        }) => {
             let mut query = Vec::new();
             if let Some(since) = &since {
                 query.push(format!("since={}", url_escape(since)));
@@ -286,7 +312,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             } else {
                 let entries = client.json(Method::GET, &path, None).await?;
                 print(out, &entries, &|v| {
-                    v.as_array().map_or(String::new(), |a| a.iter().map(format_log_line).collect())
+                    v.as_array()
+                        .map_or(String::new(), |a| a.iter().map(format_log_line).collect())
                 })?;
             }
         }
@@ -300,7 +327,13 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         Command::Plugins { name } => match name {
             Some(name) => {
-                let info = client.json(Method::GET, &format!("/api/v1/plugins/{}", url_escape(&name)), None).await?;
+                let info = client
+                    .json(
+                        Method::GET,
+                        &format!("/api/v1/plugins/{}", url_escape(&name)),
+                        None,
+                    )
+                    .await?;
                 writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
             }
             None => {
@@ -310,7 +343,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         },
         Command::Token(TokenCommand::Create { name, role }) => {
             let body = json!({ "name": name, "role": role.as_str() });
-            let created = client.json(Method::POST, "/api/v1/tokens", Some(&body)).await?;
+            let created = client
+                .json(Method::POST, "/api/v1/tokens", Some(&body))
+                .await?;
             print(out, &created, &|v| {
                 format!(
                     "token {} ({}) created; its secret is shown only now:\n{}\n",
@@ -323,11 +358,20 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Token(TokenCommand::List) => {
             let list = client.json(Method::GET, "/api/v1/tokens", None).await?;
             print(out, &list, &|v| {
-                table(&["NAME", "ROLE", "CREATED", "LAST USED"], rows(v, &["name", "role", "created", "last_used"]))
+                table(
+                    &["NAME", "ROLE", "CREATED", "LAST USED"],
+                    rows(v, &["name", "role", "created", "last_used"]),
+                )
             })?;
         }
         Command::Token(TokenCommand::Revoke { name }) => {
-            client.json(Method::DELETE, &format!("/api/v1/tokens/{}", url_escape(&name)), None).await?;
+            client
+                .json(
+                    Method::DELETE,
+                    &format!("/api/v1/tokens/{}", url_escape(&name)),
+                    None,
+                )
+                .await?;
             if !json_output {
                 writeln!(out, "token {name} revoked")?;
             }
@@ -336,15 +380,26 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             // /health answers 503 with the same JSON when unhealthy; show it either way.
             let health = match client.json(Method::GET, "/health", None).await {
                 Ok(value) => value,
-                Err(crate::client::ClientError::Api { body, .. }) if body.get("components").is_some() => body,
+                Err(crate::client::ClientError::Api { body, .. })
+                    if body.get("components").is_some() =>
+                {
+                    body
+                }
                 Err(err) => return Err(err.into()),
             };
             print(out, &health, &|v| {
                 let mut text = format!(
                     "{}\n",
-                    if v.get("healthy").and_then(Value::as_bool) == Some(true) { "healthy" } else { "UNHEALTHY" }
+                    if v.get("healthy").and_then(Value::as_bool) == Some(true) {
+                        "healthy"
+                    } else {
+                        "UNHEALTHY"
+                    }
                 );
-                text.push_str(&table(&["COMPONENT", "HEALTHY", "DETAIL"], rows(&v["components"], &["name", "healthy", "detail"])));
+                text.push_str(&table(
+                    &["COMPONENT", "HEALTHY", "DETAIL"],
+                    rows(&v["components"], &["name", "healthy", "detail"]),
+                ));
                 text
             })?;
             if health.get("healthy").and_then(Value::as_bool) != Some(true) {
@@ -355,57 +410,99 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_config(client: &Client, command: ConfigCommand, json_output: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+async fn run_config(
+    client: &Client,
+    command: ConfigCommand,
+    json_output: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     match command {
-        ConfigCommand::Show { revision, candidate } => {
+        ConfigCommand::Show {
+            revision,
+            candidate,
+        } => {
             let value = if candidate {
-                client.json(Method::GET, "/api/v1/config/candidate", None).await?
+                client
+                    .json(Method::GET, "/api/v1/config/candidate", None)
+                    .await?
             } else if let Some(n) = revision {
-                client.json(Method::GET, &format!("/api/v1/config/revisions/{n}"), None).await?
+                client
+                    .json(Method::GET, &format!("/api/v1/config/revisions/{n}"), None)
+                    .await?
             } else {
                 client.json(Method::GET, "/api/v1/config", None).await?
             };
             if json_output {
                 writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
             } else {
-                let text = value.get("text").and_then(Value::as_str).unwrap_or_default();
+                let text = value
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 write!(out, "{text}")?;
             }
         }
         ConfigCommand::Set { path, value } => {
             let body = json!({ "path": path, "value": value });
-            client.json(Method::PATCH, "/api/v1/config/candidate", Some(&body)).await?;
+            client
+                .json(Method::PATCH, "/api/v1/config/candidate", Some(&body))
+                .await?;
             if !json_output {
                 writeln!(out, "candidate: {path} set; `ztos config diff` to review, `ztos config commit` to apply")?;
             }
         }
         ConfigCommand::Delete { path } => {
             let body = json!({ "path": path, "delete": true });
-            client.json(Method::PATCH, "/api/v1/config/candidate", Some(&body)).await?;
+            client
+                .json(Method::PATCH, "/api/v1/config/candidate", Some(&body))
+                .await?;
             if !json_output {
                 writeln!(out, "candidate: {path} deleted")?;
             }
         }
         ConfigCommand::Load { file } => {
             let text = read_file_or_stdin(&file)?;
-            client.json(Method::PUT, "/api/v1/config/candidate", Some(&json!({ "text": text }))).await?;
+            client
+                .json(
+                    Method::PUT,
+                    "/api/v1/config/candidate",
+                    Some(&json!({ "text": text })),
+                )
+                .await?;
             if !json_output {
                 writeln!(out, "candidate loaded from {}", file.display())?;
             }
         }
         ConfigCommand::Edit => {
-            let current = client.json(Method::GET, "/api/v1/config/candidate", None).await?;
-            let text = current.get("text").and_then(Value::as_str).unwrap_or_default().to_string();
+            let current = client
+                .json(Method::GET, "/api/v1/config/candidate", None)
+                .await?;
+            let text = current
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let edited = edit_in_editor(&text)?;
             if edited == text {
                 writeln!(out, "no change")?;
                 return Ok(());
             }
-            client.json(Method::PUT, "/api/v1/config/candidate", Some(&json!({ "text": edited }))).await?;
-            writeln!(out, "candidate updated; `ztos config diff` to review, `ztos config commit` to apply")?;
+            client
+                .json(
+                    Method::PUT,
+                    "/api/v1/config/candidate",
+                    Some(&json!({ "text": edited })),
+                )
+                .await?;
+            writeln!(
+                out,
+                "candidate updated; `ztos config diff` to review, `ztos config commit` to apply"
+            )?;
         }
         ConfigCommand::Discard => {
-            client.json(Method::DELETE, "/api/v1/config/candidate", None).await?;
+            client
+                .json(Method::DELETE, "/api/v1/config/candidate", None)
+                .await?;
             if !json_output {
                 writeln!(out, "candidate discarded")?;
             }
@@ -418,11 +515,20 @@ async fn run_config(client: &Client, command: ConfigCommand, json_output: bool, 
             if let Some(to) = to {
                 query.push(format!("to={to}"));
             }
-            let value = client.json(Method::GET, &format!("/api/v1/config/diff?{}", query.join("&")), None).await?;
+            let value = client
+                .json(
+                    Method::GET,
+                    &format!("/api/v1/config/diff?{}", query.join("&")),
+                    None,
+                )
+                .await?;
             if json_output {
                 writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
             } else {
-                let diff = value.get("diff").and_then(Value::as_str).unwrap_or_default();
+                let diff = value
+                    .get("diff")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if diff.is_empty() {
                     writeln!(out, "no differences")?;
                 } else {
@@ -430,7 +536,11 @@ async fn run_config(client: &Client, command: ConfigCommand, json_output: bool, 
                 }
             }
         }
-        ConfigCommand::Commit { comment, confirmed, file } => {
+        ConfigCommand::Commit {
+            comment,
+            confirmed,
+            file,
+        } => {
             let mut body = json!({});
             if let Some(file) = &file {
                 body["text"] = Value::String(read_file_or_stdin(file)?);
@@ -441,13 +551,20 @@ async fn run_config(client: &Client, command: ConfigCommand, json_output: bool, 
             if let Some(minutes) = confirmed {
                 body["confirm_minutes"] = json!(minutes);
             }
-            let outcome = client.json(Method::POST, "/api/v1/config/commit", Some(&body)).await?;
+            let outcome = client
+                .json(Method::POST, "/api/v1/config/commit", Some(&body))
+                .await?;
             print_value(out, &outcome, json_output, format_commit)?;
         }
         ConfigCommand::Confirm => {
-            let meta = client.json(Method::POST, "/api/v1/config/confirm", Some(&json!({}))).await?;
+            let meta = client
+                .json(Method::POST, "/api/v1/config/confirm", Some(&json!({})))
+                .await?;
             print_value(out, &meta, json_output, |v| {
-                format!("revision {} confirmed\n", field(v.get("revision").unwrap_or(v), "number"))
+                format!(
+                    "revision {} confirmed\n",
+                    field(v.get("revision").unwrap_or(v), "number")
+                )
             })?;
         }
         ConfigCommand::Rollback { revision, comment } => {
@@ -455,24 +572,38 @@ async fn run_config(client: &Client, command: ConfigCommand, json_output: bool, 
             if let Some(comment) = comment {
                 body["comment"] = Value::String(comment);
             }
-            let outcome = client.json(Method::POST, "/api/v1/config/rollback", Some(&body)).await?;
+            let outcome = client
+                .json(Method::POST, "/api/v1/config/rollback", Some(&body))
+                .await?;
             print_value(out, &outcome, json_output, format_commit)?;
         }
         ConfigCommand::Revisions => {
-            let list = client.json(Method::GET, "/api/v1/config/revisions", None).await?;
+            let list = client
+                .json(Method::GET, "/api/v1/config/revisions", None)
+                .await?;
             print_value(out, &list, json_output, |v| {
-                table(&["REVISION", "TIME", "AUTHOR", "COMMENT"], rows(v, &["number", "time", "author", "comment"]))
+                table(
+                    &["REVISION", "TIME", "AUTHOR", "COMMENT"],
+                    rows(v, &["number", "time", "author", "comment"]),
+                )
             })?;
         }
         ConfigCommand::Schema => {
-            let schema = client.json(Method::GET, "/api/v1/config/schema", None).await?;
+            let schema = client
+                .json(Method::GET, "/api/v1/config/schema", None)
+                .await?;
             writeln!(out, "{}", serde_json::to_string_pretty(&schema)?)?;
         }
     }
     Ok(())
 }
 
-fn print_value(out: &mut dyn Write, value: &Value, json_output: bool, human: impl Fn(&Value) -> String) -> anyhow::Result<()> {
+fn print_value(
+    out: &mut dyn Write,
+    value: &Value,
+    json_output: bool,
+    human: impl Fn(&Value) -> String,
+) -> anyhow::Result<()> {
     if json_output {
         writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
     } else {
@@ -526,13 +657,20 @@ fn network_configure_body(args: &NetworkConfigureArgs) -> anyhow::Result<Value> 
     Ok(body)
 }
 
-async fn follow_logs(client: &Client, path: &str, json_output: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+async fn follow_logs(
+    client: &Client,
+    path: &str,
+    json_output: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let response = client.send(Method::GET, path, None).await?;
     let mut body = response.into_body();
     let mut pending = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.context("reading the log stream")?;
-        let Some(data) = frame.data_ref() else { continue };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
         pending.extend_from_slice(data);
         while let Some(newline) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=newline).collect();
@@ -555,7 +693,8 @@ async fn follow_logs(client: &Client, path: &str, json_output: bool, out: &mut d
 fn read_file_or_stdin(file: &PathBuf) -> anyhow::Result<String> {
     if file.as_os_str() == "-" {
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading standard input")?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading standard input")?;
         Ok(text)
     } else {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
@@ -563,7 +702,9 @@ fn read_file_or_stdin(file: &PathBuf) -> anyhow::Result<String> {
 }
 
 fn edit_in_editor(text: &str) -> anyhow::Result<String> {
-    let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".into());
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
     let dir = std::env::temp_dir().join(format!("ztos-edit-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("candidate.toml");
@@ -587,7 +728,9 @@ fn url_escape(s: &str) -> String {
     let mut escaped = String::new();
     for byte in s.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => escaped.push(byte as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                escaped.push(byte as char)
+            }
             _ => escaped.push_str(&format!("%{byte:02X}")),
         }
     }
@@ -612,7 +755,12 @@ fn display(value: &Value) -> String {
 
 fn rows(list: &Value, keys: &[&str]) -> Vec<Vec<String>> {
     list.as_array()
-        .map(|items| items.iter().map(|item| keys.iter().map(|k| field(item, k)).collect()).collect())
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| keys.iter().map(|k| field(item, k)).collect())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -646,18 +794,39 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 }
 
 fn format_commit(v: &Value) -> String {
-    let revision = v.get("revision").map(|r| field(r, "number")).unwrap_or_else(|| "-".into());
+    let revision = v
+        .get("revision")
+        .map(|r| field(r, "number"))
+        .unwrap_or_else(|| "-".into());
     let mut text = format!("committed revision {revision}");
-    let changes = v.get("changes").and_then(Value::as_array).map_or(0, Vec::len);
-    text.push_str(&format!(" ({changes} kernel change{})\n", if changes == 1 { "" } else { "s" }));
-    for change in v.get("changes").and_then(Value::as_array).into_iter().flatten() {
+    let changes = v
+        .get("changes")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    text.push_str(&format!(
+        " ({changes} kernel change{})\n",
+        if changes == 1 { "" } else { "s" }
+    ));
+    for change in v
+        .get("changes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         text.push_str(&format!("  {}\n", display(change)));
     }
-    for warning in v.get("warnings").and_then(Value::as_array).into_iter().flatten() {
+    for warning in v
+        .get("warnings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         text.push_str(&format!("warning: {}\n", display(warning)));
     }
     if let Some(deadline) = v.get("confirm_deadline").and_then(Value::as_str) {
-        text.push_str(&format!("reverts at {deadline} unless confirmed with `ztos config confirm`\n"));
+        text.push_str(&format!(
+            "reverts at {deadline} unless confirmed with `ztos config confirm`\n"
+        ));
     }
     text
 }
@@ -666,7 +835,11 @@ fn format_security(v: &Value) -> String {
     let mut rows = Vec::new();
     for name in ["wireguard", "macsec"] {
         let s = &v[name];
-        let configured = if s.get("configured").and_then(Value::as_bool) == Some(true) { "configured" } else { "not configured" };
+        let configured = if s.get("configured").and_then(Value::as_bool) == Some(true) {
+            "configured"
+        } else {
+            "not configured"
+        };
         rows.push(vec![
             name.to_string(),
             configured.to_string(),
@@ -690,7 +863,11 @@ fn format_interfaces(v: &Value) -> String {
                     vec![
                         field(i, "name"),
                         field(i, "kind"),
-                        if i.get("admin_up").and_then(Value::as_bool) == Some(true) { "up".into() } else { "down".into() },
+                        if i.get("admin_up").and_then(Value::as_bool) == Some(true) {
+                            "up".into()
+                        } else {
+                            "down".into()
+                        },
                         field(i, "oper_state"),
                         field(i, "mtu"),
                         field(i, "master"),
@@ -700,13 +877,27 @@ fn format_interfaces(v: &Value) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    table(&["NAME", "KIND", "ADMIN", "OPER", "MTU", "MASTER", "ADDRESSES"], rows)
+    table(
+        &[
+            "NAME",
+            "KIND",
+            "ADMIN",
+            "OPER",
+            "MTU",
+            "MASTER",
+            "ADDRESSES",
+        ],
+        rows,
+    )
 }
 
 fn format_plugins(v: &Value) -> String {
     table(
         &["NAME", "STATE", "VERSION", "OWNS", "REVISION"],
-        rows(v, &["name", "state", "version", "owns", "last_applied_revision"]),
+        rows(
+            v,
+            &["name", "state", "version", "owns", "last_applied_revision"],
+        ),
     )
 }
 
@@ -726,21 +917,41 @@ mod tests {
 
     #[test]
     fn spec_commands_parse_exactly_as_written() {
-        let cli = Cli::try_parse_from(["ztos", "network", "configure", "--bgp", "--peer", "10.1.1.1", "--as", "64512"]).unwrap();
-        let Command::Network(NetworkCommand::Configure(args)) = cli.command else { panic!("wrong command") };
+        let cli = Cli::try_parse_from([
+            "ztos",
+            "network",
+            "configure",
+            "--bgp",
+            "--peer",
+            "10.1.1.1",
+            "--as",
+            "64512",
+        ])
+        .unwrap();
+        let Command::Network(NetworkCommand::Configure(args)) = cli.command else {
+            panic!("wrong command")
+        };
         let body = network_configure_body(&args).unwrap();
         assert_eq!(body["bgp"]["peer"], "10.1.1.1");
         assert_eq!(body["bgp"]["remote_as"], 64512);
-        assert!(matches!(Cli::try_parse_from(["ztos", "security", "status"]).unwrap().command, Command::Security(SecurityCommand::Status)));
         assert!(matches!(
-            Cli::try_parse_from(["ztos", "monitoring", "logs"]).unwrap().command,
+            Cli::try_parse_from(["ztos", "security", "status"])
+                .unwrap()
+                .command,
+            Command::Security(SecurityCommand::Status)
+        ));
+        assert!(matches!(
+            Cli::try_parse_from(["ztos", "monitoring", "logs"])
+                .unwrap()
+                .command,
             Command::Monitoring(MonitoringCommand::Logs { follow: false, .. })
         ));
     }
 
     #[test]
     fn bgp_without_peer_is_refused_by_the_parser() {
-        let err = Cli::try_parse_from(["ztos", "network", "configure", "--bgp", "--as", "64512"]).unwrap_err();
+        let err = Cli::try_parse_from(["ztos", "network", "configure", "--bgp", "--as", "64512"])
+            .unwrap_err();
         assert!(err.to_string().contains("--peer"), "{err}");
     }
 
@@ -752,6 +963,9 @@ mod tests {
 
     #[test]
     fn url_escape_escapes_reserved_characters() {
-        assert_eq!(url_escape("2026-11-20T10:00:00+01:00"), "2026-11-20T10%3A00%3A00%2B01%3A00");
+        assert_eq!(
+            url_escape("2026-11-20T10:00:00+01:00"),
+            "2026-11-20T10%3A00%3A00%2B01%3A00"
+        );
     }
 }

@@ -17,14 +17,21 @@ use tokio::io::{AsyncRead, AsyncWrite};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to {target}: {source}")]
-    Connect { target: String, source: std::io::Error },
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
     #[error("tls: {0}")]
     Tls(String),
     #[error("http: {0}")]
     Http(String),
     /// The API answered with an error status; the message is the API's own.
     #[error("{message}")]
-    Api { status: StatusCode, message: String, body: Value },
+    Api {
+        status: StatusCode,
+        message: String,
+        body: Value,
+    },
     #[error("invalid --host {0}: expected https://HOST[:PORT]")]
     BadHost(String),
 }
@@ -33,7 +40,12 @@ pub enum ClientError {
 #[derive(Clone)]
 pub enum Target {
     Unix(PathBuf),
-    Https { host: String, port: u16, token: Option<String>, tls: Arc<rustls::ClientConfig> },
+    Https {
+        host: String,
+        port: u16,
+        token: Option<String>,
+        tls: Arc<rustls::ClientConfig>,
+    },
 }
 
 impl std::fmt::Debug for Target {
@@ -52,7 +64,9 @@ pub struct Client {
 
 impl Client {
     pub fn unix(path: &Path) -> Client {
-        Client { target: Target::Unix(path.to_path_buf()) }
+        Client {
+            target: Target::Unix(path.to_path_buf()),
+        }
     }
 
     /// A client for `https://HOST[:PORT]`, trusting the CA in `ca_cert` (PEM) if given, or
@@ -63,9 +77,12 @@ impl Client {
         ca_cert: Option<&Path>,
         insecure: bool,
     ) -> Result<Client, ClientError> {
-        let rest = url.strip_prefix("https://").ok_or_else(|| ClientError::BadHost(url.into()))?;
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| ClientError::BadHost(url.into()))?;
         let authority = rest.split('/').next().unwrap_or_default();
-        let (host, port) = split_host_port(authority).ok_or_else(|| ClientError::BadHost(url.into()))?;
+        let (host, port) =
+            split_host_port(authority).ok_or_else(|| ClientError::BadHost(url.into()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -81,20 +98,34 @@ impl Client {
                 let pem = std::fs::read(path)
                     .map_err(|e| ClientError::Tls(format!("reading {}: {e}", path.display())))?;
                 for cert in rustls_pemfile::certs(&mut &pem[..]) {
-                    let cert = cert.map_err(|e| ClientError::Tls(format!("{}: {e}", path.display())))?;
-                    roots.add(cert).map_err(|e| ClientError::Tls(format!("{}: {e}", path.display())))?;
+                    let cert =
+                        cert.map_err(|e| ClientError::Tls(format!("{}: {e}", path.display())))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| ClientError::Tls(format!("{}: {e}", path.display())))?;
                 }
                 if roots.is_empty() {
-                    return Err(ClientError::Tls(format!("{} holds no certificate", path.display())));
+                    return Err(ClientError::Tls(format!(
+                        "{} holds no certificate",
+                        path.display()
+                    )));
                 }
             } else {
                 return Err(ClientError::Tls(
-                    "give --ca-cert (the appliance's CA, state dir tls/ca.pem) or --insecure".into(),
+                    "give --ca-cert (the appliance's CA, state dir tls/ca.pem) or --insecure"
+                        .into(),
                 ));
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };
-        Ok(Client { target: Target::Https { host, port, token, tls: Arc::new(tls) } })
+        Ok(Client {
+            target: Target::Https {
+                host,
+                port,
+                token,
+                tls: Arc::new(tls),
+            },
+        })
     }
 
     pub fn target(&self) -> &Target {
@@ -102,13 +133,19 @@ impl Client {
     }
 
     /// Sends one request and returns the JSON body of a successful answer.
-    pub async fn json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
         let response = self.send(method, path, body).await?;
         let bytes = read_body(response).await?;
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&bytes).or_else(|_| Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned())))
+        serde_json::from_slice(&bytes)
+            .or_else(|_| Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned())))
     }
 
     /// Sends one request and returns the body as text (for /metrics and diffs).
@@ -132,10 +169,14 @@ impl Client {
         let mut builder = Request::builder().method(method).uri(path);
         builder = match &self.target {
             Target::Unix(_) => builder.header(hyper::header::HOST, "localhost"),
-            Target::Https { host, port, token, .. } => {
+            Target::Https {
+                host, port, token, ..
+            } => {
                 let builder = builder.header(hyper::header::HOST, format!("{host}:{port}"));
                 match token {
-                    Some(token) => builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}")),
+                    Some(token) => {
+                        builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+                    }
                     None => builder,
                 }
             }
@@ -143,18 +184,28 @@ impl Client {
         if body.is_some() {
             builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
         }
-        let request = builder.body(Full::new(payload)).map_err(|e| ClientError::Http(e.to_string()))?;
+        let request = builder
+            .body(Full::new(payload))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
         let response = match &self.target {
             Target::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path).await.map_err(|source| {
-                    ClientError::Connect { target: format!("{} (is ztosd running?)", path.display()), source }
-                })?;
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|source| ClientError::Connect {
+                        target: format!("{} (is ztosd running?)", path.display()),
+                        source,
+                    })?;
                 exchange(stream, request).await?
             }
-            Target::Https { host, port, tls, .. } => {
+            Target::Https {
+                host, port, tls, ..
+            } => {
                 let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
                     .await
-                    .map_err(|source| ClientError::Connect { target: format!("{host}:{port}"), source })?;
+                    .map_err(|source| ClientError::Connect {
+                        target: format!("{host}:{port}"),
+                        source,
+                    })?;
                 let name = rustls::pki_types::ServerName::try_from(host.clone())
                     .map_err(|e| ClientError::Tls(format!("{host}: {e}")))?;
                 let stream = tokio_rustls::TlsConnector::from(tls.clone())
@@ -177,20 +228,37 @@ impl Client {
             .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
         if let Some(details) = body.get("details").and_then(Value::as_array) {
             for detail in details {
-                let path = detail.get("path").and_then(Value::as_str).unwrap_or_default();
-                let text = detail.get("message").and_then(Value::as_str).unwrap_or_default();
-                let line = if path.is_empty() { text.to_string() } else { format!("{path}: {text}") };
+                let path = detail
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let text = detail
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let line = if path.is_empty() {
+                    text.to_string()
+                } else {
+                    format!("{path}: {text}")
+                };
                 if !message.contains(&line) {
                     message.push_str("\n  ");
                     message.push_str(&line);
                 }
             }
         }
-        Err(ClientError::Api { status, message, body })
+        Err(ClientError::Api {
+            status,
+            message,
+            body,
+        })
     }
 }
 
-async fn exchange<S>(stream: S, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, ClientError>
+async fn exchange<S>(
+    stream: S,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -201,11 +269,19 @@ where
         // The connection ends when the response body has been read or the server hangs up.
         let _ = connection.await;
     });
-    sender.send_request(request).await.map_err(|e| ClientError::Http(e.to_string()))
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))
 }
 
 async fn read_body(response: Response<Incoming>) -> Result<Bytes, ClientError> {
-    Ok(response.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes())
+    Ok(response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?
+        .to_bytes())
 }
 
 fn split_host_port(authority: &str) -> Option<(String, u16)> {
@@ -249,7 +325,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -258,7 +339,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -50,7 +50,11 @@ pub enum DaemonError {
 fn describe_vetoes(vetoes: &[PluginVeto]) -> String {
     vetoes
         .iter()
-        .flat_map(|v| v.errors.iter().map(move |e| format!("{}: {}: {}", v.plugin, e.path, e.message)))
+        .flat_map(|v| {
+            v.errors
+                .iter()
+                .map(move |e| format!("{}: {}: {}", v.plugin, e.path, e.message))
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -237,7 +241,9 @@ pub struct Daemon {
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Daemon").field("state_dir", &self.inner.state_dir).finish()
+        f.debug_struct("Daemon")
+            .field("state_dir", &self.inner.state_dir)
+            .finish()
     }
 }
 
@@ -265,7 +271,10 @@ impl Daemon {
         };
         let running_config = if running.is_some() {
             config::parse(&running_text).map_err(|e| {
-                anyhow::anyhow!("running revision in {} does not parse: {e}", state_dir.display())
+                anyhow::anyhow!(
+                    "running revision in {} does not parse: {e}",
+                    state_dir.display()
+                )
             })?
         } else {
             Config::default()
@@ -348,7 +357,10 @@ impl Daemon {
     }
 
     fn apply_error_slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.inner.apply_error.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .apply_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn logs(&self) -> &LogHub {
@@ -388,13 +400,19 @@ impl Daemon {
     }
 
     /// Sets one value in the candidate (made from the running revision if there is none).
-    pub async fn set_candidate_value(&self, path: &str, value: &str) -> Result<String, DaemonError> {
-        self.edit_candidate(|text| config::set_value(text, path, value)).await
+    pub async fn set_candidate_value(
+        &self,
+        path: &str,
+        value: &str,
+    ) -> Result<String, DaemonError> {
+        self.edit_candidate(|text| config::set_value(text, path, value))
+            .await
     }
 
     /// Deletes one value from the candidate (made from the running revision if there is none).
     pub async fn delete_candidate_value(&self, path: &str) -> Result<String, DaemonError> {
-        self.edit_candidate(|text| config::delete_value(text, path)).await
+        self.edit_candidate(|text| config::delete_value(text, path))
+            .await
     }
 
     async fn edit_candidate(
@@ -433,7 +451,10 @@ impl Daemon {
             (Some(_), None) => (state.running_text.clone(), running_label),
             (None, None) => match state.store.candidate()? {
                 Some(text) => (text, "candidate".to_string()),
-                None => (state.running_text.clone(), "candidate (same as running)".to_string()),
+                None => (
+                    state.running_text.clone(),
+                    "candidate (same as running)".to_string(),
+                ),
             },
         };
         Ok(crate::store::diff_text(&old, &new, &old_label, &new_label))
@@ -457,7 +478,9 @@ impl Daemon {
             })?,
         };
         let comment = request.comment.unwrap_or_default();
-        let mut outcome = self.commit_locked(&mut state, &text, &request.author, &comment).await?;
+        let mut outcome = self
+            .commit_locked(&mut state, &text, &request.author, &comment)
+            .await?;
         if from_candidate {
             state.store.clear_candidate()?;
         }
@@ -508,21 +531,39 @@ impl Daemon {
         comment: &str,
     ) -> Result<CommitOutcome, DaemonError> {
         let config = config::parse(text).map_err(|e| {
-            self.inner.counters.commits_invalid.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .counters
+                .commits_invalid
+                .fetch_add(1, Ordering::Relaxed);
             DaemonError::Invalid(e)
         })?;
-        let warnings = self.inner.plugins.validate(&config).await.map_err(|vetoes| {
-            self.inner.counters.commits_vetoed.fetch_add(1, Ordering::Relaxed);
-            DaemonError::Vetoed(vetoes)
-        })?;
+        let warnings = self
+            .inner
+            .plugins
+            .validate(&config)
+            .await
+            .map_err(|vetoes| {
+                self.inner
+                    .counters
+                    .commits_vetoed
+                    .fetch_add(1, Ordering::Relaxed);
+                DaemonError::Vetoed(vetoes)
+            })?;
         let started = Instant::now();
         let previous = state.running_config.clone();
         // The reconciler brings the kernel back to `previous` itself when an operation fails.
-        let report = state.reconciler.apply(&previous, &config).await.map_err(|e| {
-            self.inner.counters.commits_kernel_error.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("commit by {author} failed in the kernel: {e}");
-            DaemonError::Kernel(e.to_string())
-        })?;
+        let report = state
+            .reconciler
+            .apply(&previous, &config)
+            .await
+            .map_err(|e| {
+                self.inner
+                    .counters
+                    .commits_kernel_error
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("commit by {author} failed in the kernel: {e}");
+                DaemonError::Kernel(e.to_string())
+            })?;
         self.inner
             .counters
             .last_apply_micros
@@ -541,24 +582,40 @@ impl Daemon {
         state.running_text = text.to_string();
         state.running_config = config.clone();
         *self.apply_error_slot() = None;
-        self.inner.counters.commits_ok.fetch_add(1, Ordering::Relaxed);
-        self.inner.current.send_replace(Arc::new(CurrentConfig { revision: meta.number.0, config }));
+        self.inner
+            .counters
+            .commits_ok
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner.current.send_replace(Arc::new(CurrentConfig {
+            revision: meta.number.0,
+            config,
+        }));
         tracing::info!(
             "commit revision {} by {}{} ({} kernel changes)",
             meta.number,
             author,
-            if comment.is_empty() { String::new() } else { format!(": {comment}") },
+            if comment.is_empty() {
+                String::new()
+            } else {
+                format!(": {comment}")
+            },
             report.changes.len()
         );
-        Ok(CommitOutcome { revision: meta, changes: report.changes, warnings, confirm_deadline: None })
+        Ok(CommitOutcome {
+            revision: meta,
+            changes: report.changes,
+            warnings,
+            confirm_deadline: None,
+        })
     }
 
     /// Confirms a `commit confirmed`, so it no longer reverts.
     pub async fn confirm(&self, author: &str) -> Result<RevisionMeta, DaemonError> {
         let mut state = self.inner.state.lock().await;
-        let pending = state.store.pending_confirm()?.ok_or_else(|| {
-            DaemonError::Conflict("no commit is waiting for confirmation".into())
-        })?;
+        let pending = state
+            .store
+            .pending_confirm()?
+            .ok_or_else(|| DaemonError::Conflict("no commit is waiting for confirmation".into()))?;
         state.store.set_pending_confirm(None)?;
         let (meta, _) = state.store.load(pending.revision)?;
         tracing::info!("revision {} confirmed by {author}", pending.revision);
@@ -590,10 +647,18 @@ impl Daemon {
             "automatic rollback to revision {}: revision {} was not confirmed",
             pending.rollback_to, pending.revision
         );
-        let outcome = self.commit_locked(&mut state, &text, "ztosd", &comment).await?;
+        let outcome = self
+            .commit_locked(&mut state, &text, "ztosd", &comment)
+            .await?;
         state.store.set_pending_confirm(None)?;
-        self.inner.counters.auto_rollbacks.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("{comment}; now running revision {}", outcome.revision.number);
+        self.inner
+            .counters
+            .auto_rollbacks
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "{comment}; now running revision {}",
+            outcome.revision.number
+        );
         Ok(())
     }
 
@@ -640,16 +705,26 @@ impl Daemon {
         let mut what = Vec::new();
         let invalid = DaemonError::Invalid;
         if let Some(bgp) = &request.bgp {
-            let neighbors = running.config.bgp.as_ref().map_or(&[][..], |b| &b.neighbors[..]);
+            let neighbors = running
+                .config
+                .bgp
+                .as_ref()
+                .map_or(&[][..], |b| &b.neighbors[..]);
             if running.config.bgp.is_none() {
                 let local_as = bgp.local_as.unwrap_or(bgp.remote_as);
                 text = config::set_value(&text, "bgp.local_as", &local_as.to_string())
                     .map_err(invalid)?;
             }
             let index = neighbors.iter().position(|n| n.address == bgp.peer);
-            let mut entry = format!("{{ address = \"{}\", remote_as = {}", bgp.peer, bgp.remote_as);
+            let mut entry = format!(
+                "{{ address = \"{}\", remote_as = {}",
+                bgp.peer, bgp.remote_as
+            );
             let existing = index.map(|i| &neighbors[i]);
-            let description = bgp.description.clone().or_else(|| existing.and_then(|n| n.description.clone()));
+            let description = bgp
+                .description
+                .clone()
+                .or_else(|| existing.and_then(|n| n.description.clone()));
             if let Some(description) = description {
                 entry.push_str(&format!(", description = {}", toml_string(&description)));
             }
@@ -659,9 +734,16 @@ impl Daemon {
             what.push(format!("bgp peer {} AS {}", bgp.peer, bgp.remote_as));
         }
         if let Some(vxlan) = &request.vxlan {
-            let index = running.config.vxlan.iter().position(|v| v.vni.get() == vxlan.vni);
-            let remotes: Vec<String> =
-                vxlan.remote_vteps.iter().map(|r| format!("\"{r}\"")).collect();
+            let index = running
+                .config
+                .vxlan
+                .iter()
+                .position(|v| v.vni.get() == vxlan.vni);
+            let remotes: Vec<String> = vxlan
+                .remote_vteps
+                .iter()
+                .map(|r| format!("\"{r}\""))
+                .collect();
             let mut entry = format!(
                 "{{ vni = {}, local_vtep = \"{}\", remote_vteps = [{}]",
                 vxlan.vni,
@@ -680,13 +762,20 @@ impl Daemon {
             what.push(format!("vxlan vni {}", vxlan.vni));
         }
         if let Some(wg) = &request.wireguard {
-            let interfaces = running.config.wireguard.as_ref().map_or(&[][..], |w| &w.interfaces[..]);
-            let iface_index = interfaces.iter().position(|i| i.name == wg.interface).ok_or_else(|| {
-                DaemonError::Invalid(single_error(
-                    "wireguard.interface",
-                    &format!("{} is not a configured wireguard interface", wg.interface),
-                ))
-            })?;
+            let interfaces = running
+                .config
+                .wireguard
+                .as_ref()
+                .map_or(&[][..], |w| &w.interfaces[..]);
+            let iface_index = interfaces
+                .iter()
+                .position(|i| i.name == wg.interface)
+                .ok_or_else(|| {
+                    DaemonError::Invalid(single_error(
+                        "wireguard.interface",
+                        &format!("{} is not a configured wireguard interface", wg.interface),
+                    ))
+                })?;
             let peers = &interfaces[iface_index].peers;
             let index = peers.iter().position(|p| p.public_key == wg.public_key);
             let allowed: Vec<String> = wg.allowed_ips.iter().map(|a| format!("\"{a}\"")).collect();
@@ -746,18 +835,31 @@ impl Daemon {
         interfaces: usize,
         peers: usize,
     ) -> DatapathSecurity {
-        let plugin = crate::plugin_host::owner_of(section).unwrap_or(section).to_string();
+        let plugin = crate::plugin_host::owner_of(section)
+            .unwrap_or(section)
+            .to_string();
         let info = self.inner.plugins.get(&plugin);
         let (plugin_state, status) = match info {
             Some(info) => (info.state.to_string(), info.status),
             None => ("absent".to_string(), serde_json::Value::Null),
         };
-        DatapathSecurity { configured, interfaces, peers, plugin, plugin_state, status }
+        DatapathSecurity {
+            configured,
+            interfaces,
+            peers,
+            plugin,
+            plugin_state,
+            status,
+        }
     }
 
     pub async fn interfaces(&self) -> Result<Vec<InterfaceStatus>, DaemonError> {
         let state = self.inner.state.lock().await;
-        state.reconciler.interfaces().await.map_err(|e| DaemonError::Kernel(e.to_string()))
+        state
+            .reconciler
+            .interfaces()
+            .await
+            .map_err(|e| DaemonError::Kernel(e.to_string()))
     }
 
     /// Healthy when the running revision is applied and every plugin that owns a configured
@@ -796,7 +898,10 @@ impl Daemon {
                 ),
             });
         }
-        Health { healthy: components.iter().all(|c| c.healthy), components }
+        Health {
+            healthy: components.iter().all(|c| c.healthy),
+            components,
+        }
     }
 
     /// ztosd's own metrics and every plugin's, in the Prometheus text format.
@@ -804,7 +909,10 @@ impl Daemon {
         use std::fmt::Write;
         let c = &self.inner.counters;
         let revision = self.inner.current.borrow().revision;
-        let _ = writeln!(out, "# HELP ztos_config_revision The running configuration revision.");
+        let _ = writeln!(
+            out,
+            "# HELP ztos_config_revision The running configuration revision."
+        );
         let _ = writeln!(out, "# TYPE ztos_config_revision gauge");
         let _ = writeln!(out, "ztos_config_revision {revision}");
         let _ = writeln!(out, "# HELP ztos_commits_total Commits by result.");
@@ -821,29 +929,51 @@ impl Daemon {
                 counter.load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(out, "# HELP ztos_confirm_rollbacks_total Unconfirmed commits reverted.");
+        let _ = writeln!(
+            out,
+            "# HELP ztos_confirm_rollbacks_total Unconfirmed commits reverted."
+        );
         let _ = writeln!(out, "# TYPE ztos_confirm_rollbacks_total counter");
-        let _ = writeln!(out, "ztos_confirm_rollbacks_total {}", c.auto_rollbacks.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP ztos_last_apply_seconds Duration of the last kernel apply.");
+        let _ = writeln!(
+            out,
+            "ztos_confirm_rollbacks_total {}",
+            c.auto_rollbacks.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ztos_last_apply_seconds Duration of the last kernel apply."
+        );
         let _ = writeln!(out, "# TYPE ztos_last_apply_seconds gauge");
         let _ = writeln!(
             out,
             "ztos_last_apply_seconds {}",
             c.last_apply_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
-        let _ = writeln!(out, "# HELP ztos_uptime_seconds Seconds since ztosd started.");
+        let _ = writeln!(
+            out,
+            "# HELP ztos_uptime_seconds Seconds since ztosd started."
+        );
         let _ = writeln!(out, "# TYPE ztos_uptime_seconds gauge");
-        let _ = writeln!(out, "ztos_uptime_seconds {}", self.inner.started.elapsed().as_secs());
+        let _ = writeln!(
+            out,
+            "ztos_uptime_seconds {}",
+            self.inner.started.elapsed().as_secs()
+        );
         self.inner.plugins.render_metrics(out);
     }
 }
 
 fn deadline_text(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix).map(now_rfc3339).unwrap_or_else(|_| unix.to_string())
+    OffsetDateTime::from_unix_timestamp(unix)
+        .map(now_rfc3339)
+        .unwrap_or_else(|_| unix.to_string())
 }
 
 fn single_error(path: &str, message: &str) -> ConfigErrors {
-    ConfigErrors(vec![config::ConfigError { path: path.into(), message: message.into() }])
+    ConfigErrors(vec![config::ConfigError {
+        path: path.into(),
+        message: message.into(),
+    }])
 }
 
 /// A TOML basic string with quotes and escapes.
@@ -867,12 +997,19 @@ mod tests {
     async fn daemon_with_base() -> (tempfile::TempDir, Daemon) {
         let dir = tempfile::tempdir().unwrap();
         let daemon = Daemon::for_tests(dir.path());
-        daemon.start(Some((BASE.to_string(), "test".to_string()))).await.unwrap();
+        daemon
+            .start(Some((BASE.to_string(), "test".to_string())))
+            .await
+            .unwrap();
         (dir, daemon)
     }
 
     fn commit_text(text: &str) -> CommitRequest {
-        CommitRequest { text: Some(text.into()), author: "tester".into(), ..Default::default() }
+        CommitRequest {
+            text: Some(text.into()),
+            author: "tester".into(),
+            ..Default::default()
+        }
     }
 
     #[tokio::test]
@@ -883,14 +1020,23 @@ mod tests {
         assert_eq!(running.config.system.hostname, "leaf1");
         let again = daemon.commit(commit_text(BASE)).await.unwrap();
         assert_eq!(again.revision.number, Revision(2));
-        assert!(again.changes.is_empty(), "unchanged config touched the kernel: {:?}", again.changes);
+        assert!(
+            again.changes.is_empty(),
+            "unchanged config touched the kernel: {:?}",
+            again.changes
+        );
     }
 
     #[tokio::test]
     async fn an_invalid_commit_leaves_the_running_revision() {
         let (_dir, daemon) = daemon_with_base().await;
-        let err = daemon.commit(commit_text("[bgp]\nlocal_as = 0\n")).await.unwrap_err();
-        let DaemonError::Invalid(errors) = err else { panic!("expected Invalid, got {err}") };
+        let err = daemon
+            .commit(commit_text("[bgp]\nlocal_as = 0\n"))
+            .await
+            .unwrap_err();
+        let DaemonError::Invalid(errors) = err else {
+            panic!("expected Invalid, got {err}")
+        };
         assert_eq!(errors.0[0].path, "bgp.local_as");
         assert_eq!(daemon.revisions().await.unwrap().len(), 1);
         assert_eq!(daemon.running().await.config.system.hostname, "leaf1");
@@ -899,11 +1045,17 @@ mod tests {
     #[tokio::test]
     async fn candidate_edits_commit_and_clear_the_candidate() {
         let (_dir, daemon) = daemon_with_base().await;
-        daemon.set_candidate_value("system.hostname", "leaf9").await.unwrap();
+        daemon
+            .set_candidate_value("system.hostname", "leaf9")
+            .await
+            .unwrap();
         let diff = daemon.diff(None, None).await.unwrap();
         assert!(diff.contains("+hostname = \"leaf9\""), "{diff}");
         let outcome = daemon
-            .commit(CommitRequest { author: "tester".into(), ..Default::default() })
+            .commit(CommitRequest {
+                author: "tester".into(),
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(outcome.revision.number, Revision(2));
@@ -916,7 +1068,10 @@ mod tests {
     #[tokio::test]
     async fn rollback_commits_an_old_revision_as_a_new_one() {
         let (_dir, daemon) = daemon_with_base().await;
-        daemon.commit(commit_text("[system]\nhostname = \"other\"\n")).await.unwrap();
+        daemon
+            .commit(commit_text("[system]\nhostname = \"other\"\n"))
+            .await
+            .unwrap();
         let outcome = daemon.rollback(1, "tester", None).await.unwrap();
         assert_eq!(outcome.revision.number, Revision(3));
         assert_eq!(outcome.revision.comment, "rollback to revision 1");
@@ -939,7 +1094,10 @@ mod tests {
             .unwrap();
         assert!(outcome.confirm_deadline.is_some());
         let err = daemon.commit(commit_text(BASE)).await.unwrap_err();
-        assert!(err.to_string().contains("waiting for confirmation"), "{err}");
+        assert!(
+            err.to_string().contains("waiting for confirmation"),
+            "{err}"
+        );
         tokio::time::sleep(Duration::from_secs(119)).await;
         assert_eq!(daemon.running().await.config.system.hostname, "risky");
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -964,7 +1122,10 @@ mod tests {
         assert_eq!(daemon.confirm("tester").await.unwrap().number, Revision(2));
         tokio::time::sleep(Duration::from_secs(120)).await;
         assert_eq!(daemon.running().await.config.system.hostname, "kept");
-        assert!(matches!(daemon.confirm("tester").await, Err(DaemonError::Conflict(_))));
+        assert!(matches!(
+            daemon.confirm("tester").await,
+            Err(DaemonError::Conflict(_))
+        ));
     }
 
     #[tokio::test]
@@ -972,8 +1133,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let daemon = Daemon::for_tests(dir.path());
-            daemon.start(Some((BASE.to_string(), "test".to_string()))).await.unwrap();
-            daemon.commit(commit_text("[system]\nhostname = \"risky\"\n")).await.unwrap();
+            daemon
+                .start(Some((BASE.to_string(), "test".to_string())))
+                .await
+                .unwrap();
+            daemon
+                .commit(commit_text("[system]\nhostname = \"risky\"\n"))
+                .await
+                .unwrap();
             // As if ztosd stopped right after a confirmed commit whose window then passed.
             let mut state = daemon.inner.state.lock().await;
             state
@@ -1008,19 +1175,38 @@ mod tests {
             }),
             ..Default::default()
         };
-        let outcome = daemon.network_configure(request(64512), "tester").await.unwrap();
-        assert_eq!(outcome.revision.comment, "network configure: bgp peer 10.1.1.1 AS 64512");
+        let outcome = daemon
+            .network_configure(request(64512), "tester")
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.revision.comment,
+            "network configure: bgp peer 10.1.1.1 AS 64512"
+        );
         let bgp = daemon.running().await.config.bgp.unwrap();
-        assert_eq!(bgp.local_as.get(), 64512, "iBGP by default when bgp was absent");
+        assert_eq!(
+            bgp.local_as.get(),
+            64512,
+            "iBGP by default when bgp was absent"
+        );
         assert_eq!(bgp.neighbors.len(), 1);
-        daemon.network_configure(request(64513), "tester").await.unwrap();
+        daemon
+            .network_configure(request(64513), "tester")
+            .await
+            .unwrap();
         let bgp = daemon.running().await.config.bgp.unwrap();
         assert_eq!(bgp.neighbors.len(), 1);
         assert_eq!(bgp.neighbors[0].remote_as.get(), 64513);
         // The operator's text is edited, not regenerated: the bridge stays as written.
         assert!(daemon.running().await.text.starts_with(BASE));
-        let err = daemon.network_configure(request(0), "tester").await.unwrap_err();
-        assert!(err.to_string().contains("0 is not a valid AS number"), "{err}");
+        let err = daemon
+            .network_configure(request(0), "tester")
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("0 is not a valid AS number"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -1034,7 +1220,13 @@ mod tests {
         let with_bgp = format!("{BASE}\n[bgp]\nlocal_as = 65000\n");
         daemon.commit(commit_text(&with_bgp)).await.unwrap();
         let health = daemon.health().await;
-        assert!(!health.healthy, "bgp is configured but ztos-bgp is not connected");
-        assert!(health.components.iter().any(|c| c.name == "ztos-bgp" && !c.healthy));
+        assert!(
+            !health.healthy,
+            "bgp is configured but ztos-bgp is not connected"
+        );
+        assert!(health
+            .components
+            .iter()
+            .any(|c| c.name == "ztos-bgp" && !c.healthy));
     }
 }

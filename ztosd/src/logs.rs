@@ -139,7 +139,9 @@ pub struct LogHub {
 
 impl fmt::Debug for LogHub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LogHub").field("ring_bytes", &self.inner.ring_bytes).finish()
+        f.debug_struct("LogHub")
+            .field("ring_bytes", &self.inner.ring_bytes)
+            .finish()
     }
 }
 
@@ -273,7 +275,13 @@ impl LogHub {
 
 fn sanitize_file_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -292,7 +300,8 @@ impl Visit for MessageVisitor {
         if field.name() == "message" {
             self.message = format!("{value:?}");
         } else {
-            self.fields.push_str(&format!(" {}={:?}", field.name(), value));
+            self.fields
+                .push_str(&format!(" {}={:?}", field.name(), value));
         }
     }
 
@@ -300,7 +309,8 @@ impl Visit for MessageVisitor {
         if field.name() == "message" {
             self.message = value.to_string();
         } else {
-            self.fields.push_str(&format!(" {}={}", field.name(), value));
+            self.fields
+                .push_str(&format!(" {}={}", field.name(), value));
         }
     }
 }
@@ -312,7 +322,10 @@ impl<S: Subscriber> Layer<S> for LogHubLayer {
         if !metadata.target().starts_with("ztos") {
             return;
         }
-        let mut visitor = MessageVisitor { message: String::new(), fields: String::new() };
+        let mut visitor = MessageVisitor {
+            message: String::new(),
+            fields: String::new(),
+        };
         event.record(&mut visitor);
         self.hub.push(
             ZTOSD_SERVICE,
@@ -330,10 +343,18 @@ mod tests {
     fn ring_is_bounded_in_bytes_and_keeps_the_newest() {
         let hub = LogHub::new(1000, None);
         for i in 0..100 {
-            hub.push("bgp", Level::Info, format!("line {i:03} {}", "x".repeat(40)));
+            hub.push(
+                "bgp",
+                Level::Info,
+                format!("line {i:03} {}", "x".repeat(40)),
+            );
         }
         let all = hub.query(&LogQuery::default());
-        assert!(all.len() < 100 && all.len() > 5, "kept {} entries", all.len());
+        assert!(
+            all.len() < 100 && all.len() > 5,
+            "kept {} entries",
+            all.len()
+        );
         assert!(all.last().unwrap().message.starts_with("line 099"));
     }
 
@@ -345,11 +366,29 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         hub.push("bgp", Level::Warn, "b");
         hub.push("ztosd", Level::Error, "c");
-        let only_bgp = hub.query(&LogQuery { service: Some("bgp".into()), ..Default::default() });
-        assert_eq!(only_bgp.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["b"]);
-        let since = hub.query(&LogQuery { since: Some(middle), ..Default::default() });
-        assert_eq!(since.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["b", "c"]);
-        let last = hub.query(&LogQuery { limit: 1, ..Default::default() });
+        let only_bgp = hub.query(&LogQuery {
+            service: Some("bgp".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            only_bgp
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        let since = hub.query(&LogQuery {
+            since: Some(middle),
+            ..Default::default()
+        });
+        assert_eq!(
+            since.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        let last = hub.query(&LogQuery {
+            limit: 1,
+            ..Default::default()
+        });
         assert_eq!(last[0].message, "c");
     }
 
@@ -371,6 +410,9 @@ mod tests {
         let mut rx = hub.subscribe();
         hub.push("macsec", Level::Debug, "hello");
         let entry = rx.recv().await.unwrap();
-        assert_eq!((entry.service.as_str(), entry.message.as_str()), ("macsec", "hello"));
+        assert_eq!(
+            (entry.service.as_str(), entry.message.as_str()),
+            ("macsec", "hello")
+        );
     }
 }

@@ -49,12 +49,18 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match args.command {
-            Command::Load { socket, path, connections, seconds } => {
-                load(socket, path, connections, Duration::from_secs(seconds)).await
-            }
+            Command::Load {
+                socket,
+                path,
+                connections,
+                seconds,
+            } => load(socket, path, connections, Duration::from_secs(seconds)).await,
             Command::Commit { socket, file } => commit(socket, file).await,
         }
     })
@@ -73,7 +79,12 @@ async fn connect(
     Ok(sender)
 }
 
-async fn load(socket: PathBuf, path: String, connections: usize, duration: Duration) -> anyhow::Result<()> {
+async fn load(
+    socket: PathBuf,
+    path: String,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
     let socket = Arc::new(socket);
     let path = Arc::new(path);
     let deadline = Instant::now() + duration;
@@ -112,7 +123,8 @@ async fn load(socket: PathBuf, path: String, connections: usize, duration: Durat
         bail!("no request completed");
     }
     all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    let pct =
+        |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
     let report = json!({
         "requests": all.len(),
         "errors": errors,
@@ -127,7 +139,8 @@ async fn load(socket: PathBuf, path: String, connections: usize, duration: Durat
 }
 
 async fn commit(socket: PathBuf, file: PathBuf) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let body = serde_json::to_vec(&json!({ "text": text, "comment": "bench" }))?;
     let mut sender = connect(&socket).await?;
     let request = Request::post("/api/v1/config/commit")
@@ -143,7 +156,13 @@ async fn commit(socket: PathBuf, file: PathBuf) -> anyhow::Result<()> {
     if !status.is_success() {
         bail!("commit failed with {status}: {value}");
     }
-    let changes = value.get("changes").and_then(Value::as_array).map_or(0, Vec::len);
-    println!("{}", json!({ "milliseconds": elapsed.as_secs_f64() * 1000.0, "changes": changes }));
+    let changes = value
+        .get("changes")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    println!(
+        "{}",
+        json!({ "milliseconds": elapsed.as_secs_f64() * 1000.0, "changes": changes })
+    );
     Ok(())
 }

@@ -67,7 +67,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(daemon.logs().tracing_layer())
         .init();
-    tracing::info!("ztosd {} starting, state in {}", env!("CARGO_PKG_VERSION"), args.state_dir.display());
+    tracing::info!(
+        "ztosd {} starting, state in {}",
+        env!("CARGO_PKG_VERSION"),
+        args.state_dir.display()
+    );
 
     let initial = match &args.initial_config {
         Some(path) => Some((
@@ -112,7 +116,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             &hostname,
         )?;
         servers.spawn(async move {
-            ztosd::api::serve_https(addr, tls, router).await.with_context(|| format!("https on {addr}"))
+            ztosd::api::serve_https(addr, tls, router)
+                .await
+                .with_context(|| format!("https on {addr}"))
         });
         tracing::info!("https api on {addr}");
     }
@@ -151,7 +157,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn https_address(args: &Args, daemon: &Daemon) -> anyhow::Result<Option<SocketAddr>> {
     match args.https_listen.as_deref() {
         Some("none") => Ok(None),
-        Some(text) => Ok(Some(text.parse().with_context(|| format!("--https-listen {text}"))?)),
+        Some(text) => Ok(Some(
+            text.parse()
+                .with_context(|| format!("--https-listen {text}"))?,
+        )),
         None => {
             let system = daemon.running().await.config.system;
             let ip = system
