@@ -94,14 +94,17 @@ impl Lab {
         }
     }
 
-    /// A new lab, or `None` (after printing why) when not running as root: lab tests skip
-    /// themselves on machines where they cannot create namespaces.
+    /// A new lab. Without root, lab tests fail with the reason, unless the developer set
+    /// `ZTOS_SKIP_ROOT_TESTS=1` on purpose: then this prints why and returns `None`, and the
+    /// test skips itself. CI runs as root and never sets it, so the labs cannot pass vacuously.
     pub fn new_if_root(name: &str) -> Option<Lab> {
         if can_run_labs() {
             Some(Lab::new(name))
-        } else {
-            eprintln!("skipping lab {name}: network namespaces need root");
+        } else if skip_root_tests() {
+            eprintln!("skipping lab {name}: network namespaces need root (ZTOS_SKIP_ROOT_TESTS)");
             None
+        } else {
+            panic!("lab {name} needs root for network namespaces; run as root, or set ZTOS_SKIP_ROOT_TESTS=1 to skip");
         }
     }
 
@@ -387,6 +390,11 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// Whether the process can create namespaces (root); tests print a message and return
 /// early when it cannot.
+/// Whether the developer asked to skip tests that need root (`ZTOS_SKIP_ROOT_TESTS=1`).
+pub fn skip_root_tests() -> bool {
+    std::env::var_os("ZTOS_SKIP_ROOT_TESTS").is_some_and(|v| v == "1")
+}
+
 pub fn can_run_labs() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
