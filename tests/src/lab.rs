@@ -466,3 +466,46 @@ fn sweep_stale_namespaces() {
         }
     }
 }
+
+/// Leaf 1's configuration in the two-leaf VXLAN lab (`tests/lab/leaf1.toml`).
+pub const LEAF1_CONFIG: &str = include_str!("../lab/leaf1.toml");
+/// Leaf 2's configuration in the two-leaf VXLAN lab (`tests/lab/leaf2.toml`).
+pub const LEAF2_CONFIG: &str = include_str!("../lab/leaf2.toml");
+
+/// The spec's VXLAN topology, shared by `vxlan-test.sh` and the demo lab: two leaves joined
+/// by an underlay veth (`eth1` on each; ztosd puts the addresses on), and a host behind each
+/// leaf (`h1` 192.168.100.1/24 on leaf1's `veth-h1`, `h2` 192.168.100.2/24 on leaf2's
+/// `veth-h2`). ztosd is not started: the caller starts it with [`LEAF1_CONFIG`] and
+/// [`LEAF2_CONFIG`] or its own configuration.
+#[derive(Debug)]
+pub struct TwoLeafTopology {
+    pub leaf1: Node,
+    pub leaf2: Node,
+    pub h1: Node,
+    pub h2: Node,
+}
+
+impl Lab {
+    /// Builds the [`TwoLeafTopology`] in this lab.
+    pub fn two_leaf_topology(&self) -> TwoLeafTopology {
+        let leaf1 = self.node("leaf1");
+        let leaf2 = self.node("leaf2");
+        let h1 = self.node("h1");
+        let h2 = self.node("h2");
+        self.link((&leaf1, "eth1", None), (&leaf2, "eth1", None));
+        self.link(
+            (&h1, "eth0", Some("192.168.100.1/24")),
+            (&leaf1, "veth-h1", None),
+        );
+        self.link(
+            (&h2, "eth0", Some("192.168.100.2/24")),
+            (&leaf2, "veth-h2", None),
+        );
+        TwoLeafTopology {
+            leaf1,
+            leaf2,
+            h1,
+            h2,
+        }
+    }
+}

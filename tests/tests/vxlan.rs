@@ -1,33 +1,9 @@
 //! The spec's VXLAN scenario: two ZTOS leaves joined by an underlay veth stretch one L2
 //! segment (VNI 100) between a host behind each leaf, with a static flood list; then a
-//! re-commit of the same configuration must not touch the kernel.
+//! re-commit of the same configuration must not touch the kernel. It is the demo lab's
+//! topology and configuration (`tests/lab/`), so this test also keeps `just demo` honest.
 
-use ztos_tests::lab::{Lab, Node};
-
-/// The configuration of one leaf: underlay address, bridge br100 with the host-facing veth
-/// as a port, VXLAN 100 on that bridge flooding to the other leaf.
-fn leaf_config(hostname: &str, underlay: &str, remote: &str, host_port: &str) -> String {
-    format!(
-        r#"[system]
-hostname = "{hostname}"
-
-[[interfaces]]
-name = "eth1"
-addresses = ["{underlay}/24"]
-
-[[bridges]]
-name = "br100"
-ports = ["{host_port}"]
-
-[[vxlan]]
-vni = 100
-local_vtep = "{underlay}"
-bridge = "br100"
-underlay_interface = "eth1"
-remote_vteps = ["{remote}"]
-"#
-    )
-}
+use ztos_tests::lab::{Lab, Node, TwoLeafTopology, LEAF1_CONFIG, LEAF2_CONFIG};
 
 fn ping(from: &Node, to: &str) -> std::process::Output {
     from.exec(&["ping", "-c", "3", "-W", "2", to])
@@ -38,25 +14,15 @@ fn hosts_behind_two_leaves_share_vni_100() {
     let Some(lab) = Lab::new_if_root("vxlan") else {
         return;
     };
-    let n1 = lab.node("n1");
-    let n2 = lab.node("n2");
-    let h1 = lab.node("h1");
-    let h2 = lab.node("h2");
-    // Underlay: ztosd puts the addresses on eth1 itself.
-    lab.link((&n1, "eth1", None), (&n2, "eth1", None));
-    lab.link(
-        (&h1, "eth0", Some("192.168.100.1/24")),
-        (&n1, "veth-h1", None),
-    );
-    lab.link(
-        (&h2, "eth0", Some("192.168.100.2/24")),
-        (&n2, "veth-h2", None),
-    );
-
-    let config1 = leaf_config("n1", "10.0.0.1", "10.0.0.2", "veth-h1");
-    let config2 = leaf_config("n2", "10.0.0.2", "10.0.0.1", "veth-h2");
-    let ztosd1 = n1.start_ztosd(&config1);
-    let _ztosd2 = n2.start_ztosd(&config2);
+    let TwoLeafTopology {
+        leaf1: n1,
+        leaf2: n2,
+        h1,
+        ..
+    } = lab.two_leaf_topology();
+    let config1 = LEAF1_CONFIG;
+    let ztosd1 = n1.start_ztosd(config1);
+    let _ztosd2 = n2.start_ztosd(LEAF2_CONFIG);
 
     // ztosd applies the initial configuration as it starts; wait until the flood list is
     // programmed on both leaves.
@@ -86,7 +52,7 @@ fn hosts_behind_two_leaves_share_vni_100() {
 
     // Re-committing the running configuration changes nothing in the kernel.
     let path = n1.dir().join("same.toml");
-    std::fs::write(&path, &config1).expect("writing same.toml");
+    std::fs::write(&path, config1).expect("writing same.toml");
     let output = ztosd1.ztos(&[
         "--json",
         "config",

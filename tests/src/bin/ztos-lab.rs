@@ -12,10 +12,8 @@ use std::thread;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use nix::sched::{setns, CloneFlags};
-use ztos_tests::lab::{can_run_labs, Lab};
+use ztos_tests::lab::{can_run_labs, Lab, TwoLeafTopology, LEAF1_CONFIG, LEAF2_CONFIG};
 
-const LEAF1: &str = include_str!("../../lab/leaf1.toml");
-const LEAF2: &str = include_str!("../../lab/leaf2.toml");
 const FORWARD_ADDRESS: &str = "127.0.0.1:8443";
 
 #[derive(Debug, Parser)]
@@ -43,22 +41,12 @@ fn main() -> anyhow::Result<()> {
     }
 
     let lab = Lab::new("demo");
-    let leaf1 = lab.node("leaf1");
-    let leaf2 = lab.node("leaf2");
-    let h1 = lab.node("h1");
-    let h2 = lab.node("h2");
-    lab.link((&leaf1, "eth1", None), (&leaf2, "eth1", None));
-    lab.link(
-        (&h1, "eth0", Some("192.168.100.1/24")),
-        (&leaf1, "veth-h1", None),
-    );
-    lab.link(
-        (&h2, "eth0", Some("192.168.100.2/24")),
-        (&leaf2, "veth-h2", None),
-    );
+    let TwoLeafTopology {
+        leaf1, leaf2, h1, ..
+    } = lab.two_leaf_topology();
     println!("starting ztosd on leaf1 and leaf2 ...");
-    let ztosd1 = leaf1.start_ztosd(LEAF1);
-    let _ztosd2 = leaf2.start_ztosd(LEAF2);
+    let ztosd1 = leaf1.start_ztosd(LEAF1_CONFIG);
+    let _ztosd2 = leaf2.start_ztosd(LEAF2_CONFIG);
 
     let listener = TcpListener::bind(FORWARD_ADDRESS)
         .with_context(|| format!("listening on {FORWARD_ADDRESS} for the HTTPS forwarder"))?;
