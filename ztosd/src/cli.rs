@@ -242,8 +242,11 @@ impl RoleArg {
 /// Runs the parsed command line; output goes to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Command::Completions { shell } = cli.command {
+        // Generated into memory first: clap_complete panics on a write error (`| head`).
         let mut command = Cli::command();
-        clap_complete::generate(shell, &mut command, "ztos", out);
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "ztos", &mut script);
+        out.write_all(&script)?;
         return Ok(());
     }
     let client = match &cli.host {

@@ -16,10 +16,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// Why a request did not produce an answer from the API.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {target}: {source}")]
+    // Not a `#[source]`: the reason is in the one-line message already.
+    #[error("cannot connect to {target}: {reason}")]
     Connect {
         target: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("tls: {0}")]
     Tls(String),
@@ -191,9 +192,9 @@ impl Client {
             Target::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
-                    .map_err(|source| ClientError::Connect {
+                    .map_err(|reason| ClientError::Connect {
                         target: format!("{} (is ztosd running?)", path.display()),
-                        source,
+                        reason,
                     })?;
                 exchange(stream, request).await?
             }
@@ -202,9 +203,9 @@ impl Client {
             } => {
                 let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
                     .await
-                    .map_err(|source| ClientError::Connect {
+                    .map_err(|reason| ClientError::Connect {
                         target: format!("{host}:{port}"),
-                        source,
+                        reason,
                     })?;
                 let name = rustls::pki_types::ServerName::try_from(host.clone())
                     .map_err(|e| ClientError::Tls(format!("{host}: {e}")))?;
