@@ -29,6 +29,7 @@ use crate::netlink::{InterfaceStatus, Kernel, Reconciler};
 use crate::plugin_host::{CurrentConfig, PluginHost, PluginVeto};
 use crate::store::{ConfigStore, PendingConfirm, Revision, RevisionMeta};
 use crate::tokens::TokenStore;
+use crate::users::UserStore;
 
 /// Why a daemon operation failed. The API turns each variant into one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +226,7 @@ struct Inner {
     logs: LogHub,
     plugins: PluginHost,
     tokens: TokenStore,
+    users: UserStore,
     current: watch::Sender<Arc<CurrentConfig>>,
     /// The last error applying the running revision at start, if it did not apply.
     apply_error: StdMutex<Option<String>>,
@@ -265,6 +267,8 @@ impl Daemon {
         let logs = LogHub::new(DEFAULT_RING_BYTES, Some(&state_dir.join("logs")));
         let tokens = TokenStore::open(&state_dir)
             .with_context(|| format!("opening token store in {}", state_dir.display()))?;
+        let users = UserStore::open(&state_dir)
+            .with_context(|| format!("opening user store in {}", state_dir.display()))?;
         let (running, running_text) = match store.running()? {
             Some((meta, text)) => (Some(meta), text),
             None => (None, String::new()),
@@ -296,6 +300,7 @@ impl Daemon {
                 logs,
                 plugins,
                 tokens,
+                users,
                 current,
                 apply_error: StdMutex::new(None),
                 counters: Counters::default(),
@@ -373,6 +378,11 @@ impl Daemon {
 
     pub fn tokens(&self) -> &TokenStore {
         &self.inner.tokens
+    }
+
+    /// Console users, login rate limit and login sessions.
+    pub fn users(&self) -> &UserStore {
+        &self.inner.users
     }
 
     pub fn state_dir(&self) -> &Path {

@@ -13,3 +13,4 @@ pub mod plugin_host;
 pub mod store;
 pub mod tls;
 pub mod tokens;
+pub mod users;
