@@ -116,6 +116,62 @@ pub const PARTITIONS: [PartitionSpec; 4] = [
     },
 ];
 
+/// Bytes per logical sector; GPT LBAs in ZTOS images count 512-byte sectors.
+pub const SECTOR_SIZE: u64 = 512;
+/// One MiB, the alignment of every partition (and the room kept for the GPT at both ends).
+pub const MIB: u64 = 1024 * 1024;
+
+/// Where one partition of [`PARTITIONS`] lies in a freshly built image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionExtent {
+    pub spec: PartitionSpec,
+    /// Byte offset from the start of the disk (a multiple of 1 MiB).
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl PartitionExtent {
+    /// First sector of the partition.
+    pub fn first_lba(&self) -> u64 {
+        self.offset / SECTOR_SIZE
+    }
+
+    /// Last sector of the partition (inclusive, as GPT counts it).
+    pub fn last_lba(&self) -> u64 {
+        (self.offset + self.size) / SECTOR_SIZE - 1
+    }
+}
+
+/// The partitions of a freshly built image with their offsets: the first starts at 1 MiB (after
+/// the protective MBR and the primary GPT), each follows the previous one, and 1 MiB stays free
+/// at the end for the backup GPT.
+pub fn partition_extents() -> [PartitionExtent; 4] {
+    let mut offset = MIB;
+    PARTITIONS.map(|spec| {
+        let extent = PartitionExtent {
+            spec,
+            offset,
+            size: spec.size_mib * MIB,
+        };
+        offset += extent.size;
+        extent
+    })
+}
+
+/// Size in bytes of a freshly built image.
+pub fn image_size() -> u64 {
+    let last = partition_extents()[PARTITIONS.len() - 1];
+    last.offset + last.size + MIB
+}
+
+/// The extent of the partition with this label in a freshly built image.
+pub fn extent_of(label: &str) -> Option<PartitionExtent> {
+    partition_extents()
+        .into_iter()
+        .find(|extent| extent.spec.label == label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +192,24 @@ mod tests {
         labels.dedup();
         assert_eq!(labels.len(), PARTITIONS.len());
         assert_eq!(PARTITIONS[1].type_guid, PARTITIONS[2].type_guid);
+    }
+
+    #[test]
+    fn partitions_are_mib_aligned_contiguous_and_leave_room_for_the_backup_gpt() {
+        let extents = partition_extents();
+        assert_eq!(extents[0].offset, MIB);
+        assert_eq!(extents[0].first_lba(), 2048);
+        for pair in extents.windows(2) {
+            assert_eq!(pair[0].offset + pair[0].size, pair[1].offset);
+            assert_eq!(pair[0].last_lba() + 1, pair[1].first_lba());
+        }
+        for extent in extents {
+            assert_eq!(extent.offset % MIB, 0, "{}", extent.spec.label);
+            assert_eq!(extent.size % MIB, 0, "{}", extent.spec.label);
+        }
+        // 1 + 256 + 512 + 512 + 128 + 1 MiB.
+        assert_eq!(image_size(), 1410 * MIB);
+        assert_eq!(extent_of(ROOT_B_LABEL).unwrap().offset, 769 * MIB);
+        assert_eq!(extent_of("nope"), None);
     }
 }

@@ -1,0 +1,411 @@
+//! Supervisor tests with real processes (`sh`, `sleep`) and tiny timings, driven through the
+//! status socket exactly as ztosd drives it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::task::JoinHandle;
+
+use super::*;
+
+fn fast_backoff() -> BackoffPolicy {
+    BackoffPolicy {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+        reset_after: Duration::from_secs(30),
+        crash_loop_exits: 4,
+        crash_loop_window: Duration::from_secs(30),
+    }
+}
+
+struct Running {
+    socket: PathBuf,
+    healthy: Arc<AtomicBool>,
+    task: JoinHandle<anyhow::Result<ShutdownKind>>,
+    _dir: tempfile::TempDir,
+}
+
+fn start(manifest: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Manifest::parse(manifest, Path::new("test.toml")).unwrap();
+    let socket = dir.path().join("run/init.sock");
+    let mut options = SupervisorOptions::new(socket.clone());
+    options.backoff = fast_backoff();
+    let healthy = options.healthy.clone();
+    let task = tokio::spawn(supervise(manifest, options));
+    Running {
+        socket,
+        healthy,
+        task,
+        _dir: dir,
+    }
+}
+
+/// Sends one request line and returns the parsed response line.
+async fn ask_raw(socket: &Path, line: &str) -> Response {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stream = loop {
+        match UnixStream::connect(socket).await {
+            Ok(stream) => break stream,
+            Err(err) if Instant::now() > deadline => panic!("{}: {err}", socket.display()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let (read, mut write) = stream.into_split();
+    write.write_all(line.as_bytes()).await.unwrap();
+    write.write_all(b"\n").await.unwrap();
+    let mut answer = String::new();
+    BufReader::new(read).read_line(&mut answer).await.unwrap();
+    Response::decode(&answer).unwrap_or_else(|e| panic!("{answer:?}: {e}"))
+}
+
+async fn ask(socket: &Path, request: Request) -> Response {
+    ask_raw(socket, request.encode().trim_end()).await
+}
+
+async fn services(socket: &Path) -> (Vec<ServiceStatus>, bool) {
+    match ask(socket, Request::Services {}).await {
+        Response::Services { services, healthy } => (services, healthy),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn service(socket: &Path, name: &str) -> ServiceStatus {
+    services(socket)
+        .await
+        .0
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no service {name}"))
+}
+
+async fn logs(socket: &Path, name: Option<&str>) -> Vec<LogEntry> {
+    let request = Request::Logs {
+        service: name.map(str::to_string),
+        limit: None,
+    };
+    match ask(socket, request).await {
+        Response::Logs { entries } => entries,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Polls `check` every 20 ms for up to `seconds`.
+async fn wait_until<F, Fut>(what: &str, seconds: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn shutdown(running: Running, kind: ShutdownKind) -> Duration {
+    let begun = Instant::now();
+    assert_eq!(
+        ask(&running.socket, Request::Shutdown { kind }).await,
+        Response::Ok { ok: true }
+    );
+    let result = tokio::time::timeout(Duration::from_secs(20), running.task)
+        .await
+        .expect("supervise returns after a shutdown request")
+        .unwrap()
+        .unwrap();
+    assert_eq!(result, kind);
+    assert!(!running.socket.exists(), "the status socket is removed");
+    begun.elapsed()
+}
+
+fn process_gone(pid: u32) -> bool {
+    // A zombie still has /proc/<pid>; reaped processes do not.
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test]
+async fn a_service_that_exits_at_once_is_reported_crash_looping_and_makes_critical_unhealthy() {
+    let running = start(
+        r#"
+[[service]]
+name = "broken"
+command = ["sh", "-c", "echo about to fail; exit 1"]
+critical = true
+
+[[service]]
+name = "steady"
+command = ["sleep", "30"]
+"#,
+    );
+    let socket = running.socket.clone();
+    wait_until("crash-loop", 10, || async {
+        service(&socket, "broken").await.state == ServiceState::CrashLoop
+    })
+    .await;
+    let (all, healthy) = services(&socket).await;
+    assert!(!healthy);
+    assert!(!running.healthy.load(Ordering::SeqCst));
+    let broken = &all[0];
+    assert!(broken.restarts >= 3, "{broken:?}");
+    assert_eq!(broken.last_exit.as_deref(), Some("exited with status 1"));
+    assert!(broken.critical);
+    assert_eq!(all[1].state, ServiceState::Running, "{all:?}");
+    let messages: Vec<String> = logs(&socket, Some("broken"))
+        .await
+        .into_iter()
+        .map(|e| format!("{} {}", e.stream, e.message))
+        .collect();
+    assert!(
+        messages.contains(&"stdout about to fail".to_string()),
+        "{messages:?}"
+    );
+    for expected in [
+        "supervisor exited with status 1, restarting in 10 ms",
+        "supervisor exited with status 1, restarting in 20 ms",
+        "supervisor exited with status 1, restarting in 40 ms",
+    ] {
+        assert!(
+            messages.iter().any(|m| m == expected),
+            "{expected}: {messages:?}"
+        );
+    }
+    assert!(
+        messages.iter().any(|m| m.contains("restarting in 50 ms (crash loop: 4 exits within 30 s; critical service: supervisor unhealthy)")),
+        "{messages:?}"
+    );
+    shutdown(running, ShutdownKind::Poweroff).await;
+}
+
+#[tokio::test]
+async fn a_non_critical_crash_loop_leaves_the_supervisor_healthy() {
+    let running = start("[[service]]\nname = \"flaky\"\ncommand = [\"false\"]\n");
+    let socket = running.socket.clone();
+    wait_until("crash-loop", 10, || async {
+        service(&socket, "flaky").await.state == ServiceState::CrashLoop
+    })
+    .await;
+    assert!(services(&socket).await.1);
+    assert!(running.healthy.load(Ordering::SeqCst));
+    shutdown(running, ShutdownKind::Reboot).await;
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_lines_are_captured_per_service_and_merged_by_time() {
+    let running = start(
+        r#"
+[[service]]
+name = "talker"
+command = ["sh", "-c", "echo hello out; echo hello err >&2; exec sleep 30"]
+
+[[service]]
+name = "other"
+command = ["sh", "-c", "echo from other; exec sleep 30"]
+"#,
+    );
+    let socket = running.socket.clone();
+    wait_until("both lines of talker", 5, || async {
+        logs(&socket, Some("talker")).await.len() >= 3
+    })
+    .await;
+    let entries = logs(&socket, Some("talker")).await;
+    assert!(entries
+        .iter()
+        .any(|e| e.stream == "stdout" && e.message == "hello out"));
+    assert!(entries
+        .iter()
+        .any(|e| e.stream == "stderr" && e.message == "hello err"));
+    assert!(entries.iter().all(|e| e.service == "talker"));
+    wait_until("other's line", 5, || async {
+        logs(&socket, None)
+            .await
+            .iter()
+            .any(|e| e.message == "from other")
+    })
+    .await;
+    let merged = logs(&socket, None).await;
+    let times: Vec<&str> = merged.iter().map(|e| e.time.as_str()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "merged entries are in time order");
+    let limited = ask(
+        &socket,
+        Request::Logs {
+            service: None,
+            limit: Some(1),
+        },
+    )
+    .await;
+    assert!(matches!(limited, Response::Logs { ref entries } if entries.len() == 1));
+    shutdown(running, ShutdownKind::Poweroff).await;
+}
+
+#[tokio::test]
+async fn orphans_of_services_are_reaped() {
+    // As a subreaper (as `ztos-init supervise` makes itself), the orphaned sleep becomes our
+    // child; without reaping it would stay a zombie with /proc/<pid> present.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let running = start(
+        r#"
+[[service]]
+name = "forker"
+command = ["sh", "-c", "sleep 0.2 & echo $!; exit 0"]
+restart = "never"
+"#,
+    );
+    let socket = running.socket.clone();
+    wait_until("forker exited", 5, || async {
+        service(&socket, "forker").await.state == ServiceState::Exited
+    })
+    .await;
+    let orphan: u32 = logs(&socket, Some("forker"))
+        .await
+        .iter()
+        .find(|e| e.stream == "stdout")
+        .expect("the orphan's pid")
+        .message
+        .parse()
+        .unwrap();
+    wait_until("the orphan reaped", 5, || async { process_gone(orphan) }).await;
+    assert!(process::orphans_reaped() >= 1);
+    let forker = service(&socket, "forker").await;
+    assert_eq!(forker.last_exit.as_deref(), Some("exited with status 0"));
+    assert_eq!(forker.restarts, 0);
+    shutdown(running, ShutdownKind::Poweroff).await;
+}
+
+#[tokio::test]
+async fn a_killed_service_is_restarted_and_counted() {
+    let running = start("[[service]]\nname = \"victim\"\ncommand = [\"sleep\", \"30\"]\n");
+    let socket = running.socket.clone();
+    wait_until("victim running", 5, || async {
+        service(&socket, "victim").await.pid.is_some()
+    })
+    .await;
+    let first = service(&socket, "victim").await.pid.unwrap();
+    nix::sys::signal::kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+    wait_until("victim restarted", 5, || async {
+        let s = service(&socket, "victim").await;
+        s.pid.is_some_and(|pid| pid != first)
+    })
+    .await;
+    let victim = service(&socket, "victim").await;
+    assert_eq!(victim.restarts, 1);
+    assert_eq!(victim.state, ServiceState::Running);
+    assert_eq!(victim.last_exit.as_deref(), Some("killed by SIGKILL"));
+    assert!(process_gone(first));
+    shutdown(running, ShutdownKind::Poweroff).await;
+}
+
+#[tokio::test]
+async fn restart_requests_restart_at_once_and_unknown_services_are_named() {
+    let running = start("[[service]]\nname = \"worker\"\ncommand = [\"sleep\", \"30\"]\n");
+    let socket = running.socket.clone();
+    wait_until("worker running", 5, || async {
+        service(&socket, "worker").await.pid.is_some()
+    })
+    .await;
+    let first = service(&socket, "worker").await.pid.unwrap();
+    let answer = ask(
+        &socket,
+        Request::Restart {
+            service: "worker".into(),
+        },
+    )
+    .await;
+    assert_eq!(answer, Response::Ok { ok: true });
+    wait_until("worker restarted", 5, || async {
+        service(&socket, "worker")
+            .await
+            .pid
+            .is_some_and(|p| p != first)
+    })
+    .await;
+    assert_eq!(service(&socket, "worker").await.restarts, 1);
+    assert_eq!(
+        ask(
+            &socket,
+            Request::Restart {
+                service: "nope".into()
+            }
+        )
+        .await,
+        Response::Error {
+            error: "unknown service \"nope\"".into()
+        }
+    );
+    assert_eq!(
+        ask(
+            &socket,
+            Request::Logs {
+                service: Some("nope".into()),
+                limit: None
+            }
+        )
+        .await,
+        Response::Error {
+            error: "unknown service \"nope\"".into()
+        }
+    );
+    match ask_raw(&socket, r#"{"request":"dance"}"#).await {
+        Response::Error { error } => assert!(error.contains("dance"), "{error}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    shutdown(running, ShutdownKind::Poweroff).await;
+}
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_for_a_service_that_ignores_sigterm() {
+    let running = start(
+        r#"
+[[service]]
+name = "stubborn"
+command = ["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.1; done"]
+stop_timeout_secs = 1
+
+[[service]]
+name = "polite"
+command = ["sleep", "30"]
+"#,
+    );
+    let socket = running.socket.clone();
+    wait_until("stubborn ready", 5, || async {
+        logs(&socket, Some("stubborn"))
+            .await
+            .iter()
+            .any(|e| e.message == "ready")
+    })
+    .await;
+    let (all, _) = services(&socket).await;
+    let pids: Vec<u32> = all.iter().map(|s| s.pid.unwrap()).collect();
+    let took = shutdown(running, ShutdownKind::Poweroff).await;
+    // Grace (0.5 s) + the stubborn service's 1 s stop timeout, but not much more.
+    assert!(took >= SHUTDOWN_GRACE + Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    for pid in pids {
+        assert!(process_gone(pid), "pid {pid} still there after the stop");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_program_is_retried_with_backoff_and_named() {
+    let running = start("[[service]]\nname = \"ghost\"\ncommand = [\"/nonexistent/ghostd\"]\n");
+    let socket = running.socket.clone();
+    wait_until("ghost crash-loop", 10, || async {
+        service(&socket, "ghost").await.state == ServiceState::CrashLoop
+    })
+    .await;
+    let ghost = service(&socket, "ghost").await;
+    let last = ghost.last_exit.unwrap();
+    assert!(last.contains("/nonexistent/ghostd"), "{last}");
+    shutdown(running, ShutdownKind::Poweroff).await;
+}
+
+#[test]
+fn durations_read_naturally() {
+    assert_eq!(format_duration(Duration::from_millis(400)), "400 ms");
+    assert_eq!(format_duration(Duration::from_secs(30)), "30 s");
+    assert_eq!(format_duration(Duration::from_millis(1600)), "1.6 s");
+}
