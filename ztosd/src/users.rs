@@ -98,8 +98,15 @@ pub enum LoginError {
     Invalid,
     /// Too many recent failures for this user or from this source. Refused without looking
     /// at the password, so waiting out the delay is the only way on.
-    #[error("too many failed logins {who}: try again in {} s", wait.as_secs().max(1))]
+    #[error("too many failed logins {who}: try again in {} s", seconds_rounded_up(*wait))]
     RateLimited { who: String, wait: Duration },
+}
+
+/// `wait` in whole seconds, rounded up and at least 1, so that "try again in N s" is never
+/// too early.
+pub fn seconds_rounded_up(wait: Duration) -> u64 {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    seconds.max(1)
 }
 
 /// What the API shows about a user. The password hash is never part of it.

@@ -1,7 +1,8 @@
 //! Who is calling and what they may do. The transport a request came in on is attached as a
 //! [`Transport`] extension by the server: the unix socket (root only, so admin) or HTTPS,
 //! where every request carries `Authorization: Bearer <token>` and the token's role is
-//! checked against the route's [`Scope`]. A request without a transport is treated as
+//! checked against the route's [`Scope`]. On the unix socket, a bearer secret is a console
+//! login session and lowers the caller to that user's role. A request without a transport is treated as
 //! remote, so forgetting to attach one can only deny access, never grant it.
 
 use std::marker::PhantomData;
@@ -91,6 +92,27 @@ impl<S: Scope> FromRequestParts<ApiState> for Auth<S> {
 
 fn authenticate(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
     match parts.extensions.get::<Transport>() {
+        Some(Transport::Local { .. }) if parts.headers.contains_key(AUTHORIZATION) => {
+            // A console login session (`crate::users`): the console runs as root but acts for
+            // the user who logged in, so the session's role replaces root's. A session that
+            // is not valid is refused, never treated as root.
+            let header = &parts.headers[AUTHORIZATION];
+            let secret = header
+                .to_str()
+                .ok()
+                .and_then(|value| {
+                    let (scheme, token) = value.split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+                })
+                .unwrap_or_default();
+            let (user, role) = state.daemon.users().session(secret).ok_or_else(|| {
+                ApiError::Unauthorized("invalid or expired login session: log in again".into())
+            })?;
+            Ok(Caller {
+                author: format!("user:{user}"),
+                role,
+            })
+        }
         Some(Transport::Local { uid }) => Ok(Caller {
             author: if *uid == 0 {
                 "root".to_string()

@@ -68,6 +68,18 @@ pub fn app(daemon: Daemon) -> Router {
         .route("/plugins/{name}", get(plugins::get))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{name}", delete(tokens::revoke))
+        .route("/auth/login", post(routes::users::login))
+        .route("/auth/logout", post(routes::users::logout))
+        .route("/users", get(routes::users::list))
+        .route(
+            "/users/setup",
+            get(routes::users::setup).post(routes::users::create_first_admin),
+        )
+        .route("/users/{name}", delete(routes::users::delete))
+        .route(
+            "/users/{name}/password",
+            axum::routing::put(routes::users::set_password),
+        )
         .route("/openapi.json", get(system::openapi));
     Router::new()
         .nest("/api/v1", api)

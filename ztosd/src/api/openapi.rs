@@ -50,6 +50,13 @@ pub struct RevisionMetaSchema {
         routes::tokens::list,
         routes::tokens::create,
         routes::tokens::revoke,
+        routes::users::login,
+        routes::users::logout,
+        routes::users::list,
+        routes::users::set_password,
+        routes::users::delete,
+        routes::users::setup,
+        routes::users::create_first_admin,
         routes::system::health,
         routes::system::metrics,
         routes::system::openapi,
@@ -64,6 +71,7 @@ pub struct RevisionMetaSchema {
         (name = "config", description = "Candidate, commit, confirm, rollback, revisions"),
         (name = "plugins", description = "Plugin processes"),
         (name = "tokens", description = "API tokens (admin)"),
+        (name = "users", description = "Console users and logins; passwords are stored as argon2id hashes and never returned"),
         (name = "system", description = "Health, metrics, interfaces, this document"),
     )
 )]

@@ -10,3 +10,4 @@ pub mod plugins;
 pub mod security;
 pub mod system;
 pub mod tokens;
+pub mod users;
