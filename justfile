@@ -19,7 +19,7 @@ test: deps
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo build --workspace --bins
-    cargo test --workspace -- --test-threads=2
+    cargo test --workspace --no-fail-fast -- --test-threads=2
 
 # Run ZTOS: a two-node netns lab running ztosd with an example config, API on https://127.0.0.1:8443.
 demo: deps build

@@ -79,6 +79,27 @@ pub enum Command {
     Health,
     /// Prints shell completions.
     Completions { shell: clap_complete::Shell },
+    /// The services ztos-init supervises; reboot and power off.
+    #[command(subcommand)]
+    System(SystemCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Services supervised by ztos-init: state, pid, restarts, last exit.
+    Services,
+    /// Stop every service and reboot.
+    Reboot {
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Stop every service and power off.
+    Poweroff {
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,6 +345,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             write!(out, "{}", client.text(Method::GET, "/metrics").await?)?;
         }
         Command::Config(command) => run_config(&client, command, json_output, out).await?,
+        Command::System(command) => {
+            let target = cli.host.clone().unwrap_or_else(|| "this box".to_string());
+            run_system(&client, command, &target, json_output, out).await?
+        }
         Command::Interfaces => {
             let list = client.json(Method::GET, "/api/v1/interfaces", None).await?;
             print(out, &list, &format_interfaces)?;
@@ -599,6 +624,56 @@ async fn run_config(
         }
     }
     Ok(())
+}
+
+async fn run_system(
+    client: &Client,
+    command: SystemCommand,
+    target: &str,
+    json_output: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let (action, path, yes) = match command {
+        SystemCommand::Services => {
+            let value = client
+                .json(Method::GET, "/api/v1/system/services", None)
+                .await?;
+            return print_value(out, &value, json_output, format_services);
+        }
+        SystemCommand::Reboot { yes } => ("reboot", "/api/v1/system/reboot", yes),
+        SystemCommand::Poweroff { yes } => ("poweroff", "/api/v1/system/poweroff", yes),
+    };
+    if !yes {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            bail!("{action} needs confirmation: pass --yes (no terminal to ask on)");
+        }
+        eprint!("{action} {target}? every service stops [y/N] ");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("{action} cancelled");
+        }
+    }
+    let value = client.json(Method::POST, path, Some(&json!({}))).await?;
+    print_value(out, &value, json_output, |_| {
+        format!("{action} of {target} under way: ztos-init is stopping every service\n")
+    })
+}
+
+fn format_services(v: &Value) -> String {
+    let mut text = table(
+        &["NAME", "STATE", "PID", "RESTARTS", "SINCE", "CRITICAL", "LAST EXIT"],
+        rows(
+            &v["services"],
+            &["name", "state", "pid", "restarts", "since", "critical", "last_exit"],
+        ),
+    );
+    if v.get("healthy").and_then(Value::as_bool) == Some(false) {
+        text.push_str("UNHEALTHY: a critical service is crash-looping\n");
+    }
+    text
 }
 
 fn print_value(
@@ -956,6 +1031,34 @@ mod tests {
         let err = Cli::try_parse_from(["ztos", "network", "configure", "--bgp", "--as", "64512"])
             .unwrap_err();
         assert!(err.to_string().contains("--peer"), "{err}");
+    }
+
+    #[test]
+    fn system_commands_parse_and_services_render_as_a_table() {
+        let cli = Cli::try_parse_from(["ztos", "system", "poweroff", "--yes"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::System(SystemCommand::Poweroff { yes: true })
+        ));
+        let cli = Cli::try_parse_from(["ztos", "system", "reboot"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::System(SystemCommand::Reboot { yes: false })
+        ));
+        let text = format_services(&json!({
+            "healthy": false,
+            "services": [
+                {"name": "ztosd", "state": "running", "pid": 42, "restarts": 1,
+                 "since": "2025-01-01T00:00:00Z", "critical": true, "last_exit": "killed by SIGKILL"},
+                {"name": "flaky", "state": "crash-loop", "pid": null, "restarts": 7,
+                 "since": "2025-01-01T00:00:01Z", "critical": false, "last_exit": "exited with status 1"}
+            ]
+        }));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("NAME   STATE       PID  RESTARTS"), "{text}");
+        assert!(lines[1].starts_with("ztosd  running     42   1"), "{text}");
+        assert!(lines[2].starts_with("flaky  crash-loop  -    7"), "{text}");
+        assert_eq!(lines[3], "UNHEALTHY: a critical service is crash-looping");
     }
 
     #[test]

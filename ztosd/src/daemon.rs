@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 use tokio::sync::{watch, Mutex};
 
 use crate::config::{self, Config, ConfigErrors};
+use crate::init_client::InitClient;
 use crate::logs::{LogHub, DEFAULT_RING_BYTES};
 use crate::netlink::{InterfaceStatus, Kernel, Reconciler};
 use crate::plugin_host::{CurrentConfig, PluginHost, PluginVeto};
@@ -200,6 +201,9 @@ pub struct DaemonOptions {
     /// Revisions kept in the store.
     pub retention: usize,
     pub kernel: Box<dyn Kernel>,
+    /// ztos-init's status socket ([`crate::init_client::DEFAULT_INIT_SOCKET`]); ztosd runs
+    /// without a supervisor when nothing listens there.
+    pub init_socket: PathBuf,
 }
 
 /// What the commit mutex guards.
@@ -233,6 +237,7 @@ struct Inner {
     counters: Counters,
     started: Instant,
     state_dir: PathBuf,
+    init: InitClient,
 }
 
 /// The daemon. Cheap to clone; every clone is the same daemon.
@@ -306,6 +311,7 @@ impl Daemon {
                 counters: Counters::default(),
                 started: Instant::now(),
                 state_dir,
+                init: InitClient::new(&options.init_socket),
             }),
         })
     }
@@ -317,6 +323,7 @@ impl Daemon {
             state_dir: state_dir.to_path_buf(),
             retention: 50,
             kernel: Box::new(crate::netlink::RecordingKernel::default()),
+            init_socket: state_dir.join("init.sock"),
         })
         .expect("test daemon state directory must be usable")
     }
@@ -387,6 +394,11 @@ impl Daemon {
 
     pub fn state_dir(&self) -> &Path {
         &self.inner.state_dir
+    }
+
+    /// The client of ztos-init's status socket (services, reboot, poweroff).
+    pub fn init(&self) -> &InitClient {
+        &self.inner.init
     }
 
     pub async fn running(&self) -> RunningConfig {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod init_client;
 pub mod logs;
 pub mod netlink;
 pub mod plugin_host;

@@ -24,6 +24,10 @@ struct Args {
     /// Socket plugins connect to.
     #[arg(long, default_value = "/run/ztos/plugin.sock")]
     plugin_socket: PathBuf,
+    /// ztos-init's status socket (services, reboot, poweroff); ztosd runs without a
+    /// supervisor when nothing listens there.
+    #[arg(long, default_value = ztosd::init_client::DEFAULT_INIT_SOCKET)]
+    init_socket: PathBuf,
     /// HTTPS listen address (`none` to disable); default from system.management_address and
     /// system.https_port, else all addresses on port 443.
     #[arg(long)]
@@ -61,6 +65,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         state_dir: args.state_dir.clone(),
         retention: args.revisions,
         kernel: Box::new(kernel),
+        init_socket: args.init_socket.clone(),
     })?;
     tracing_subscriber::registry()
         .with(EnvFilter::try_new(&args.log).with_context(|| format!("--log {}", args.log))?)

@@ -9,5 +9,6 @@ pub mod network;
 pub mod plugins;
 pub mod security;
 pub mod system;
+pub mod system_services;
 pub mod tokens;
 pub mod users;

@@ -64,6 +64,9 @@ pub async fn logs(
         limit,
     };
     if !params.follow.unwrap_or(false) {
+        if let Some(entries) = init_logs(&state, &query).await {
+            return Ok(Json(entries).into_response());
+        }
         return Ok(Json(state.daemon.logs().query(&query)).into_response());
     }
 
@@ -101,6 +104,38 @@ pub async fn logs(
         body,
     )
         .into_response())
+}
+
+/// For a service ztosd has no ring for (a plugin that never connected, a console), the lines
+/// ztos-init captured from its stdout and stderr; `None` when ztosd knows the service, or init
+/// does not (or is not running).
+async fn init_logs(state: &ApiState, query: &LogQuery) -> Option<Vec<LogEntry>> {
+    let service = query.service.as_deref()?;
+    if state.daemon.logs().services().iter().any(|s| s == service) {
+        return None;
+    }
+    let captured = state
+        .daemon
+        .init()
+        .logs(Some(service), Some(query.limit))
+        .await
+        .ok()?;
+    let entries = captured
+        .into_iter()
+        .filter_map(|line| {
+            let time = OffsetDateTime::parse(&line.time, &Rfc3339).ok()?;
+            let entry = LogEntry {
+                time: line.time,
+                unix_nanos: time.unix_timestamp_nanos(),
+                // Init captures raw lines; their level, if any, is in the text.
+                level: crate::logs::Level::Info,
+                service: line.service,
+                message: line.message,
+            };
+            query.matches(&entry).then_some(entry)
+        })
+        .collect();
+    Some(entries)
 }
 
 fn ndjson_line(entry: LogEntry) -> Result<Bytes, Infallible> {
