@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod init_client;
+pub mod init_client;
 pub mod logs;
 pub mod netlink;
 pub mod plugin_host;

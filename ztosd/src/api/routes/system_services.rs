@@ -1,0 +1,259 @@
+//! `/api/v1/system/services`, `/api/v1/system/reboot`, `/api/v1/system/poweroff`: the
+//! services ztos-init supervises, and shutting the box down through init. Without init
+//! (ztosd started on its own) these answer 503 with a message saying so.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::api::auth::{AdminScope, Auth, ReadScope};
+use crate::api::error::ErrorBody;
+use crate::api::ApiState;
+use crate::init_client::{InitClientError, InitServices, Shutdown};
+
+/// The answer to a reboot or poweroff request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ShutdownAccepted {
+    /// `reboot` or `poweroff`: init stops every service, then does it.
+    pub shutdown: String,
+}
+
+/// Init could not be asked. 503: the box works, only its supervisor cannot be reached.
+// Until `ApiError` has a 503 variant this builds the same `ErrorBody` the single conversion
+// in `api::error` would.
+fn unavailable(err: InitClientError) -> Response {
+    tracing::warn!("system: {err}");
+    let status = match err {
+        InitClientError::Refused(_) => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (
+        status,
+        Json(ErrorBody {
+            error: err.to_string(),
+            details: Vec::new(),
+        }),
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/api/v1/system/services", tag = "system",
+    responses((status = 200, description = "The services ztos-init supervises", body = InitServices),
+              (status = 503, description = "ztos-init is not running: ztosd runs without a supervisor", body = ErrorBody)))]
+pub async fn services(
+    _auth: Auth<ReadScope>,
+    State(state): State<ApiState>,
+) -> Result<Json<InitServices>, Response> {
+    state
+        .daemon
+        .init()
+        .services()
+        .await
+        .map(Json)
+        .map_err(unavailable)
+}
+
+async fn shutdown(state: &ApiState, author: &str, kind: Shutdown) -> Result<Response, Response> {
+    tracing::warn!("{} requested by {author}", kind.as_str());
+    state
+        .daemon
+        .init()
+        .shutdown(kind)
+        .await
+        .map_err(unavailable)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ShutdownAccepted {
+            shutdown: kind.as_str().to_string(),
+        }),
+    )
+        .into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/system/reboot", tag = "system",
+    responses((status = 202, description = "ztos-init stops every service and reboots", body = ShutdownAccepted),
+              (status = 503, description = "ztos-init is not running: ztosd runs without a supervisor", body = ErrorBody)))]
+pub async fn reboot(
+    auth: Auth<AdminScope>,
+    State(state): State<ApiState>,
+) -> Result<Response, Response> {
+    shutdown(&state, &auth.caller.author, Shutdown::Reboot).await
+}
+
+#[utoipa::path(post, path = "/api/v1/system/poweroff", tag = "system",
+    responses((status = 202, description = "ztos-init stops every service and powers off", body = ShutdownAccepted),
+              (status = 503, description = "ztos-init is not running: ztosd runs without a supervisor", body = ErrorBody)))]
+pub async fn poweroff(
+    auth: Auth<AdminScope>,
+    State(state): State<ApiState>,
+) -> Result<Response, Response> {
+    shutdown(&state, &auth.caller.author, Shutdown::Poweroff).await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use http_body_util::BodyExt;
+    use serde_json::Value;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::api::{app, Transport};
+    use crate::config::Role;
+    use crate::daemon::Daemon;
+
+    async fn call(
+        daemon: &Daemon,
+        method: Method,
+        uri: &str,
+        transport: Transport,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let mut request = request.body(Body::empty()).unwrap();
+        request.extensions_mut().insert(transport);
+        let response = app(daemon.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    const ROOT: Transport = Transport::Local { uid: 0 };
+
+    /// A fake ztos-init on the test daemon's init socket answering each connection with the
+    /// next answer; returns the requests it saw.
+    fn fake_init(
+        daemon: &Daemon,
+        answers: Vec<&'static str>,
+    ) -> tokio::task::JoinHandle<Vec<String>> {
+        let listener = tokio::net::UnixListener::bind(daemon.init().socket()).unwrap();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for answer in answers {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                BufReader::new(read).read_line(&mut line).await.unwrap();
+                seen.push(line.trim().to_string());
+                write
+                    .write_all(format!("{answer}\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            seen
+        })
+    }
+
+    #[tokio::test]
+    async fn without_init_every_route_answers_503_saying_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::for_tests(dir.path());
+        for (method, uri) in [
+            (Method::GET, "/api/v1/system/services"),
+            (Method::POST, "/api/v1/system/reboot"),
+            (Method::POST, "/api/v1/system/poweroff"),
+        ] {
+            let (status, body) = call(&daemon, method, uri, ROOT, None).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+            let error = body["error"].as_str().unwrap();
+            assert!(
+                error.starts_with("ztos-init is not running (no socket at ")
+                    && error.ends_with("): ztosd runs without a supervisor"),
+                "{error}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn services_come_from_init_and_shutdown_goes_to_init() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::for_tests(dir.path());
+        let init = fake_init(
+            &daemon,
+            vec![
+                r#"{"services":[{"name":"ztosd","state":"running","pid":7,"restarts":0,"since":"2025-01-01T00:00:00Z","last_exit":null,"critical":true}],"healthy":true}"#,
+                r#"{"ok":true}"#,
+                r#"{"ok":true}"#,
+            ],
+        );
+        let (status, body) =
+            call(&daemon, Method::GET, "/api/v1/system/services", ROOT, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["healthy"], true);
+        assert_eq!(body["services"][0]["name"], "ztosd");
+        assert_eq!(body["services"][0]["state"], "running");
+        let (status, body) = call(&daemon, Method::POST, "/api/v1/system/reboot", ROOT, None).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(body["shutdown"], "reboot");
+        let (status, _) = call(&daemon, Method::POST, "/api/v1/system/poweroff", ROOT, None).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(
+            init.await.unwrap(),
+            [
+                r#"{"request":"services"}"#,
+                r#"{"kind":"reboot","request":"shutdown"}"#,
+                r#"{"kind":"poweroff","request":"shutdown"}"#,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn reboot_needs_admin_and_services_needs_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::for_tests(dir.path());
+        let operate = daemon.tokens().create("ops", Role::Operate).unwrap().1;
+        let remote = Transport::Remote {
+            peer: "192.0.2.1:40000".parse().unwrap(),
+        };
+        for uri in ["/api/v1/system/reboot", "/api/v1/system/poweroff"] {
+            let (status, _) = call(&daemon, Method::POST, uri, remote, Some(&operate)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{uri}");
+        }
+        let (status, _) = call(
+            &daemon,
+            Method::GET,
+            "/api/v1/system/services",
+            remote,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn monitoring_logs_fall_back_to_init_for_services_ztosd_does_not_know() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::for_tests(dir.path());
+        let init = fake_init(
+            &daemon,
+            vec![
+                r#"{"entries":[{"time":"2025-01-01T00:00:00Z","service":"ztos-bgp","stream":"stdout","message":"bgp says hi"}]}"#,
+            ],
+        );
+        let (status, body) = call(
+            &daemon,
+            Method::GET,
+            "/api/v1/monitoring/logs?service=ztos-bgp&limit=5",
+            ROOT,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body[0]["message"], "bgp says hi");
+        assert_eq!(body[0]["service"], "ztos-bgp");
+        assert_eq!(
+            init.await.unwrap(),
+            [r#"{"limit":5,"request":"logs","service":"ztos-bgp"}"#]
+        );
+    }
+}

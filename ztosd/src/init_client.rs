@@ -1,0 +1,288 @@
+//! Client of ztos-init's status socket (`/run/ztos/init.sock`): the services init supervises,
+//! their captured output, restarts, reboot and poweroff. One request per connection, newline-
+//! delimited JSON as documented in `docs/supervisor.md` (the init side is
+//! `ztos_init::supervisor::protocol`). ztosd also runs without a supervisor (development,
+//! some labs); then every call says so with [`InitClientError::NotRunning`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// Where ztos-init listens in the appliance.
+pub const DEFAULT_INIT_SOCKET: &str = "/run/ztos/init.sock";
+
+/// How long one exchange with init may take.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why init did not answer a request.
+#[derive(Debug, thiserror::Error)]
+pub enum InitClientError {
+    #[error("ztos-init is not running (no socket at {}): ztosd runs without a supervisor", socket.display())]
+    NotRunning { socket: PathBuf },
+    #[error("talking to ztos-init at {}: {reason}", socket.display())]
+    Io {
+        socket: PathBuf,
+        reason: std::io::Error,
+    },
+    #[error("ztos-init at {} did not answer within {} s", socket.display(), EXCHANGE_TIMEOUT.as_secs())]
+    Timeout { socket: PathBuf },
+    #[error("ztos-init at {} answered something that is not its protocol: {line:?}", socket.display())]
+    Protocol { socket: PathBuf, line: String },
+    /// Init understood the request and refused it; the message is init's own.
+    #[error("ztos-init: {0}")]
+    Refused(String),
+}
+
+/// A service init supervises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InitService {
+    pub name: String,
+    /// `running`, `backoff`, `crash-loop`, `stopped` or `exited`.
+    pub state: String,
+    /// The process id while it runs.
+    pub pid: Option<u32>,
+    /// Times it was started again after its first start.
+    pub restarts: u64,
+    /// RFC 3339 time of its last state change.
+    pub since: String,
+    /// How its last run ended, such as `exited with status 1` or `killed by SIGKILL`.
+    pub last_exit: Option<String>,
+    /// A crash-looping critical service makes the box unhealthy.
+    pub critical: bool,
+}
+
+/// The answer to a `services` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InitServices {
+    pub services: Vec<InitService>,
+    /// False while a critical service crash-loops.
+    pub healthy: bool,
+}
+
+/// A line init captured from a service (or its own event about one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InitLogEntry {
+    /// RFC 3339 UTC time.
+    pub time: String,
+    pub service: String,
+    /// `stdout`, `stderr`, `supervisor` or `kernel`.
+    pub stream: String,
+    pub message: String,
+}
+
+/// What a shutdown request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    Reboot,
+    Poweroff,
+}
+
+impl Shutdown {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shutdown::Reboot => "reboot",
+            Shutdown::Poweroff => "poweroff",
+        }
+    }
+}
+
+/// The client. Cheap to clone; holds only the socket path.
+#[derive(Debug, Clone)]
+pub struct InitClient {
+    socket: PathBuf,
+}
+
+impl InitClient {
+    pub fn new(socket: &Path) -> InitClient {
+        InitClient {
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The supervised services and whether init is healthy.
+    pub async fn services(&self) -> Result<InitServices, InitClientError> {
+        let answer = self.request(json!({ "request": "services" })).await?;
+        self.decode(answer)
+    }
+
+    /// The newest `limit` captured lines of `service` (all services merged by time when
+    /// `None`).
+    pub async fn logs(
+        &self,
+        service: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<InitLogEntry>, InitClientError> {
+        let mut request = json!({ "request": "logs" });
+        if let Some(service) = service {
+            request["service"] = json!(service);
+        }
+        if let Some(limit) = limit {
+            request["limit"] = json!(limit);
+        }
+        let mut answer = self.request(request).await?;
+        self.decode(answer["entries"].take())
+    }
+
+    /// Restarts one service (SIGTERM, then started again at once).
+    pub async fn restart(&self, service: &str) -> Result<(), InitClientError> {
+        self.request(json!({ "request": "restart", "service": service }))
+            .await
+            .map(drop)
+    }
+
+    /// Asks init to stop every service and reboot or power off. Init answers before it
+    /// begins, so this returns while ztosd still runs.
+    pub async fn shutdown(&self, kind: Shutdown) -> Result<(), InitClientError> {
+        self.request(json!({ "request": "shutdown", "kind": kind.as_str() }))
+            .await
+            .map(drop)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, value: Value) -> Result<T, InitClientError> {
+        let line = value.to_string();
+        serde_json::from_value(value).map_err(|_| InitClientError::Protocol {
+            socket: self.socket.clone(),
+            line,
+        })
+    }
+
+    /// One request on a fresh connection; an `{"error": ...}` answer becomes
+    /// [`InitClientError::Refused`].
+    async fn request(&self, request: Value) -> Result<Value, InitClientError> {
+        match tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(InitClientError::Timeout {
+                socket: self.socket.clone(),
+            }),
+        }
+    }
+
+    async fn exchange(&self, request: Value) -> Result<Value, InitClientError> {
+        let io = |reason| InitClientError::Io {
+            socket: self.socket.clone(),
+            reason,
+        };
+        let stream = UnixStream::connect(&self.socket).await.map_err(|reason| {
+            use std::io::ErrorKind;
+            match reason.kind() {
+                // No socket, or a socket file left by an init that is gone.
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused => InitClientError::NotRunning {
+                    socket: self.socket.clone(),
+                },
+                _ => io(reason),
+            }
+        })?;
+        let (read, mut write) = stream.into_split();
+        let mut line = request.to_string();
+        line.push('\n');
+        write.write_all(line.as_bytes()).await.map_err(io)?;
+        let mut answer = String::new();
+        BufReader::new(read)
+            .read_line(&mut answer)
+            .await
+            .map_err(io)?;
+        let value: Value =
+            serde_json::from_str(answer.trim()).map_err(|_| InitClientError::Protocol {
+                socket: self.socket.clone(),
+                line: answer.trim().to_string(),
+            })?;
+        if let Some(error) = value.get("error").and_then(Value::as_str) {
+            return Err(InitClientError::Refused(error.to_string()));
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// A fake init answering each request line with the next canned answer, and recording
+    /// the requests.
+    async fn fake_init(
+        socket: &Path,
+        answers: Vec<&'static str>,
+    ) -> tokio::task::JoinHandle<Vec<String>> {
+        let listener = UnixListener::bind(socket).unwrap();
+        tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for answer in answers {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                BufReader::new(read).read_line(&mut line).await.unwrap();
+                requests.push(line.trim().to_string());
+                write.write_all(answer.as_bytes()).await.unwrap();
+                write.write_all(b"\n").await.unwrap();
+            }
+            requests
+        })
+    }
+
+    #[tokio::test]
+    async fn without_init_the_error_says_so_naming_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("init.sock");
+        let err = InitClient::new(&socket).services().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "ztos-init is not running (no socket at {}): ztosd runs without a supervisor",
+                socket.display()
+            )
+        );
+        // A stale socket file of an init that is gone reads the same.
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let err = InitClient::new(&socket).services().await.unwrap_err();
+        assert!(matches!(err, InitClientError::NotRunning { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn requests_and_answers_follow_the_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("init.sock");
+        let init = fake_init(
+            &socket,
+            vec![
+                r#"{"services":[{"name":"ztosd","state":"running","pid":42,"restarts":1,"since":"2025-01-01T00:00:00Z","last_exit":"killed by SIGKILL","critical":true}],"healthy":true}"#,
+                r#"{"entries":[{"time":"2025-01-01T00:00:00Z","service":"ztos-bgp","stream":"stdout","message":"hello"}]}"#,
+                r#"{"ok":true}"#,
+                r#"{"error":"unknown service \"nope\""}"#,
+                "garbage",
+            ],
+        )
+        .await;
+        let client = InitClient::new(&socket);
+        let services = client.services().await.unwrap();
+        assert!(services.healthy);
+        assert_eq!(services.services[0].name, "ztosd");
+        assert_eq!(services.services[0].pid, Some(42));
+        let logs = client.logs(Some("ztos-bgp"), Some(10)).await.unwrap();
+        assert_eq!(logs[0].message, "hello");
+        client.shutdown(Shutdown::Poweroff).await.unwrap();
+        let err = client.restart("nope").await.unwrap_err();
+        assert_eq!(err.to_string(), "ztos-init: unknown service \"nope\"");
+        let err = client.services().await.unwrap_err();
+        assert!(err.to_string().contains("\"garbage\""), "{err}");
+        let requests = init.await.unwrap();
+        assert_eq!(
+            requests,
+            [
+                r#"{"request":"services"}"#,
+                r#"{"limit":10,"request":"logs","service":"ztos-bgp"}"#,
+                r#"{"kind":"poweroff","request":"shutdown"}"#,
+                r#"{"request":"restart","service":"nope"}"#,
+                r#"{"request":"services"}"#,
+            ]
+        );
+    }
+}
