@@ -6,7 +6,6 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod console;
 pub mod daemon;
 pub mod init_client;
 pub mod logs;
