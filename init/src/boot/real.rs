@@ -309,6 +309,35 @@ mod tests {
     }
 
     #[test]
+    fn boot_real_loopback_comes_up_in_a_new_network_namespace() {
+        if !nix::unistd::Uid::effective().is_root() {
+            // CI runs as root; skipping is only for a developer who asked for it.
+            assert!(
+                std::env::var_os("ZTOS_SKIP_ROOT_TESTS").is_some_and(|v| v == "1"),
+                "this test needs root for a network namespace; set ZTOS_SKIP_ROOT_TESTS=1 to skip"
+            );
+            return;
+        }
+        // A network namespace belongs to the thread that unshares it; this one ends with it.
+        std::thread::spawn(|| {
+            let lo_is_up = || {
+                nix::ifaddrs::getifaddrs()
+                    .unwrap()
+                    .filter(|a| a.interface_name == "lo")
+                    .any(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+            };
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            assert!(!lo_is_up(), "lo starts down in a new namespace");
+            RealSyscalls::new().set_loopback_up().unwrap();
+            assert!(lo_is_up());
+            // Again: setting an up link up is fine.
+            RealSyscalls::new().set_loopback_up().unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn boot_netlink_ack_errors_become_errnos() {
         let mut ack = vec![0u8; 36];
         ack[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());

@@ -240,6 +240,38 @@ mod tests {
     }
 
     #[test]
+    fn boot_real_mount_is_seen_in_mountinfo_and_not_mounted_twice() {
+        if !nix::unistd::Uid::effective().is_root() {
+            // CI runs as root; skipping is only for a developer who asked for it.
+            assert!(
+                std::env::var_os("ZTOS_SKIP_ROOT_TESTS").is_some_and(|v| v == "1"),
+                "this test needs root to mount; set ZTOS_SKIP_ROOT_TESTS=1 to skip"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // A space in the path exercises mountinfo's escapes.
+        let target = dir.path().join("mount point");
+        let target_text: &'static str = Box::leak(target.display().to_string().into_boxed_str());
+        let spec = MountSpec {
+            source: "ztos-test",
+            target: target_text,
+            fstype: "tmpfs",
+            flags: MsFlags::MS_NOSUID,
+            data: Some("size=1m"),
+        };
+        let mut sys = crate::boot::RealSyscalls::new();
+        let log = BootLog::default();
+        assert!(!is_mount_point(&mut sys, &target));
+        ensure_mounted(&mut sys, &log, &spec).unwrap();
+        assert!(is_mount_point(&mut sys, &target));
+        // A second run leaves the mount alone instead of stacking another.
+        ensure_mounted(&mut sys, &log, &spec).unwrap();
+        sys.umount(&target, false).unwrap();
+        assert!(!is_mount_point(&mut sys, &target));
+    }
+
+    #[test]
     fn boot_mountinfo_escapes_are_undone() {
         assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");

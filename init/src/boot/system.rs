@@ -318,7 +318,8 @@ fn valid_hostname(name: &str) -> bool {
 fn set_hostname(sys: &mut impl Syscalls, log: &mut BootLog) -> String {
     let hostname = match sys.read_file(Path::new(HOSTNAME_FILE)) {
         Ok(text) => {
-            let text = String::from_utf8_lossy(&text).trim().to_string();
+            let text = String::from_utf8_lossy(&text);
+            let text = text.lines().next().unwrap_or("").trim().to_string();
             if valid_hostname(&text) {
                 text
             } else {
@@ -612,6 +613,10 @@ mod tests {
         assert!(state.warnings[0].contains("\"bad name!\""));
         assert!(state.warnings[1].starts_with("set lo up:"));
         assert!(valid_hostname("leaf-1.example"));
+
+        let mut sys = root_filesystem();
+        sys.add_file(HOSTNAME_FILE, "spine2\n# written by ztosd\n");
+        assert_eq!(system_stage(&mut sys).unwrap().hostname, "spine2");
         assert!(!valid_hostname("-x"));
         assert!(!valid_hostname(&"a".repeat(65)));
     }
