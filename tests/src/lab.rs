@@ -509,3 +509,173 @@ impl Lab {
         }
     }
 }
+
+/// How long `start_supervisor` waits for the status socket, and `SupervisorHandle::wait_exit`
+/// for the supervisor to end.
+const SUPERVISOR_WAIT: Duration = Duration::from_secs(30);
+
+/// `ztos-init supervise` running inside a node. Dropping it stops the supervisor (SIGTERM:
+/// it stops its services; SIGKILL after 30 s); the lab's teardown kills whatever is left.
+#[derive(Debug)]
+pub struct SupervisorHandle {
+    child: Option<Child>,
+    node: Node,
+}
+
+impl Node {
+    /// Writes `config_toml` as the node's initial configuration and returns the command line
+    /// that runs ztosd in this node with the node's sockets (`api.sock`, `plugin.sock`,
+    /// `init.sock`) and state directory: the `command` of a manifest's ztosd service.
+    pub fn ztosd_command(&self, config_toml: &str) -> Vec<String> {
+        let initial = self.dir.join("initial.toml");
+        fs::write(&initial, config_toml).expect("writing initial.toml");
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        vec![
+            path(binary("ztosd")),
+            "--state-dir".into(),
+            path(self.dir.join("state")),
+            "--api-socket".into(),
+            path(self.dir.join("api.sock")),
+            "--plugin-socket".into(),
+            path(self.dir.join("plugin.sock")),
+            "--init-socket".into(),
+            path(self.dir.join("init.sock")),
+            "--https-listen".into(),
+            "none".into(),
+            "--initial-config".into(),
+            path(initial),
+        ]
+    }
+
+    /// Writes `manifest_toml` to `services.toml` in the node's directory and starts
+    /// `ztos-init supervise` with it inside the node, its status socket at `init.sock` and
+    /// its output in `supervisor.log`; returns once the status socket accepts connections.
+    pub fn start_supervisor(&self, manifest_toml: &str) -> SupervisorHandle {
+        let init = binary("ztos-init");
+        let manifest = self.dir.join("services.toml");
+        fs::write(&manifest, manifest_toml).expect("writing services.toml");
+        let log_path = self.dir.join("supervisor.log");
+        let log = fs::File::create(&log_path).expect("creating supervisor.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.namespace])
+            .arg(&init)
+            .arg("supervise")
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg("--status-socket")
+            .arg(self.dir.join("init.sock"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {}: {error}", init.display()));
+        lock(&self.shared).daemons.push((child.id(), log_path));
+        let mut handle = SupervisorHandle {
+            child: Some(child),
+            node: self.clone(),
+        };
+        let socket = handle.status_socket();
+        let deadline = Instant::now() + SUPERVISOR_WAIT;
+        while UnixStream::connect(&socket).is_err() {
+            if let Some(Ok(Some(status))) = handle.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "ztos-init supervise in {} exited ({status}) at start:\n{}",
+                    self.name,
+                    fs::read_to_string(handle.log_path()).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ztos-init in {} did not open {}",
+                self.name,
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        handle
+    }
+}
+
+impl SupervisorHandle {
+    /// The supervisor's status socket (`init.sock` in the node's directory).
+    pub fn status_socket(&self) -> PathBuf {
+        self.node.dir.join("init.sock")
+    }
+
+    /// The API socket of a ztosd started with [`Node::ztosd_command`].
+    pub fn api_socket(&self) -> PathBuf {
+        self.node.dir.join("api.sock")
+    }
+
+    /// The supervisor's output (its events and every service's lines).
+    pub fn log_path(&self) -> PathBuf {
+        self.node.dir.join("supervisor.log")
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The supervisor's process id (of `ip netns exec`, which execs ztos-init).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Runs `ztos --socket <api.sock> <args>` from the host.
+    pub fn ztos(&self, args: &[&str]) -> Output {
+        Command::new(binary("ztos"))
+            .arg("--socket")
+            .arg(self.api_socket())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running the ztos CLI")
+    }
+
+    /// Polls `condition` every 100 ms for up to `seconds`; panics naming `what` (with the
+    /// supervisor's log) if it never holds.
+    pub fn wait_for_secs(&self, what: &str, seconds: u64, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while !condition() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {seconds} s waiting for {what} in {}",
+                self.node.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits up to 30 s for the supervisor to exit by itself and returns its status.
+    pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + SUPERVISOR_WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for SupervisorHandle {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + SUPERVISOR_WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -275,6 +275,33 @@ restart = "never"
     }
 
     #[test]
+    fn the_appliance_manifest_runs_ztosd_critical_and_both_consoles() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs/etc/ztos/services.toml");
+        let manifest = Manifest::load(&path).unwrap();
+        let ztosd = &manifest.services[0];
+        assert_eq!(ztosd.name, "ztosd");
+        assert!(ztosd.critical);
+        assert!(ztosd
+            .command
+            .windows(2)
+            .any(|w| w == ["--state-dir", "/perm/ztos"]));
+        assert!(ztosd
+            .command
+            .windows(2)
+            .any(|w| w == ["--initial-config", "/etc/ztos/ztos.toml"]));
+        for tty in ["/dev/ttyS0", "/dev/tty1"] {
+            assert!(
+                manifest
+                    .services
+                    .iter()
+                    .any(|s| s.command == ["/usr/bin/ztos", "console", "--tty", tty]
+                        && s.restart == RestartPolicy::Always),
+                "no console on {tty}"
+            );
+        }
+    }
+
+    #[test]
     fn missing_file_is_named() {
         let err = Manifest::load(Path::new("/nonexistent/services.toml")).unwrap_err();
         assert!(
