@@ -24,8 +24,10 @@ pub use pid1::{run_pid1, WATCHDOG_PET_INTERVAL};
 pub use real::RealSyscalls;
 pub use recording::RecordingSyscalls;
 pub use steps::{find_partition_by_label, parse_module_list};
-pub use syscalls::{RebootKind, Syscalls, Watchdog};
-pub use system::{reformat_perm, system_stage, system_stage_with_timeout, SystemState};
+pub use syscalls::{MsFlags, RebootKind, Syscalls, Watchdog};
+pub use system::{
+    reformat_perm, system_stage, system_stage_with_timeout, SystemState, PERM_WAIT_TIMEOUT,
+};
 
 /// The module list of the initramfs and of the root filesystem: one path per line, relative to
 /// `/lib/modules/<uname -r>/`, in dependency order. The image builder writes it.
