@@ -4,11 +4,14 @@
 //! kernel config checks and module resolution.
 
 pub mod bootloader;
+pub mod build;
 pub mod cpio;
 pub mod disk_io;
 pub mod esp;
 pub mod gpt;
 pub mod guid;
+pub mod host;
+pub mod inspect;
 pub mod kernel_config;
 pub mod layout;
 pub mod modules;
