@@ -50,6 +50,11 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As PID 1 the kernel hands us the command-line words it did not recognise as arguments;
+    // nothing may parse them (a clap error would exit, and PID 1 exiting panics the kernel).
+    if std::process::id() == 1 {
+        ztos_init::boot::run_pid1();
+    }
     let args = Args::parse();
     match args.command {
         Some(Command::Supervise {
