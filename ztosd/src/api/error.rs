@@ -76,6 +76,12 @@ pub enum ApiError {
     /// answer about the operator's own configuration, so it is shown.
     #[error("the kernel rejected the configuration: {0}")]
     Kernel(String),
+    /// 502: a component ztosd relies on (ztos-init) answered, but refused the request.
+    #[error("{0}")]
+    BadGateway(String),
+    /// 503: a component ztosd relies on (ztos-init) cannot be reached; the box itself works.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500 for everything else. The message is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -102,6 +108,8 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Kernel(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::api::auth::{AdminScope, Auth, ReadScope};
-use crate::api::error::ErrorBody;
+use crate::api::error::{ApiError, ErrorBody};
 use crate::api::ApiState;
 use crate::init_client::{InitClientError, InitServices, Shutdown};
 
@@ -20,23 +20,14 @@ pub struct ShutdownAccepted {
     pub shutdown: String,
 }
 
-/// Init could not be asked. 503: the box works, only its supervisor cannot be reached.
-// Until `ApiError` has a 503 variant this builds the same `ErrorBody` the single conversion
-// in `api::error` would.
-fn unavailable(err: InitClientError) -> Response {
+/// Init could not be asked: 503 when it is not there (the box works, only its supervisor
+/// cannot be reached), 502 when it answered with a refusal.
+fn unavailable(err: InitClientError) -> ApiError {
     tracing::warn!("system: {err}");
-    let status = match err {
-        InitClientError::Refused(_) => StatusCode::BAD_GATEWAY,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    (
-        status,
-        Json(ErrorBody {
-            error: err.to_string(),
-            details: Vec::new(),
-        }),
-    )
-        .into_response()
+    match err {
+        InitClientError::Refused(_) => ApiError::BadGateway(err.to_string()),
+        _ => ApiError::Unavailable(err.to_string()),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/system/services", tag = "system",
@@ -45,7 +36,7 @@ fn unavailable(err: InitClientError) -> Response {
 pub async fn services(
     _auth: Auth<ReadScope>,
     State(state): State<ApiState>,
-) -> Result<Json<InitServices>, Response> {
+) -> Result<Json<InitServices>, ApiError> {
     state
         .daemon
         .init()
@@ -55,7 +46,7 @@ pub async fn services(
         .map_err(unavailable)
 }
 
-async fn shutdown(state: &ApiState, author: &str, kind: Shutdown) -> Result<Response, Response> {
+async fn shutdown(state: &ApiState, author: &str, kind: Shutdown) -> Result<Response, ApiError> {
     tracing::warn!("{} requested by {author}", kind.as_str());
     state
         .daemon
@@ -78,7 +69,7 @@ async fn shutdown(state: &ApiState, author: &str, kind: Shutdown) -> Result<Resp
 pub async fn reboot(
     auth: Auth<AdminScope>,
     State(state): State<ApiState>,
-) -> Result<Response, Response> {
+) -> Result<Response, ApiError> {
     shutdown(&state, &auth.caller.author, Shutdown::Reboot).await
 }
 
@@ -88,7 +79,7 @@ pub async fn reboot(
 pub async fn poweroff(
     auth: Auth<AdminScope>,
     State(state): State<ApiState>,
-) -> Result<Response, Response> {
+) -> Result<Response, ApiError> {
     shutdown(&state, &auth.caller.author, Shutdown::Poweroff).await
 }
 
