@@ -3,5 +3,6 @@
 //! down; the `ztos-lab` binary uses it for the interactive two-leaf demo.
 
 pub mod lab;
+pub mod vm;
 
 pub use lab::{Lab, Node, ProcessHandle, ZtosdHandle};

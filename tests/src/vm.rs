@@ -1,0 +1,366 @@
+//! The VM harness: boots a ZTOS image under qemu (TCG only: KVM guests hang on the CI hosts)
+//! with UEFI (OVMF), a virtio disk that is a throw-away qcow2 overlay of the image, an
+//! i6300esb watchdog and user-mode networking forwarding a loopback port to the guest's HTTPS
+//! port. The serial console is a unix socket: a reader thread records everything into a log
+//! file and a buffer that [`Vm::wait_for`] searches; [`Vm::send`] types on it. Dropping a
+//! [`Vm`] kills qemu (a power cut) and removes its files, even when a test panics.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// OVMF firmware from Debian's `ovmf` package (4 MiB variant, no Secure Boot keys).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// The image `just image` writes.
+pub fn default_image() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/image/ztos.qcow2")
+}
+
+#[derive(Default)]
+struct Console {
+    output: Vec<u8>,
+    closed: bool,
+}
+
+/// A running ZTOS VM.
+pub struct Vm {
+    child: Child,
+    dir: tempfile::TempDir,
+    console: Arc<(Mutex<Console>, Condvar)>,
+    serial: UnixStream,
+    /// Byte offset in the console output after the last [`Vm::wait_for`] match.
+    cursor: usize,
+    https_port: u16,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("dir", &self.dir.path())
+            .field("https_port", &self.https_port)
+            .finish()
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl Vm {
+    /// Boots `image` (a qcow2) through a fresh overlay and fresh UEFI variables.
+    pub fn start(image: &Path) -> anyhow::Result<Vm> {
+        if !image.is_file() {
+            bail!(
+                "no image at {} (build it with `just image`)",
+                image.display()
+            );
+        }
+        let image = image
+            .canonicalize()
+            .with_context(|| format!("resolving {}", image.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("ztos-vm-")
+            .tempdir()
+            .context("creating the VM directory")?;
+        let overlay = dir.path().join("disk.qcow2");
+        let status = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&image)
+            .arg(&overlay)
+            .status()
+            .context("running qemu-img create (apt-get install qemu-utils)")?;
+        if !status.success() {
+            bail!(
+                "qemu-img create of an overlay of {} failed",
+                image.display()
+            );
+        }
+        let vars = dir.path().join("OVMF_VARS.fd");
+        std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
+        let socket = dir.path().join("serial.sock");
+        let https_port = free_port()?;
+        let child = Command::new("qemu-system-x86_64")
+            .args([
+                "-accel", "tcg", "-machine", "q35", "-m", "1024", "-smp", "2",
+            ])
+            .args(["-nographic", "-monitor", "none"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=serial0,path={},server=on,wait=on",
+                socket.display()
+            ))
+            .args(["-serial", "chardev:serial0"])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ))
+            .arg("-drive")
+            .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
+            .args(["-device", "i6300esb"])
+            .arg("-netdev")
+            .arg(format!(
+                "user,id=n0,hostfwd=tcp:127.0.0.1:{https_port}-:443"
+            ))
+            .args(["-device", "virtio-net-pci,netdev=n0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.path().join("qemu.stderr"))
+                    .context("creating qemu.stderr")?,
+            )
+            .spawn()
+            .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86 ovmf)")?;
+        let started = Instant::now();
+        let mut vm_child = Some(child);
+        // qemu waits (wait=on) until the harness is connected, so no output is lost.
+        let serial = loop {
+            match UnixStream::connect(&socket) {
+                Ok(stream) => break stream,
+                Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                    if let Some(Ok(Some(status))) = vm_child.as_mut().map(|c| c.try_wait()) {
+                        let stderr = std::fs::read_to_string(dir.path().join("qemu.stderr"))
+                            .unwrap_or_default();
+                        bail!("qemu exited at start ({status}): {stderr}");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    if let Some(mut c) = vm_child.take() {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    bail!("connecting to qemu's serial socket: {e}");
+                }
+            }
+        };
+        let console = Arc::new((Mutex::new(Console::default()), Condvar::new()));
+        let mut reader = serial.try_clone().context("cloning the serial socket")?;
+        let mut log =
+            std::fs::File::create(dir.path().join("serial.log")).context("creating serial.log")?;
+        let shared = Arc::clone(&console);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = reader.read(&mut buf).unwrap_or(0);
+                let (lock, wake) = &*shared;
+                let mut console = lock.lock().expect("console lock");
+                if n == 0 {
+                    console.closed = true;
+                    wake.notify_all();
+                    return;
+                }
+                let _ = log.write_all(&buf[..n]);
+                console.output.extend_from_slice(&buf[..n]);
+                wake.notify_all();
+            }
+        });
+        Ok(Vm {
+            child: vm_child.expect("qemu is running"),
+            dir,
+            console,
+            serial,
+            cursor: 0,
+            https_port,
+            started,
+        })
+    }
+
+    /// The loopback port forwarded to the guest's port 443.
+    pub fn https_port(&self) -> u16 {
+        self.https_port
+    }
+
+    /// Time since qemu started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Everything the serial console printed so far, escape sequences removed.
+    pub fn console_text(&self) -> String {
+        let console = self.console.0.lock().expect("console lock");
+        strip_escapes(&String::from_utf8_lossy(&console.output))
+    }
+
+    /// The last `lines` lines of the console, for error messages.
+    pub fn console_tail(&self, lines: usize) -> String {
+        let text = self.console_text();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Waits until `needle` appears on the console after the previous match, for at most
+    /// `timeout`; the error carries the console's tail.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<Duration> {
+        let deadline = Instant::now() + timeout;
+        let (lock, wake) = &*self.console;
+        let mut console = lock.lock().expect("console lock");
+        loop {
+            let raw = &console.output[self.cursor.min(console.output.len())..];
+            let text = String::from_utf8_lossy(raw);
+            if strip_escapes(&text).contains(needle) {
+                // Resume after the match; when escapes split it, after everything seen.
+                self.cursor += match text.find(needle) {
+                    Some(i) if text.len() == raw.len() => i + needle.len(),
+                    _ => raw.len(),
+                };
+                return Ok(self.started.elapsed());
+            }
+            let now = Instant::now();
+            if console.closed || now >= deadline {
+                drop(console);
+                bail!(
+                    "{needle:?} did not appear on the console within {timeout:?}{}; last lines:\n{}",
+                    if self.console.0.lock().expect("console lock").closed { " (qemu exited)" } else { "" },
+                    self.console_tail(30)
+                );
+            }
+            console = wake
+                .wait_timeout(console, deadline - now)
+                .expect("console lock")
+                .0;
+        }
+    }
+
+    /// Types `text` on the serial console.
+    pub fn send(&mut self, text: &str) -> anyhow::Result<()> {
+        self.serial
+            .write_all(text.as_bytes())
+            .context("writing to the serial console")
+    }
+
+    /// Types `line` and Enter.
+    pub fn send_line(&mut self, line: &str) -> anyhow::Result<()> {
+        self.send(&format!("{line}\r"))
+    }
+
+    /// GET `path` over HTTPS through the forwarded port (certificate not checked: the box makes
+    /// a self-signed one on first boot); returns the status code and body.
+    pub fn https_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let output = Command::new("curl")
+            .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
+            .arg(format!("https://127.0.0.1:{}{path}", self.https_port))
+            .output()
+            .context("running curl")?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+        Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+    }
+
+    /// Polls `path` until it answers 200, for at most `timeout`.
+    pub fn wait_for_https(&self, path: &str, timeout: Duration) -> anyhow::Result<Duration> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((200, _)) = self.https_get(path) {
+                return Ok(self.started.elapsed());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "https://127.0.0.1:{}{path} did not answer 200 within {timeout:?}; console:\n{}",
+                    self.https_port,
+                    self.console_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Pulls the plug: SIGKILL to qemu. The overlay keeps what the guest had written.
+    pub fn power_cut(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        self.child.wait().context("waiting for qemu")?;
+        Ok(())
+    }
+
+    /// Waits for qemu to exit by itself (the guest powered off), for at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().context("polling qemu")? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "qemu still running after {timeout:?}; console:\n{}",
+                    self.console_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The directory holding the overlay, UEFI variables and serial.log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("VM console (last lines):\n{}", self.console_tail(60));
+        }
+    }
+}
+
+/// Removes ANSI escape sequences (CSI and two-byte ones) and carriage returns.
+pub fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters up to a final byte in '@'..='~'.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // Character set selection: one more byte.
+                Some('(' | ')') => {
+                    chars.next();
+                }
+                _ => {}
+            },
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_carriage_returns_are_removed() {
+        assert_eq!(
+            strip_escapes("\u{1b}[2J\u{1b}[01;01Hlogin:\r\n\u{1b}(B ok"),
+            "login:\n ok"
+        );
+    }
+
+    #[test]
+    fn a_missing_image_is_named() {
+        let err = Vm::start(Path::new("/nonexistent/ztos.qcow2")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ztos.qcow2"), "{err}");
+    }
+}
