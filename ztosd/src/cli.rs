@@ -47,6 +47,15 @@ pub struct Cli {
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// A console login session for the local socket (set by `ztos console`).
+    #[arg(
+        long,
+        global = true,
+        env = "ZTOS_SESSION",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub session: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -77,6 +86,11 @@ pub enum Command {
     Token(TokenCommand),
     /// Health of ztosd and the plugins that own configured sections.
     Health,
+    /// Console users (passwords for the serial and screen console).
+    #[command(subcommand)]
+    User(crate::console::UserCommand),
+    /// The login prompt and interactive shell on a terminal (run by init on ttyS0 and tty1).
+    Console(crate::console::ConsoleArgs),
     /// Prints shell completions.
     Completions { shell: clap_complete::Shell },
     /// The services ztos-init supervises; reboot and power off.
@@ -282,7 +296,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 cli.insecure,
             )?
         }
-        None => Client::unix(&cli.socket),
+        None => Client::unix(&cli.socket).with_session(cli.session.clone()),
     };
     let json_output = cli.json;
     let print = |out: &mut dyn Write,
@@ -298,6 +312,13 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Completions { .. } => {}
+        Command::User(command) => {
+            crate::console::run_user(&client, command, json_output, out).await?
+        }
+        Command::Console(args) => {
+            // Boxed: the console runs command lines through this function.
+            Box::pin(crate::console::run(args, cli.socket.clone())).await?
+        }
         Command::Network(NetworkCommand::Configure(args)) => {
             let body = network_configure_body(&args)?;
             let outcome = client
@@ -664,10 +685,26 @@ async fn run_system(
 
 fn format_services(v: &Value) -> String {
     let mut text = table(
-        &["NAME", "STATE", "PID", "RESTARTS", "SINCE", "CRITICAL", "LAST EXIT"],
+        &[
+            "NAME",
+            "STATE",
+            "PID",
+            "RESTARTS",
+            "SINCE",
+            "CRITICAL",
+            "LAST EXIT",
+        ],
         rows(
             &v["services"],
-            &["name", "state", "pid", "restarts", "since", "critical", "last_exit"],
+            &[
+                "name",
+                "state",
+                "pid",
+                "restarts",
+                "since",
+                "critical",
+                "last_exit",
+            ],
         ),
     );
     if v.get("healthy").and_then(Value::as_bool) == Some(false) {
@@ -1055,7 +1092,10 @@ mod tests {
             ]
         }));
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("NAME   STATE       PID  RESTARTS"), "{text}");
+        assert!(
+            lines[0].starts_with("NAME   STATE       PID  RESTARTS"),
+            "{text}"
+        );
         assert!(lines[1].starts_with("ztosd  running     42   1"), "{text}");
         assert!(lines[2].starts_with("flaky  crash-loop  -    7"), "{text}");
         assert_eq!(lines[3], "UNHEALTHY: a critical service is crash-looping");

@@ -61,13 +61,23 @@ impl std::fmt::Debug for Target {
 #[derive(Debug, Clone)]
 pub struct Client {
     target: Target,
+    /// A console login session (`crate::users`), sent as a bearer token on the unix socket so
+    /// that the API acts with the logged-in user's role instead of root's.
+    session: Option<String>,
 }
 
 impl Client {
     pub fn unix(path: &Path) -> Client {
         Client {
             target: Target::Unix(path.to_path_buf()),
+            session: None,
         }
+    }
+
+    /// Sends `session` (a console login session) with every request on the unix socket.
+    pub fn with_session(mut self, session: Option<String>) -> Client {
+        self.session = session;
+        self
     }
 
     /// A client for `https://HOST[:PORT]`, trusting the CA in `ca_cert` (PEM) if given, or
@@ -126,6 +136,7 @@ impl Client {
                 token,
                 tls: Arc::new(tls),
             },
+            session: None,
         })
     }
 
@@ -169,7 +180,15 @@ impl Client {
         };
         let mut builder = Request::builder().method(method).uri(path);
         builder = match &self.target {
-            Target::Unix(_) => builder.header(hyper::header::HOST, "localhost"),
+            Target::Unix(_) => {
+                let builder = builder.header(hyper::header::HOST, "localhost");
+                match &self.session {
+                    Some(session) => {
+                        builder.header(hyper::header::AUTHORIZATION, format!("Bearer {session}"))
+                    }
+                    None => builder,
+                }
+            }
             Target::Https {
                 host, port, token, ..
             } => {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod init_client;
 pub mod logs;
