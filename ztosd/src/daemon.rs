@@ -32,6 +32,13 @@ use crate::store::{ConfigStore, PendingConfirm, Revision, RevisionMeta};
 use crate::tokens::TokenStore;
 use crate::users::UserStore;
 
+/// The file in the state directory holding the configured hostname, for ztos-init to set
+/// at boot before ztosd runs.
+pub const HOSTNAME_FILE: &str = "hostname";
+
+/// Written by ztos-init when the persistent partition could not be used and /perm is a tmpfs.
+pub const PERM_DEGRADED_FILE: &str = "/run/ztos/perm-degraded";
+
 /// Why a daemon operation failed. The API turns each variant into one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -238,6 +245,9 @@ struct Inner {
     started: Instant,
     state_dir: PathBuf,
     init: InitClient,
+    /// Whether ztosd also sets the kernel's hostname (the appliance; not in netns labs, which
+    /// share the host's UTS namespace).
+    manage_hostname: std::sync::atomic::AtomicBool,
 }
 
 /// The daemon. Cheap to clone; every clone is the same daemon.
@@ -312,6 +322,7 @@ impl Daemon {
                 started: Instant::now(),
                 state_dir,
                 init: InitClient::new(&options.init_socket),
+                manage_hostname: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -373,6 +384,30 @@ impl Daemon {
             .apply_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes ztosd set the kernel's hostname on every commit, as the appliance wants. Off by
+    /// default: ztosd in a netns lab shares the host's UTS namespace and must not rename it.
+    pub fn manage_system_hostname(&self, on: bool) {
+        self.inner.manage_hostname.store(on, Ordering::Relaxed);
+    }
+
+    /// Keeps `<state_dir>/hostname` (read by ztos-init at boot, before ztosd runs) in step
+    /// with the configuration, and sets the kernel's hostname when asked to. Best effort: a
+    /// hostname that cannot be set is logged, the commit stands.
+    fn apply_hostname(&self, hostname: &str) {
+        let path = self.inner.state_dir.join(HOSTNAME_FILE);
+        let wanted = format!("{hostname}\n");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(wanted.as_str()) {
+            if let Err(err) = crate::store::atomic_write(&path, wanted.as_bytes(), 0o644) {
+                tracing::warn!("writing {}: {err}", path.display());
+            }
+        }
+        if self.inner.manage_hostname.load(Ordering::Relaxed) {
+            if let Err(err) = nix::unistd::sethostname(hostname) {
+                tracing::warn!("setting the hostname to {hostname}: {err}");
+            }
+        }
     }
 
     pub fn logs(&self) -> &LogHub {
@@ -603,6 +638,7 @@ impl Daemon {
         state.running = Some(meta.clone());
         state.running_text = text.to_string();
         state.running_config = config.clone();
+        self.apply_hostname(&config.system.hostname);
         *self.apply_error_slot() = None;
         self.inner
             .counters
@@ -899,6 +935,16 @@ impl Daemon {
                 (None, None) => "no configuration committed yet".into(),
             },
         });
+        if let Ok(reason) = std::fs::read_to_string(PERM_DEGRADED_FILE) {
+            components.push(ComponentHealth {
+                name: "perm".into(),
+                healthy: false,
+                detail: format!(
+                    "persistent storage unusable, running on tmpfs (changes are lost at reboot): {}",
+                    reason.trim()
+                ),
+            });
+        }
         for section in config::SECTIONS {
             let Some(owner) = crate::plugin_host::owner_of(section) else {
                 continue;
@@ -1085,6 +1131,18 @@ mod tests {
         assert_eq!(daemon.candidate().await.unwrap(), None);
         let err = daemon.commit(CommitRequest::default()).await.unwrap_err();
         assert!(matches!(err, DaemonError::Conflict(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_hostname_file_follows_commits_for_init_to_read_at_boot() {
+        let (dir, daemon) = daemon_with_base().await;
+        let file = dir.path().join(HOSTNAME_FILE);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "leaf1\n");
+        daemon
+            .commit(commit_text("[system]\nhostname = \"spine7\"\n"))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "spine7\n");
     }
 
     #[tokio::test]

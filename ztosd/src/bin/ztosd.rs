@@ -44,6 +44,10 @@ struct Args {
     /// Revisions kept in the store.
     #[arg(long, default_value_t = 50)]
     revisions: usize,
+    /// Set the kernel's hostname from system.hostname on every commit (the appliance does;
+    /// ztosd in a netns lab must not, as it shares the host's UTS namespace).
+    #[arg(long)]
+    set_hostname: bool,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "ZTOS_LOG", default_value = "info")]
     log: String,
@@ -67,6 +71,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         kernel: Box::new(kernel),
         init_socket: args.init_socket.clone(),
     })?;
+    daemon.manage_system_hostname(args.set_hostname);
     tracing_subscriber::registry()
         .with(EnvFilter::try_new(&args.log).with_context(|| format!("--log {}", args.log))?)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
