@@ -582,7 +582,9 @@ fn info(user: &StoredUser) -> UserInfo {
 
 /// User names: 1 to 32 of `a-z 0-9 . _ -`, starting with a letter.
 pub fn validate_name(name: &str) -> Result<(), UserError> {
+    // `setup` is a route (`/api/v1/users/setup`), so a user of that name could not be deleted.
     let valid = !name.is_empty()
+        && name != "setup"
         && name.len() <= MAX_NAME_LEN
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name
@@ -605,6 +607,12 @@ fn now_rfc3339() -> String {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn setup_is_not_a_user_name_because_it_is_a_route() {
+        assert!(validate_name("setup").is_err());
+        assert!(validate_name("setup2").is_ok());
+    }
 
     /// A clock the test moves by hand.
     #[derive(Debug)]

@@ -77,6 +77,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(daemon.logs().tracing_layer())
         .init();
+    // An image built with an admin password ships its hash; it seeds the first user only.
+    let seed = std::path::Path::new(ztosd::users::INITIAL_ADMIN_HASH_PATH);
+    match daemon.users().import_initial_admin(seed) {
+        Ok(true) => tracing::info!("admin password imported from {}", seed.display()),
+        Ok(false) => {}
+        Err(err) => tracing::error!("{}: {err}", seed.display()),
+    }
     tracing::info!(
         "ztosd {} starting, state in {}",
         env!("CARGO_PKG_VERSION"),
