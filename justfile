@@ -37,3 +37,22 @@ bench-api: deps
 # Regenerate golden files (JSON Schema, OpenAPI) after an intended change.
 update-golden:
     ZTOS_UPDATE_GOLDEN=1 cargo test --workspace --lib golden
+
+# Fetch Debian's linux-image-amd64 into .cache/kernel/linux-image and check it against kernel-config/.
+kernel: deps
+    cargo build --release --workspace --bins
+    target/release/ztos-image fetch-kernel --cache .cache/kernel
+
+# Build the appliance image (target/image/ztos.img and ztos.qcow2), twice, and check both are identical.
+image: deps
+    test -d .cache/kernel/linux-image || just kernel
+    cargo build --release --workspace --bins
+    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) target/release/ztos-image build --out target/image --kernel-dir .cache/kernel/linux-image --bin-dir target/release $([ -f .cache/admin-password.hash ] && echo --admin-password-hash .cache/admin-password.hash)
+    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) target/release/ztos-image build --out target/image-check --kernel-dir .cache/kernel/linux-image --bin-dir target/release --no-qcow2 $([ -f .cache/admin-password.hash ] && echo --admin-password-hash .cache/admin-password.hash) >/dev/null
+    cmp target/image/ztos.img target/image-check/ztos.img && echo "reproducible: $(sha256sum target/image/ztos.img)"
+    rm -rf target/image-check
+    target/release/ztos-image inspect target/image/ztos.img
+
+# Boot the image headless in qemu (TCG) and run the VM boot test against it.
+vm-test: image
+    cargo test -p ztos-tests --test vm_boot -- --ignored --nocapture
