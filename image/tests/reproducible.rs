@@ -31,8 +31,11 @@ fn fake_inputs(dir: &Path) {
     std::fs::write(modules.join("kernel/libshared.ko"), b"\x7fELF shared").unwrap();
     for name in INITRAMFS_MODULES.iter().chain(FEATURE_MODULES) {
         dep.push_str(&format!("kernel/{name}.ko: kernel/libshared.ko\n"));
-        std::fs::write(modules.join(format!("kernel/{name}.ko")), format!("\x7fELF {name}"))
-            .unwrap();
+        std::fs::write(
+            modules.join(format!("kernel/{name}.ko")),
+            format!("\x7fELF {name}"),
+        )
+        .unwrap();
     }
     std::fs::write(modules.join("modules.dep"), dep).unwrap();
     let bin = dir.join("bin");
@@ -77,7 +80,11 @@ fn two_builds_with_the_same_inputs_are_bit_identical() {
     fake_inputs(dir.path());
     let first = build(&config(dir.path(), "one")).unwrap();
     let second = build(&config(dir.path(), "two")).unwrap();
-    assert_eq!(sha256(&first.image), sha256(&second.image), "ztos.img differs");
+    assert_eq!(
+        sha256(&first.image),
+        sha256(&second.image),
+        "ztos.img differs"
+    );
     assert_eq!(
         sha256(first.qcow2.as_ref().unwrap()),
         sha256(second.qcow2.as_ref().unwrap()),
@@ -94,9 +101,15 @@ fn two_builds_with_the_same_inputs_are_bit_identical() {
 
     let report = inspect(&first.image).unwrap();
     let labels: Vec<&str> = report.partitions.iter().map(|p| p.label.as_str()).collect();
-    assert_eq!(labels, ["ztos-esp", "ztos-root-a", "ztos-root-b", "ztos-perm"]);
+    assert_eq!(
+        labels,
+        ["ztos-esp", "ztos-root-a", "ztos-root-b", "ztos-perm"]
+    );
     assert_eq!(report.partitions[0].content, Content::Fat32);
-    assert!(matches!(report.partitions[1].content, Content::Squashfs { .. }));
+    assert!(matches!(
+        report.partitions[1].content,
+        Content::Squashfs { .. }
+    ));
     assert_eq!(report.partitions[2].content, Content::Empty);
     assert_eq!(
         report.partitions[3].content,
@@ -107,7 +120,11 @@ fn two_builds_with_the_same_inputs_are_bit_identical() {
     assert_eq!(report.loader_default.as_deref(), Some("ztos-a.conf"));
     assert_eq!(report.slots[0].slot, Slot::A);
     assert_eq!(report.slots[0].version.as_deref(), Some("0.1.0-test"));
-    let files: Vec<&str> = report.slots[0].files.iter().map(|(n, _)| n.as_str()).collect();
+    let files: Vec<&str> = report.slots[0]
+        .files
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
     assert_eq!(files, ["initramfs", "vmlinuz"]);
     assert!(report.slots[1].files.is_empty());
     assert_eq!(report.slots[1].entry_file, None);
@@ -129,7 +146,10 @@ fn two_builds_with_the_same_inputs_are_bit_identical() {
         "squashfs-root/etc/resolv.conf",
         "squashfs-root/perm",
     ] {
-        assert!(listing.contains(&format!("{path}\n")), "{path} missing:\n{listing}");
+        assert!(
+            listing.contains(&format!("{path}\n")),
+            "{path} missing:\n{listing}"
+        );
     }
     assert!(!listing.contains("ztos-test-plugin"), "{listing}");
     assert!(!listing.contains("README.md"), "{listing}");
