@@ -14,15 +14,20 @@ deps:
 build:
     cargo build --workspace --bins
 
-# The whole test suite: format, lints, unit tests, netns labs (needs root).
+# The whole test suite: format, lints, unit tests, netns labs, then the image booted in qemu (needs root).
 test: deps
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo build --workspace --bins
     cargo test --workspace --no-fail-fast -- --test-threads=2
+    just vm-test
 
-# Run ZTOS: a two-node netns lab running ztosd with an example config, API on https://127.0.0.1:8443.
-demo: deps build
+# Run ZTOS: build the appliance image and boot it in qemu, console here, HTTPS on https://127.0.0.1:8443.
+demo: image build
+    target/debug/ztos-lab vm
+
+# Run ztosd without the image: a two-leaf netns lab, API forwarded to https://127.0.0.1:8443.
+lab: deps build
     target/debug/ztos-lab up
 
 # The spec's VXLAN test: two netns nodes, ping across VNI 100.
@@ -47,8 +52,8 @@ kernel: deps
 image: deps
     test -d .cache/kernel/linux-image || just kernel
     cargo build --release --workspace --bins
-    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) target/release/ztos-image build --out target/image --kernel-dir .cache/kernel/linux-image --bin-dir target/release $([ -f .cache/admin-password.hash ] && echo --admin-password-hash .cache/admin-password.hash)
-    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) target/release/ztos-image build --out target/image-check --kernel-dir .cache/kernel/linux-image --bin-dir target/release --no-qcow2 $([ -f .cache/admin-password.hash ] && echo --admin-password-hash .cache/admin-password.hash) >/dev/null
+    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) target/release/ztos-image build --out target/image --kernel-dir .cache/kernel/linux-image --bin-dir target/release
+    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) target/release/ztos-image build --out target/image-check --kernel-dir .cache/kernel/linux-image --bin-dir target/release --no-qcow2 >/dev/null
     cmp target/image/ztos.img target/image-check/ztos.img && echo "reproducible: $(sha256sum target/image/ztos.img)"
     rm -rf target/image-check
     target/release/ztos-image inspect target/image/ztos.img

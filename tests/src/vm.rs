@@ -55,6 +55,50 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// The qemu command line for a ZTOS image, shared by the tests and `ztos-lab vm`: TCG (KVM
+/// guests hang on these hosts), q35, UEFI from OVMF with a fresh copy of the variables in `dir`,
+/// a throw-away qcow2 overlay of `image` in `dir` on virtio, an i6300esb watchdog, and user-mode
+/// networking forwarding `https_forward` (`127.0.0.1:PORT`, loopback only) to the guest's 443.
+/// The caller adds the serial console.
+pub fn qemu_command(image: &Path, dir: &Path, https_forward: &str) -> anyhow::Result<Command> {
+    let overlay = dir.join("disk.qcow2");
+    let status = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(image)
+        .arg(&overlay)
+        .status()
+        .context("running qemu-img create (apt-get install qemu-utils)")?;
+    if !status.success() {
+        bail!(
+            "qemu-img create of an overlay of {} failed",
+            image.display()
+        );
+    }
+    let vars = dir.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args([
+            "-accel", "tcg", "-machine", "q35", "-m", "1024", "-smp", "2",
+        ])
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ))
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
+        .args(["-device", "i6300esb"])
+        .arg("-netdev")
+        .arg(format!("user,id=n0,hostfwd=tcp:{https_forward}-:443"))
+        .args(["-device", "virtio-net-pci,netdev=n0"]);
+    Ok(command)
+}
+
 impl Vm {
     /// Boots `image` (a qcow2) through a fresh overlay and fresh UEFI variables.
     pub fn start(image: &Path) -> anyhow::Result<Vm> {
@@ -71,51 +115,21 @@ impl Vm {
             .prefix("ztos-vm-")
             .tempdir()
             .context("creating the VM directory")?;
-        let overlay = dir.path().join("disk.qcow2");
-        let status = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-            .arg(&image)
-            .arg(&overlay)
-            .status()
-            .context("running qemu-img create (apt-get install qemu-utils)")?;
-        if !status.success() {
-            bail!(
-                "qemu-img create of an overlay of {} failed",
-                image.display()
-            );
-        }
-        let vars = dir.path().join("OVMF_VARS.fd");
-        std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
         let socket = dir.path().join("serial.sock");
         let https_port = free_port()?;
-        let child = Command::new("qemu-system-x86_64")
-            .args([
-                "-accel", "tcg", "-machine", "q35", "-m", "1024", "-smp", "2",
-            ])
-            .args(["-nographic", "-monitor", "none"])
+        let child = qemu_command(&image, dir.path(), &format!("127.0.0.1:{https_port}"))?
             .arg("-chardev")
             .arg(format!(
                 "socket,id=serial0,path={},server=on,wait=on",
                 socket.display()
             ))
-            .args(["-serial", "chardev:serial0"])
-            .arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-            ))
-            .arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                vars.display()
-            ))
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
-            .args(["-device", "i6300esb"])
-            .arg("-netdev")
-            .arg(format!(
-                "user,id=n0,hostfwd=tcp:127.0.0.1:{https_port}-:443"
-            ))
-            .args(["-device", "virtio-net-pci,netdev=n0"])
+            .args([
+                "-serial",
+                "chardev:serial0",
+                "-nographic",
+                "-monitor",
+                "none",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(

@@ -30,12 +30,55 @@ struct Args {
 enum LabCommand {
     /// Build the lab, start ztosd on both leaves, and wait for Ctrl-C.
     Up,
+    /// Boot the appliance image in qemu (TCG) with its serial console on this terminal and
+    /// HTTPS forwarded to https://127.0.0.1:8443.
+    Vm {
+        /// The image (qcow2); `just image` writes target/image/ztos.qcow2.
+        #[arg(long)]
+        image: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    let Args {
-        command: LabCommand::Up,
-    } = Args::parse();
+    match Args::parse().command {
+        LabCommand::Up => lab_up(),
+        LabCommand::Vm { image } => vm(image),
+    }
+}
+
+/// Runs the image interactively. The disk is a throw-away overlay: every run is a first boot.
+fn vm(image: Option<PathBuf>) -> anyhow::Result<()> {
+    let image = image.unwrap_or_else(ztos_tests::vm::default_image);
+    if !image.is_file() {
+        bail!(
+            "no image at {} (build it with `just image`)",
+            image.display()
+        );
+    }
+    let image = image.canonicalize()?;
+    let dir = tempfile::Builder::new().prefix("ztos-vm-").tempdir()?;
+    println!(
+        "Booting {} under qemu (TCG: about a minute to the console).\n\
+         First boot asks for the admin password; then log in as admin and give the management\n\
+         interface an address, for example:\n  \
+         config set interfaces[1] '{{ name = \"eth0\", addresses = [\"10.0.2.15/24\"] }}'\n  \
+         config set routes[0] '{{ destination = \"0.0.0.0/0\", gateway = \"10.0.2.2\" }}'\n  \
+         config commit\n\
+         and the API answers on https://127.0.0.1:8443. `system poweroff --yes` ends it\n\
+         (Ctrl-A X kills qemu).\n",
+        image.display()
+    );
+    let status = ztos_tests::vm::qemu_command(&image, dir.path(), FORWARD_ADDRESS)?
+        .args(["-nographic", "-serial", "mon:stdio"])
+        .status()
+        .context("starting qemu-system-x86_64 (just deps)")?;
+    if !status.success() {
+        bail!("qemu exited with {status}");
+    }
+    Ok(())
+}
+
+fn lab_up() -> anyhow::Result<()> {
     if !can_run_labs() {
         bail!("ztos-lab needs root: it creates network namespaces");
     }
