@@ -89,6 +89,34 @@ fn first_boot_console_api_reboot_persistence_and_poweroff() {
     let (code, _) = vm.https_get("/api/v1/security/status").unwrap();
     assert_eq!(code, 401, "the API demands a token over HTTPS");
 
+    // The spec's `ztos security status`, from this machine through the forwarded port, with a
+    // token made on the console. (--insecure: the box's CA is not on this machine.)
+    run(
+        &mut vm,
+        "ztos",
+        "token create vmtest --role read",
+        "shown only now",
+    );
+    let console = vm.console_text();
+    let secret = console
+        .split_whitespace()
+        .rev()
+        .find(|word| word.starts_with("ztos_"))
+        .expect("the token secret on the console")
+        .to_string();
+    let ztos = ztos_tests::lab::binary("ztos");
+    let output = std::process::Command::new(&ztos)
+        .args(["--host", &format!("https://127.0.0.1:{}", vm.https_port())])
+        .args(["--token", &secret, "--insecure", "security", "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("wireguard") && text.contains("not configured"),
+        "remote ztos security status: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
     // Reboot: the committed revision is applied again at boot, hostname and address included.
     // The console keeps the host name it started with until the reboot.
     vm.send_line("system reboot --yes").unwrap();
