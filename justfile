@@ -39,6 +39,10 @@ bench-api: deps
     cargo build --release --workspace --bins
     tests/bench/bench-api.sh
 
+# Boot time to API ready under qemu TCG against the same kernel with a trivial init, and image sizes.
+bench-boot: image
+    tests/bench/bench-boot.sh
+
 # Regenerate golden files (JSON Schema, OpenAPI) after an intended change.
 update-golden:
     ZTOS_UPDATE_GOLDEN=1 cargo test --workspace --lib golden

@@ -5,6 +5,11 @@
 //!   latency percentiles as JSON. wrk measures the HTTPS side.
 //! - `commit`: POSTs a configuration file to `/api/v1/config/commit` over the unix socket and
 //!   prints the wall time of the request and the number of kernel changes it reported.
+//! - `initramfs`: packs one static program as `/init` into a gzip newc initramfs (the trivial
+//!   init of `just bench-boot`), with the image builder's own cpio writer.
+//! - `boot`: starts qemu (TCG) and prints the seconds until a marker appears on the serial
+//!   console: either a direct kernel boot (`--kernel`/`--initrd`, SeaBIOS) or the full UEFI
+//!   boot of an image (`--uefi-image`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +50,33 @@ enum Command {
         #[arg(long)]
         file: PathBuf,
     },
+    /// Pack a static program as /init into a gzip newc initramfs.
+    Initramfs {
+        #[arg(long)]
+        init: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Seconds from qemu's start until `marker` shows on the serial console.
+    Boot {
+        /// Direct kernel boot: the kernel image.
+        #[arg(long, requires = "initrd", conflicts_with = "uefi_image")]
+        kernel: Option<PathBuf>,
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        append: String,
+        /// A disk image (qcow2) attached on virtio through a throw-away overlay.
+        #[arg(long)]
+        disk: Option<PathBuf>,
+        /// Full UEFI boot of this image (OVMF, systemd-boot) instead of a direct kernel boot.
+        #[arg(long)]
+        uefi_image: Option<PathBuf>,
+        #[arg(long)]
+        marker: String,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +94,27 @@ fn main() -> anyhow::Result<()> {
                 seconds,
             } => load(socket, path, connections, Duration::from_secs(seconds)).await,
             Command::Commit { socket, file } => commit(socket, file).await,
+            Command::Initramfs { init, out } => initramfs(&init, &out),
+            Command::Boot {
+                kernel,
+                initrd,
+                append,
+                disk,
+                uefi_image,
+                marker,
+                timeout_secs,
+            } => {
+                let timeout = Duration::from_secs(timeout_secs);
+                let seconds = match (uefi_image, kernel, initrd) {
+                    (Some(image), _, _) => boot_uefi(&image, &marker, timeout)?,
+                    (None, Some(kernel), Some(initrd)) => {
+                        boot_direct(&kernel, &initrd, &append, disk.as_deref(), &marker, timeout)?
+                    }
+                    _ => bail!("give --uefi-image, or --kernel and --initrd"),
+                };
+                println!("{}", json!({ "seconds": seconds }));
+                Ok(())
+            }
         }
     })
 }
@@ -165,4 +218,98 @@ async fn commit(socket: PathBuf, file: PathBuf) -> anyhow::Result<()> {
         json!({ "milliseconds": elapsed.as_secs_f64() * 1000.0, "changes": changes })
     );
     Ok(())
+}
+
+fn initramfs(init: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let program = std::fs::read(init).with_context(|| format!("reading {}", init.display()))?;
+    let mut tree = ztos_image::tree::FileTree::new();
+    tree.file("init", 0o755, program)?;
+    let mut cpio = Vec::new();
+    ztos_image::cpio::write_newc(&tree, 0, &mut cpio)?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&cpio)?;
+    std::fs::write(out, gz.finish()?).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+/// Reads the child's console from `reader` until `marker` appears; seconds since `started`.
+fn wait_for_marker(
+    reader: impl std::io::Read,
+    marker: &str,
+    started: Instant,
+    timeout: Duration,
+) -> anyhow::Result<f64> {
+    let mut reader = reader;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if started.elapsed() > timeout {
+            bail!("{marker:?} did not appear within {timeout:?}");
+        }
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            bail!(
+                "the console closed before {marker:?} appeared: {}",
+                String::from_utf8_lossy(&seen)
+            );
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&seen).contains(marker) {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+fn boot_direct(
+    kernel: &std::path::Path,
+    initrd: &std::path::Path,
+    append: &str,
+    disk: Option<&std::path::Path>,
+    marker: &str,
+    timeout: Duration,
+) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let mut command = std::process::Command::new("qemu-system-x86_64");
+    command
+        .args([
+            "-accel", "tcg", "-machine", "q35", "-m", "1024", "-smp", "2",
+        ])
+        .args(["-nographic", "-monitor", "none", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", append]);
+    if let Some(disk) = disk {
+        let overlay = dir.path().join("disk.qcow2");
+        let status = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(disk.canonicalize()?)
+            .arg(&overlay)
+            .status()?;
+        if !status.success() {
+            bail!("qemu-img create failed");
+        }
+        command
+            .arg("-drive")
+            .arg(format!("file={},if=virtio,format=qcow2", overlay.display()));
+    }
+    let started = Instant::now();
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let stdout = child.stdout.take().context("qemu's stdout")?;
+    let result = wait_for_marker(stdout, marker, started, timeout);
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn boot_uefi(image: &std::path::Path, marker: &str, timeout: Duration) -> anyhow::Result<f64> {
+    let mut vm = ztos_tests::vm::Vm::start(image)?;
+    Ok(vm.wait_for(marker, timeout)?.as_secs_f64())
 }
