@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use serde_json::{json, Value};
 
 use crate::client::Client;
+use crate::init_client::PERM_LABEL;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -93,7 +94,7 @@ pub enum Command {
     Console(crate::console::ConsoleArgs),
     /// Prints shell completions.
     Completions { shell: clap_complete::Shell },
-    /// The services ztos-init supervises; reboot and power off.
+    /// The services ztos-init supervises; reboot, power off, reformat a degraded perm.
     #[command(subcommand)]
     System(SystemCommand),
 }
@@ -110,6 +111,13 @@ pub enum SystemCommand {
     },
     /// Stop every service and power off.
     Poweroff {
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Erase the persistent partition when it is degraded (health shows `perm` unhealthy):
+    /// a new, empty filesystem, then a reboot. Configuration, users, tokens and logs are lost.
+    ReformatPerm {
         /// Do not ask for confirmation (required without a terminal).
         #[arg(long, short = 'y')]
         yes: bool,
@@ -663,13 +671,21 @@ async fn run_system(
         }
         SystemCommand::Reboot { yes } => ("reboot", "/api/v1/system/reboot", yes),
         SystemCommand::Poweroff { yes } => ("poweroff", "/api/v1/system/poweroff", yes),
+        SystemCommand::ReformatPerm { yes } => {
+            ("reformat-perm", "/api/v1/system/perm/reformat", yes)
+        }
     };
+    let reformat = action == "reformat-perm";
     if !yes {
         use std::io::IsTerminal;
         if !std::io::stdin().is_terminal() {
             bail!("{action} needs confirmation: pass --yes (no terminal to ask on)");
         }
-        eprint!("{action} {target}? every service stops [y/N] ");
+        if reformat {
+            eprint!("{}", reformat_warning(target));
+        } else {
+            eprint!("{action} {target}? every service stops [y/N] ");
+        }
         std::io::stderr().flush()?;
         let mut answer = String::new();
         std::io::stdin().read_line(&mut answer)?;
@@ -679,8 +695,23 @@ async fn run_system(
     }
     let value = client.json(Method::POST, path, Some(&json!({}))).await?;
     print_value(out, &value, json_output, |_| {
-        format!("{action} of {target} under way: ztos-init is stopping every service\n")
+        if reformat {
+            format!(
+                "reformat of {PERM_LABEL} on {target} under way: ztos-init stops every service, makes a new filesystem and reboots; at the next boot the console asks for a new admin password\n"
+            )
+        } else {
+            format!("{action} of {target} under way: ztos-init is stopping every service\n")
+        }
     })
+}
+
+/// The question `system reformat-perm` asks on a terminal.
+fn reformat_warning(target: &str) -> String {
+    format!(
+        "reformat-perm erases the persistent partition ({PERM_LABEL}) of {target}: the configuration and its revisions, \
+         the console users, the API tokens, the TLS keys and the logs are lost, and the box reboots \
+         with its factory configuration. Reformat? [y/N] "
+    )
 }
 
 fn format_services(v: &Value) -> String {
@@ -1082,6 +1113,19 @@ mod tests {
             cli.command,
             Command::System(SystemCommand::Reboot { yes: false })
         ));
+        let cli = Cli::try_parse_from(["ztos", "system", "reformat-perm", "--yes"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::System(SystemCommand::ReformatPerm { yes: true })
+        ));
+        let warning = reformat_warning("the box");
+        assert!(
+            warning.contains("ztos-perm")
+                && warning.contains("configuration")
+                && warning.contains("users")
+                && warning.contains("reboots"),
+            "{warning}"
+        );
         let text = format_services(&json!({
             "healthy": false,
             "services": [

@@ -246,6 +246,9 @@ pub async fn run(args: ConsoleArgs, socket: PathBuf) -> anyhow::Result<()> {
             out,
             "Logged in as {name} ({role}). Type `help` for commands."
         )?;
+        if let Some(banner) = perm_degraded_banner(Path::new(crate::daemon::PERM_DEGRADED_FILE)) {
+            write!(out, "{banner}")?;
+        }
         let end = shell(&session, &hostname, &socket, &mut interrupts, &mut out).await;
         let _ = client_with_session(&socket, &session)
             .send(Method::POST, "/api/v1/auth/logout", None)
@@ -264,6 +267,25 @@ pub async fn run(args: ConsoleArgs, socket: PathBuf) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The warning shown after login while ztos-init runs /perm on a tmpfs: `file` (ztos-init's
+/// `/run/ztos/perm-degraded`) holds the reason. `None` when the file is absent (perm is fine).
+fn perm_degraded_banner(file: &Path) -> Option<String> {
+    let reason = std::fs::read_to_string(file).ok()?;
+    let reason = reason.trim();
+    let reason = if reason.is_empty() {
+        "no reason recorded"
+    } else {
+        reason
+    };
+    Some(format!(
+        "\n\
+         WARNING: persistent storage is degraded: /perm is a tmpfs, nothing persists across a reboot.\n\
+         \x20 reason: {reason}\n\
+         \x20 to recover, an admin runs `system reformat-perm`: it erases the perm partition\n\
+         \x20 (configuration, users, tokens, logs) and reboots with the factory configuration.\n\n"
+    ))
 }
 
 /// Why the shell loop ended.
@@ -763,6 +785,28 @@ mod tests {
         assert_eq!(cli.socket, socket);
         // A leading `ztos` is allowed.
         assert!(parse_line("ztos security status", socket, "s").is_ok());
+    }
+
+    #[test]
+    fn the_perm_banner_names_the_reason_and_the_command_only_when_degraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("perm-degraded");
+        assert_eq!(perm_degraded_banner(&file), None);
+        std::fs::write(&file, "e2fsck -p /dev/vda4 exited with code 8: the filesystem needs manual repair or a reformat\n").unwrap();
+        let banner = perm_degraded_banner(&file).unwrap();
+        assert!(
+            banner.contains("WARNING: persistent storage is degraded"),
+            "{banner}"
+        );
+        assert!(
+            banner.contains("  reason: e2fsck -p /dev/vda4 exited with code 8: the filesystem needs manual repair or a reformat\n"),
+            "{banner}"
+        );
+        assert!(banner.contains("`system reformat-perm`"), "{banner}");
+        std::fs::write(&file, "").unwrap();
+        assert!(perm_degraded_banner(&file)
+            .unwrap()
+            .contains("reason: no reason recorded"));
     }
 
     #[test]

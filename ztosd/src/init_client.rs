@@ -1,5 +1,5 @@
 //! Client of ztos-init's status socket (`/run/ztos/init.sock`): the services init supervises,
-//! their captured output, restarts, reboot and poweroff. One request per connection, newline-
+//! their captured output, restarts, reboot, poweroff and the reformat of a degraded perm. One request per connection, newline-
 //! delimited JSON as documented in `docs/supervisor.md` (the init side is
 //! `ztos_init::supervisor::protocol`). ztosd also runs without a supervisor (development,
 //! some labs); then every call says so with [`InitClientError::NotRunning`].
@@ -14,6 +14,9 @@ use tokio::net::UnixStream;
 
 /// Where ztos-init listens in the appliance.
 pub const DEFAULT_INIT_SOCKET: &str = "/run/ztos/init.sock";
+
+/// The GPT label of the persistent partition (`ztos_image::layout::PERM_LABEL`).
+pub const PERM_LABEL: &str = "ztos-perm";
 
 /// How long one exchange with init may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -146,6 +149,16 @@ impl InitClient {
             .map(drop)
     }
 
+    /// Asks init to erase the perm partition (`mkfs.ext4 -F -L ztos-perm`) and reboot. Init
+    /// accepts it only as PID 1 and only while perm is degraded (a tmpfs), and refuses with its
+    /// reason otherwise; it answers before stopping the services, so this returns while ztosd
+    /// still runs.
+    pub async fn reformat_perm(&self) -> Result<(), InitClientError> {
+        self.request(json!({ "request": "reformat-perm" }))
+            .await
+            .map(drop)
+    }
+
     fn decode<T: serde::de::DeserializeOwned>(&self, value: Value) -> Result<T, InitClientError> {
         let line = value.to_string();
         serde_json::from_value(value).map_err(|_| InitClientError::Protocol {
@@ -258,6 +271,8 @@ mod tests {
                 r#"{"ok":true}"#,
                 r#"{"error":"unknown service \"nope\""}"#,
                 "garbage",
+                r#"{"ok":true}"#,
+                r#"{"error":"perm is healthy (/dev/vda4 is mounted on /perm); nothing was done"}"#,
             ],
         )
         .await;
@@ -273,6 +288,12 @@ mod tests {
         assert_eq!(err.to_string(), "ztos-init: unknown service \"nope\"");
         let err = client.services().await.unwrap_err();
         assert!(err.to_string().contains("\"garbage\""), "{err}");
+        client.reformat_perm().await.unwrap();
+        let err = client.reformat_perm().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ztos-init: perm is healthy (/dev/vda4 is mounted on /perm); nothing was done"
+        );
         let requests = init.await.unwrap();
         assert_eq!(
             requests,
@@ -282,6 +303,8 @@ mod tests {
                 r#"{"kind":"poweroff","request":"shutdown"}"#,
                 r#"{"request":"restart","service":"nope"}"#,
                 r#"{"request":"services"}"#,
+                r#"{"request":"reformat-perm"}"#,
+                r#"{"request":"reformat-perm"}"#,
             ]
         );
     }

@@ -25,9 +25,7 @@ pub use real::RealSyscalls;
 pub use recording::RecordingSyscalls;
 pub use steps::{find_partition_by_label, parse_module_list};
 pub use syscalls::{MsFlags, RebootKind, Syscalls, Watchdog};
-pub use system::{
-    reformat_perm, system_stage, system_stage_with_timeout, SystemState, PERM_WAIT_TIMEOUT,
-};
+pub use system::{system_stage, system_stage_with_timeout, SystemState, PERM_WAIT_TIMEOUT};
 
 /// The module list of the initramfs and of the root filesystem: one path per line, relative to
 /// `/lib/modules/<uname -r>/`, in dependency order. The image builder writes it.

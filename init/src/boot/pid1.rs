@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::supervisor::{supervise, Manifest, ShutdownKind, SupervisorOptions};
+use crate::supervisor::{supervise, Manifest, PermState, ShutdownKind, SupervisorOptions};
 
 use super::syscalls::{RebootKind, Syscalls, Watchdog};
 use super::{
-    initramfs_stage, switch_to_root, system_stage, RealSyscalls, SERVICES_MANIFEST, STATUS_SOCKET,
+    initramfs_stage, switch_to_root, system_stage, RealSyscalls, MKFS_EXT4, SERVICES_MANIFEST,
+    STATUS_SOCKET,
 };
 
 /// How often the watchdog is petted while the supervisor reports healthy. Well below the
@@ -80,7 +81,7 @@ fn boot(sys: &mut RealSyscalls) -> anyhow::Result<Infallible> {
         .try_init();
     if let Some(reason) = &state.perm_degraded {
         sys.console(&format!(
-            "ztos-init: /perm is a tmpfs ({reason}); reformat it from the console"
+            "ztos-init: /perm is a tmpfs ({reason}); log in on the console and run `system reformat-perm` to recover"
         ));
     }
     let healthy = Arc::new(AtomicBool::new(true));
@@ -93,6 +94,11 @@ fn boot(sys: &mut RealSyscalls) -> anyhow::Result<Infallible> {
     let mut options = SupervisorOptions::new(STATUS_SOCKET.into());
     options.kernel_log = true;
     options.healthy = healthy;
+    options.perm = Some(PermState {
+        device: state.perm_device.clone(),
+        degraded: state.perm_degraded.clone(),
+        mkfs: MKFS_EXT4.into(),
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

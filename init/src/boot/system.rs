@@ -12,7 +12,7 @@ use ztos_image::layout::{Slot, PERM_LABEL, PERM_MOUNT};
 use super::steps::{ensure_mounted, find_partition_by_label, load_module_list, BootLog, MountSpec};
 use super::syscalls::{MsFlags, Syscalls, Watchdog};
 use super::{
-    parse_cmdline, BootError, DEFAULT_HOSTNAME, E2FSCK, HOSTNAME_FILE, MKFS_EXT4, MODULES_LOAD,
+    parse_cmdline, BootError, DEFAULT_HOSTNAME, E2FSCK, HOSTNAME_FILE, MODULES_LOAD,
     PERM_DEGRADED_FILE, PERM_MARKER, RANDOM_SEED, RESIZE2FS, RUN_HOSTNAME, RUN_RESOLV_CONF,
     WATCHDOG_DEVICE,
 };
@@ -362,28 +362,10 @@ fn refresh_random_seed(sys: &mut impl Syscalls, log: &mut BootLog) {
     }
 }
 
-/// Makes a new, empty ext4 filesystem labelled `ztos-perm` on the perm partition (`mkfs.ext4
-/// -F -L ztos-perm`). Everything in perm is lost. Called by the console, through init, when
-/// perm is degraded; mke2fs refuses a mounted partition, so a healthy, mounted perm is never
-/// reformatted. The caller reboots afterwards: the next boot mounts the new filesystem.
-pub fn reformat_perm(sys: &mut impl Syscalls) -> Result<(), BootError> {
-    let device = find_partition_by_label(sys, PERM_LABEL, PERM_WAIT_TIMEOUT)?;
-    sys.console(&format!("ztos-init: reformatting {device} ({PERM_LABEL})"));
-    let command = format!("{MKFS_EXT4} -F -L {PERM_LABEL} {device}");
-    match sys.run(Path::new(MKFS_EXT4), &["-F", "-L", PERM_LABEL, &device]) {
-        Ok(0) => {
-            sys.sync();
-            Ok(())
-        }
-        Ok(code) => Err(BootError::CommandFailed { command, code }),
-        Err(source) => Err(BootError::Spawn { command, source }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boot::RecordingSyscalls;
+    use crate::boot::{RecordingSyscalls, MKFS_EXT4};
     use nix::errno::Errno;
 
     fn root_filesystem() -> RecordingSyscalls {
@@ -619,20 +601,5 @@ mod tests {
         assert_eq!(system_stage(&mut sys).unwrap().hostname, "spine2");
         assert!(!valid_hostname("-x"));
         assert!(!valid_hostname(&"a".repeat(65)));
-    }
-
-    #[test]
-    fn boot_reformat_perm_runs_mkfs_on_the_labelled_partition() {
-        let mut sys = root_filesystem();
-        reformat_perm(&mut sys).unwrap();
-        assert_eq!(
-            sys.effects(),
-            vec!["run /sbin/mkfs.ext4 -F -L ztos-perm /dev/vda4", "sync"]
-        );
-        sys.set_exit_code(MKFS_EXT4, 1);
-        assert_eq!(
-            reformat_perm(&mut sys).unwrap_err().to_string(),
-            "/sbin/mkfs.ext4 -F -L ztos-perm /dev/vda4 exited with code 1"
-        );
     }
 }

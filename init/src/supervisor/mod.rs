@@ -70,7 +70,24 @@ pub struct SupervisorOptions {
     /// Also copy every service line to the supervisor's stderr as `name: line` (useful when
     /// supervising from a terminal; off on the appliance's console).
     pub echo_output: bool,
+    /// What PID 1 found of /perm, for `reformat-perm`; `None` when the supervisor is not PID 1
+    /// (`ztos-init supervise`), which never reformats anything.
+    pub perm: Option<PermState>,
 }
+
+/// The perm partition as PID 1's system stage left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermState {
+    /// The perm partition (`/dev/vda4`), when one was found.
+    pub device: Option<String>,
+    /// Why /perm is a tmpfs instead of the partition; `None` when the partition is mounted.
+    pub degraded: Option<String>,
+    /// The mkfs program ([`crate::boot::MKFS_EXT4`]), run as `mkfs -F -L ztos-perm <device>`.
+    pub mkfs: PathBuf,
+}
+
+/// How long a reformat may run before it is killed (the box reboots either way).
+const REFORMAT_LIMIT: Duration = Duration::from_secs(300);
 
 impl SupervisorOptions {
     /// Defaults for `status_socket`: ring of [`DEFAULT_RING_BYTES`], no kernel log, default
@@ -83,6 +100,7 @@ impl SupervisorOptions {
             backoff: BackoffPolicy::default(),
             healthy: Arc::new(AtomicBool::new(true)),
             echo_output: false,
+            perm: None,
         }
     }
 }
@@ -146,12 +164,20 @@ struct Supervisor {
     exits: mpsc::UnboundedSender<ChildExit>,
     timers: mpsc::UnboundedSender<Timer>,
     options: SupervisorOptions,
+    /// Set by an accepted `reformat-perm`: the program and arguments to run once every
+    /// service has stopped.
+    reformat: Option<(PathBuf, Vec<String>)>,
 }
 
 /// Runs the services of `manifest` until SIGTERM or SIGINT ([`ShutdownKind::Exit`]) or a
 /// shutdown request on the status socket ([`ShutdownKind::Reboot`] / [`ShutdownKind::Poweroff`]);
 /// returns after every service has been stopped (SIGTERM to its process group, its
 /// `stop_timeout_secs`, then SIGKILL) and reaped. Rebooting is the caller's business.
+///
+/// An accepted `reformat-perm` request (PID 1 only, perm degraded) also stops every service,
+/// then runs `mkfs.ext4 -F -L ztos-perm <device>` as a child reaped by this supervisor's own
+/// reaper, and returns [`ShutdownKind::Reboot`] whether or not mkfs succeeded (a failure is
+/// logged; the next boot finds perm degraded again).
 ///
 /// In order: binds the status socket, starts the kernel log reader (if asked), starts every
 /// service in manifest order, then loops over exits, timers and requests.
@@ -198,6 +224,7 @@ pub async fn supervise(
         exits: exits_tx,
         timers: timers_tx,
         options,
+        reformat: None,
     };
     for index in 0..supervisor.services.len() {
         supervisor
@@ -231,6 +258,24 @@ pub async fn supervise(
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     }
     supervisor.stop_all(&mut sigchld, &mut exits).await;
+    if let Some((program, args)) = supervisor.reformat.take() {
+        let command = format!("{} {}", program.display(), args.join(" "));
+        match supervisor
+            .run_to_exit(&program, &args, &mut sigchld, &mut exits)
+            .await
+        {
+            Ok(exit) if exit.success() => {
+                tracing::warn!("supervisor: {command}: perm reformatted, rebooting");
+            }
+            Ok(exit) => tracing::error!(
+                "supervisor: {command} {}; rebooting, perm stays degraded",
+                exit.describe()
+            ),
+            Err(err) => {
+                tracing::error!("supervisor: {command}: {err}; rebooting, perm stays degraded")
+            }
+        }
+    }
     let _ = std::fs::remove_file(&supervisor.options.status_socket);
     Ok(kind)
 }
@@ -466,6 +511,86 @@ impl Supervisor {
                 (Response::Ok { ok: true }, None)
             }
             Request::Shutdown { kind } => (Response::Ok { ok: true }, Some(kind)),
+            Request::ReformatPerm {} => match self.accept_reformat() {
+                Ok(()) => (Response::Ok { ok: true }, Some(ShutdownKind::Reboot)),
+                Err(error) => {
+                    tracing::warn!("supervisor: reformat-perm refused: {error}");
+                    (Response::Error { error }, None)
+                }
+            },
+        }
+    }
+
+    /// Checks that a `reformat-perm` can be done (PID 1, perm degraded, a partition, mkfs
+    /// present) and records it; the refusal says why nothing was done.
+    fn accept_reformat(&mut self) -> Result<(), String> {
+        let Some(perm) = &self.options.perm else {
+            return Err(format!(
+                "reformatting perm is only done by ztos-init as PID 1 (this supervisor is process {}); nothing was done",
+                std::process::id()
+            ));
+        };
+        let Some(reason) = &perm.degraded else {
+            return Err(format!(
+                "perm is healthy ({} is mounted on {}); nothing was done",
+                perm.device.as_deref().unwrap_or("its partition"),
+                ztos_image::layout::PERM_MOUNT
+            ));
+        };
+        let Some(device) = &perm.device else {
+            return Err(format!(
+                "there is no partition to reformat ({reason}); nothing was done"
+            ));
+        };
+        if !perm.mkfs.exists() {
+            return Err(format!(
+                "{} is missing, {device} cannot be reformatted; nothing was done",
+                perm.mkfs.display()
+            ));
+        }
+        let args = ["-F", "-L", ztos_image::layout::PERM_LABEL, device]
+            .map(String::from)
+            .to_vec();
+        tracing::warn!(
+            "supervisor: reformat of {device} requested (perm is degraded: {reason}); stopping services"
+        );
+        self.reformat = Some((perm.mkfs.clone(), args));
+        Ok(())
+    }
+
+    /// Runs `program` to its end as a child registered with [`process::reap`] (which stays the
+    /// only `waitpid`), killing it after [`REFORMAT_LIMIT`].
+    async fn run_to_exit(
+        &self,
+        program: &std::path::Path,
+        args: &[String],
+        sigchld: &mut tokio::signal::unix::Signal,
+        exits: &mut mpsc::UnboundedReceiver<ChildExit>,
+    ) -> anyhow::Result<ChildExit> {
+        let pid = process::spawn_command(program, args, &self.exits)
+            .map_err(|err| anyhow::anyhow!("cannot start {}: {err}", program.display()))?;
+        let deadline = tokio::time::Instant::now() + REFORMAT_LIMIT;
+        let mut killed = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = sigchld.recv() => { process::reap(); }
+                _ = tick.tick() => { process::reap(); }
+                Some(exit) = exits.recv() => {
+                    if exit.pid == pid {
+                        return Ok(exit);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline), if !killed => {
+                    killed = true;
+                    tracing::error!(
+                        "supervisor: {} still running after {}: SIGKILL",
+                        program.display(),
+                        format_duration(REFORMAT_LIMIT)
+                    );
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                }
+            }
         }
     }
 

@@ -94,6 +94,25 @@ pub fn spawn(spec: &ServiceSpec, exits: &UnboundedSender<ChildExit>) -> std::io:
     })
 }
 
+/// Starts `program` with `args` (stdin from /dev/null, stdout and stderr inherited: the
+/// console as PID 1) for the supervisor itself, not as a service; its exit is reaped by
+/// [`reap`] like any registered child and sent to `exits`. `std::process::Command::status`
+/// must not be used while the supervisor runs: its `waitpid(pid)` and our `waitpid(-1)` race
+/// for the same exit.
+pub fn spawn_command(
+    program: &std::path::Path,
+    args: &[String],
+    exits: &UnboundedSender<ChildExit>,
+) -> std::io::Result<Pid> {
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null());
+    let mut registry = registry();
+    let child = command.spawn()?;
+    let pid = Pid::from_raw(child.id() as i32);
+    registry.insert(pid, exits.clone());
+    Ok(pid)
+}
+
 #[allow(unsafe_code)]
 fn in_new_session(command: &mut Command) {
     // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),

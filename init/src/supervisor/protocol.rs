@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 /// What a client asks. `{"request":"services"}`, `{"request":"logs","service":"x","limit":50}`,
-/// `{"request":"restart","service":"x"}`, `{"request":"shutdown","kind":"reboot"}`.
+/// `{"request":"restart","service":"x"}`, `{"request":"shutdown","kind":"reboot"}`,
+/// `{"request":"reformat-perm"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
@@ -25,6 +26,9 @@ pub enum Request {
     Shutdown {
         kind: ShutdownKind,
     },
+    /// Make a new, empty filesystem on the perm partition and reboot. Accepted only by PID 1
+    /// and only while perm is degraded (a tmpfs); answered before the services stop.
+    ReformatPerm {},
 }
 
 /// How the supervisor ends.
@@ -197,6 +201,7 @@ mod tests {
                 kind: ShutdownKind::Poweroff,
             },
         );
+        both_ways_request(r#"{"request":"reformat-perm"}"#, Request::ReformatPerm {});
     }
 
     #[test]
@@ -206,6 +211,8 @@ mod tests {
             r#"{"request":"shutdown","kind":"halt"}"#,
             r#"{"request":"restart"}"#,
             r#"{"request":"services","extra":1}"#,
+            r#"{"request":"reformat-perm","device":"/dev/sda"}"#,
+            r#"{"request":"reformat_perm"}"#,
             "not json",
         ] {
             let err = Request::decode(bad).unwrap_err().to_string();

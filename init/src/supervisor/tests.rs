@@ -28,11 +28,16 @@ struct Running {
 }
 
 fn start(manifest: &str) -> Running {
-    let dir = tempfile::tempdir().unwrap();
+    start_with(manifest, tempfile::tempdir().unwrap(), None)
+}
+
+/// [`start`] in `dir`, with PID 1's view of perm.
+fn start_with(manifest: &str, dir: tempfile::TempDir, perm: Option<PermState>) -> Running {
     let manifest = Manifest::parse(manifest, Path::new("test.toml")).unwrap();
     let socket = dir.path().join("run/init.sock");
     let mut options = SupervisorOptions::new(socket.clone());
     options.backoff = fast_backoff();
+    options.perm = perm;
     let healthy = options.healthy.clone();
     let task = tokio::spawn(supervise(manifest, options));
     Running {
@@ -401,6 +406,152 @@ async fn a_missing_program_is_retried_with_backoff_and_named() {
     let last = ghost.last_exit.unwrap();
     assert!(last.contains("/nonexistent/ghostd"), "{last}");
     shutdown(running, ShutdownKind::Poweroff).await;
+}
+
+const SLEEPER: &str = r#"
+[[service]]
+name = "sleeper"
+command = ["sleep", "60"]
+"#;
+
+fn degraded_perm(mkfs: &Path) -> PermState {
+    PermState {
+        device: Some("/dev/vdz4".into()),
+        degraded: Some("e2fsck -p /dev/vdz4 exited with code 8".into()),
+        mkfs: mkfs.to_path_buf(),
+    }
+}
+
+async fn refused(socket: &Path, request: Request) -> String {
+    match ask(socket, request).await {
+        Response::Error { error } => error,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reformat_perm_is_refused_outside_pid1_and_while_perm_is_healthy() {
+    let running = start(SLEEPER);
+    let error = refused(&running.socket, Request::ReformatPerm {}).await;
+    assert_eq!(
+        error,
+        format!(
+            "reformatting perm is only done by ztos-init as PID 1 (this supervisor is process {}); nothing was done",
+            std::process::id()
+        )
+    );
+    assert_eq!(
+        service(&running.socket, "sleeper").await.state,
+        ServiceState::Running
+    );
+    shutdown(running, ShutdownKind::Exit).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mkfs = dir.path().join("mkfs");
+    std::fs::write(&mkfs, "").unwrap();
+    let healthy = PermState {
+        degraded: None,
+        ..degraded_perm(&mkfs)
+    };
+    let running = start_with(SLEEPER, dir, Some(healthy));
+    let error = refused(&running.socket, Request::ReformatPerm {}).await;
+    assert_eq!(
+        error,
+        "perm is healthy (/dev/vdz4 is mounted on /perm); nothing was done"
+    );
+    assert_eq!(
+        service(&running.socket, "sleeper").await.state,
+        ServiceState::Running
+    );
+    shutdown(running, ShutdownKind::Exit).await;
+}
+
+#[tokio::test]
+async fn reformat_perm_without_a_partition_or_mkfs_is_refused_naming_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-mkfs");
+    let no_partition = PermState {
+        device: None,
+        degraded: Some("no partition labelled ztos-perm appeared".into()),
+        mkfs: missing.clone(),
+    };
+    let running = start_with(SLEEPER, dir, Some(no_partition));
+    assert_eq!(
+        refused(&running.socket, Request::ReformatPerm {}).await,
+        "there is no partition to reformat (no partition labelled ztos-perm appeared); nothing was done"
+    );
+    shutdown(running, ShutdownKind::Exit).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-mkfs");
+    let running = start_with(SLEEPER, dir, Some(degraded_perm(&missing)));
+    assert_eq!(
+        refused(&running.socket, Request::ReformatPerm {}).await,
+        format!(
+            "{} is missing, /dev/vdz4 cannot be reformatted; nothing was done",
+            missing.display()
+        )
+    );
+    assert_eq!(
+        service(&running.socket, "sleeper").await.state,
+        ServiceState::Running
+    );
+    shutdown(running, ShutdownKind::Exit).await;
+}
+
+/// A fake mkfs that records its arguments and whether the service was still alive when it ran.
+fn fake_mkfs(dir: &Path, exit_code: i32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let mkfs = dir.join("mkfs");
+    let script = format!(
+        "#!/bin/sh\n\
+         if kill -0 \"$(cat '{dir}/sleeper.pid')\" 2>/dev/null; then echo running; else echo stopped; fi > '{dir}/service'\n\
+         echo \"$@\" > '{dir}/args'\n\
+         exit {exit_code}\n",
+        dir = dir.display()
+    );
+    std::fs::write(&mkfs, script).unwrap();
+    std::fs::set_permissions(&mkfs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    mkfs
+}
+
+async fn reformat_and_reboot(exit_code: i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let mkfs = fake_mkfs(&path, exit_code);
+    let running = start_with(SLEEPER, dir, Some(degraded_perm(&mkfs)));
+    let pid = service(&running.socket, "sleeper").await.pid.unwrap();
+    std::fs::write(path.join("sleeper.pid"), pid.to_string()).unwrap();
+    assert_eq!(
+        ask(&running.socket, Request::ReformatPerm {}).await,
+        Response::Ok { ok: true }
+    );
+    let kind = tokio::time::timeout(Duration::from_secs(20), running.task)
+        .await
+        .expect("supervise returns after a reformat")
+        .unwrap()
+        .unwrap();
+    assert_eq!(kind, ShutdownKind::Reboot);
+    assert!(process_gone(pid), "the service was stopped and reaped");
+    assert_eq!(
+        std::fs::read_to_string(path.join("args")).unwrap(),
+        "-F -L ztos-perm /dev/vdz4\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(path.join("service")).unwrap(),
+        "stopped\n",
+        "mkfs runs after every service has stopped"
+    );
+}
+
+#[tokio::test]
+async fn reformat_perm_stops_the_services_runs_mkfs_then_reboots() {
+    reformat_and_reboot(0).await;
+}
+
+#[tokio::test]
+async fn a_failed_reformat_still_reboots() {
+    reformat_and_reboot(1).await;
 }
 
 #[test]

@@ -67,6 +67,10 @@ pub fn app(daemon: Daemon) -> Router {
         .route("/system/services", get(routes::system_services::services))
         .route("/system/reboot", post(routes::system_services::reboot))
         .route("/system/poweroff", post(routes::system_services::poweroff))
+        .route(
+            "/system/perm/reformat",
+            post(routes::system_services::reformat_perm),
+        )
         .route("/plugins", get(plugins::list))
         .route("/plugins/{name}", get(plugins::get))
         .route("/tokens", get(tokens::list).post(tokens::create))

@@ -48,6 +48,7 @@ pub struct RevisionMetaSchema {
         routes::system_services::services,
         routes::system_services::reboot,
         routes::system_services::poweroff,
+        routes::system_services::reformat_perm,
         routes::plugins::list,
         routes::plugins::get,
         routes::tokens::list,

@@ -1,5 +1,6 @@
-//! `/api/v1/system/services`, `/api/v1/system/reboot`, `/api/v1/system/poweroff`: the
-//! services ztos-init supervises, and shutting the box down through init. Without init
+//! `/api/v1/system/services`, `/api/v1/system/reboot`, `/api/v1/system/poweroff`,
+//! `/api/v1/system/perm/reformat`: the services ztos-init supervises, shutting the box down
+//! through init, and erasing a degraded perm partition. Without init
 //! (ztosd started on its own) these answer 503 with a message saying so.
 
 use axum::extract::State;
@@ -11,12 +12,22 @@ use serde::Serialize;
 use crate::api::auth::{AdminScope, Auth, ReadScope};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::ApiState;
-use crate::init_client::{InitClientError, InitServices, Shutdown};
+use crate::init_client::{InitClientError, InitServices, Shutdown, PERM_LABEL};
 
 /// The answer to a reboot or poweroff request.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ShutdownAccepted {
     /// `reboot` or `poweroff`: init stops every service, then does it.
+    pub shutdown: String,
+}
+
+/// The answer to a perm reformat request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PermReformatAccepted {
+    /// The partition label that is reformatted: `ztos-perm`.
+    pub reformat: String,
+    /// `reboot`: init stops every service, makes a new filesystem on the partition, then
+    /// reboots onto it.
     pub shutdown: String,
 }
 
@@ -81,6 +92,31 @@ pub async fn poweroff(
     State(state): State<ApiState>,
 ) -> Result<Response, ApiError> {
     shutdown(&state, &auth.caller.author, Shutdown::Poweroff).await
+}
+
+#[utoipa::path(post, path = "/api/v1/system/perm/reformat", tag = "system",
+    responses((status = 202, description = "ztos-init stops every service, erases the perm partition (configuration, users, tokens, logs) with a new empty filesystem, and reboots", body = PermReformatAccepted),
+              (status = 502, description = "ztos-init refused: perm is healthy (nothing was done), there is no partition, or ztos-init is not PID 1", body = ErrorBody),
+              (status = 503, description = "ztos-init is not running: ztosd runs without a supervisor", body = ErrorBody)))]
+pub async fn reformat_perm(
+    auth: Auth<AdminScope>,
+    State(state): State<ApiState>,
+) -> Result<Response, ApiError> {
+    tracing::warn!("perm reformat requested by {}", auth.caller.author);
+    state
+        .daemon
+        .init()
+        .reformat_perm()
+        .await
+        .map_err(unavailable)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(PermReformatAccepted {
+            reformat: PERM_LABEL.to_string(),
+            shutdown: Shutdown::Reboot.as_str().to_string(),
+        }),
+    )
+        .into_response())
 }
 
 #[cfg(test)]
@@ -153,6 +189,7 @@ mod tests {
             (Method::GET, "/api/v1/system/services"),
             (Method::POST, "/api/v1/system/reboot"),
             (Method::POST, "/api/v1/system/poweroff"),
+            (Method::POST, "/api/v1/system/perm/reformat"),
         ] {
             let (status, body) = call(&daemon, method, uri, ROOT, None).await;
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
@@ -206,7 +243,11 @@ mod tests {
         let remote = Transport::Remote {
             peer: "192.0.2.1:40000".parse().unwrap(),
         };
-        for uri in ["/api/v1/system/reboot", "/api/v1/system/poweroff"] {
+        for uri in [
+            "/api/v1/system/reboot",
+            "/api/v1/system/poweroff",
+            "/api/v1/system/perm/reformat",
+        ] {
             let (status, _) = call(&daemon, Method::POST, uri, remote, Some(&operate)).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{uri}");
         }
@@ -219,6 +260,37 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn perm_reformat_goes_to_init_and_its_refusal_is_a_502_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = Daemon::for_tests(dir.path());
+        let init = fake_init(
+            &daemon,
+            vec![
+                r#"{"ok":true}"#,
+                r#"{"error":"perm is healthy (/dev/vda4 is mounted on /perm); nothing was done"}"#,
+            ],
+        );
+        let uri = "/api/v1/system/perm/reformat";
+        let (status, body) = call(&daemon, Method::POST, uri, ROOT, None).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(body["reformat"], "ztos-perm");
+        assert_eq!(body["shutdown"], "reboot");
+        let (status, body) = call(&daemon, Method::POST, uri, ROOT, None).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            body["error"],
+            "ztos-init: perm is healthy (/dev/vda4 is mounted on /perm); nothing was done"
+        );
+        assert_eq!(
+            init.await.unwrap(),
+            [
+                r#"{"request":"reformat-perm"}"#,
+                r#"{"request":"reformat-perm"}"#
+            ]
+        );
     }
 
     #[tokio::test]
