@@ -99,6 +99,77 @@ pub fn qemu_command(image: &Path, dir: &Path, https_forward: &str) -> anyhow::Re
     Ok(command)
 }
 
+/// Where an ext4 superblock starts in its filesystem, its size, and where its magic number
+/// (0xEF53, little-endian) lies inside it.
+const EXT4_SUPERBLOCK: u64 = 1024;
+const EXT4_SUPERBLOCK_SIZE: usize = 1024;
+const EXT4_MAGIC_AT: usize = 56;
+
+/// Zeroes the ext4 superblock of the partition labelled `label` in the raw disk `disk`, found
+/// through the disk's GPT; returns the superblock's byte offset in the disk. Refuses a
+/// partition that holds no ext4 superblock, so a changed layout cannot go unnoticed.
+pub fn zero_ext4_superblock(disk: &Path, label: &str) -> anyhow::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .with_context(|| format!("opening {}", disk.display()))?;
+    let sectors = file.metadata()?.len() / ztos_image::layout::SECTOR_SIZE;
+    let gpt = ztos_image::gpt::Gpt::read_from(&mut file, sectors)
+        .with_context(|| format!("reading the GPT of {}", disk.display()))?;
+    let partition = gpt
+        .partitions
+        .iter()
+        .find(|p| p.name == label)
+        .with_context(|| format!("no partition labelled {label} in {}", disk.display()))?;
+    let offset = partition.offset_bytes() + EXT4_SUPERBLOCK;
+    let mut superblock = [0u8; EXT4_SUPERBLOCK_SIZE];
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(&mut superblock)?;
+    let magic = &superblock[EXT4_MAGIC_AT..EXT4_MAGIC_AT + 2];
+    if magic != [0x53, 0xef] {
+        bail!(
+            "partition {label} of {} holds no ext4 superblock at byte {offset} (magic {magic:02x?})",
+            disk.display()
+        );
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    file.write_all(&[0u8; EXT4_SUPERBLOCK_SIZE])?;
+    file.sync_all()?;
+    Ok(offset)
+}
+
+/// A copy of the qcow2 `image` in `dir` whose perm filesystem (`ztos-perm`) has its superblock
+/// zeroed: `e2fsck -p` cannot repair it (exit 8) and ext4 cannot mount it. Converted to raw,
+/// patched, converted back; returns the new qcow2.
+pub fn image_with_corrupted_perm(image: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let raw = dir.join("corrupted.raw");
+    let qcow2 = dir.join("corrupted.qcow2");
+    qemu_img_convert(image, "raw", &raw)?;
+    zero_ext4_superblock(&raw, ztos_image::layout::PERM_LABEL)?;
+    qemu_img_convert(&raw, "qcow2", &qcow2)?;
+    std::fs::remove_file(&raw).with_context(|| format!("removing {}", raw.display()))?;
+    Ok(qcow2)
+}
+
+fn qemu_img_convert(from: &Path, format: &str, to: &Path) -> anyhow::Result<()> {
+    let status = Command::new("qemu-img")
+        .args(["convert", "-O", format])
+        .arg(from)
+        .arg(to)
+        .status()
+        .context("running qemu-img convert (apt-get install qemu-utils)")?;
+    if !status.success() {
+        bail!(
+            "qemu-img convert -O {format} {} {} failed ({status})",
+            from.display(),
+            to.display()
+        );
+    }
+    Ok(())
+}
+
 impl Vm {
     /// Boots `image` (a qcow2) through a fresh overlay and fresh UEFI variables.
     pub fn start(image: &Path) -> anyhow::Result<Vm> {
@@ -369,6 +440,71 @@ mod tests {
         assert_eq!(
             strip_escapes("\u{1b}[2J\u{1b}[01;01Hlogin:\r\n\u{1b}(B ok"),
             "login:\n ok"
+        );
+    }
+
+    /// A 4 MiB disk with one partition labelled `label` at 1 MiB, holding `superblock` at
+    /// the ext4 superblock's place.
+    fn small_disk(dir: &Path, label: &str, superblock: &[u8]) -> PathBuf {
+        use std::io::{Seek, SeekFrom};
+        use ztos_image::gpt::{Gpt, GptPartition};
+        use ztos_image::guid::Guid;
+        let path = dir.join("disk.raw");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(4 << 20).unwrap();
+        let gpt = Gpt {
+            disk_guid: Guid::derive(&["disk"]),
+            total_sectors: 8192,
+            partitions: vec![GptPartition {
+                type_guid: Guid::parse(ztos_image::layout::PERM_TYPE_GUID).unwrap(),
+                unique_guid: Guid::derive(&["perm"]),
+                first_lba: 2048,
+                last_lba: 6143,
+                attributes: 0,
+                name: label.to_string(),
+            }],
+        };
+        gpt.write_to(&mut file).unwrap();
+        file.seek(SeekFrom::Start((1 << 20) + EXT4_SUPERBLOCK))
+            .unwrap();
+        file.write_all(superblock).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_perm_superblock_is_found_through_the_gpt_and_zeroed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut superblock = vec![0xaa; EXT4_SUPERBLOCK_SIZE];
+        superblock[EXT4_MAGIC_AT..EXT4_MAGIC_AT + 2].copy_from_slice(&[0x53, 0xef]);
+        let disk = small_disk(dir.path(), "ztos-perm", &superblock);
+        let offset = zero_ext4_superblock(&disk, "ztos-perm").unwrap();
+        assert_eq!(offset, (1 << 20) + 1024);
+        let bytes = std::fs::read(&disk).unwrap();
+        let at = offset as usize;
+        assert!(bytes[at..at + EXT4_SUPERBLOCK_SIZE].iter().all(|&b| b == 0));
+        assert_eq!(bytes[at - 1], 0, "nothing before the superblock changed");
+        assert_eq!(&bytes[512..520], b"EFI PART", "the GPT is intact");
+
+        // Zeroed once, there is no superblock left to find; nor is there another label.
+        let err = zero_ext4_superblock(&disk, "ztos-perm").unwrap_err();
+        assert!(
+            err.to_string().contains("partition ztos-perm of ")
+                && err
+                    .to_string()
+                    .contains("holds no ext4 superblock at byte 1049600"),
+            "{err}"
+        );
+        let err = zero_ext4_superblock(&disk, "ztos-root-a").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("no partition labelled ztos-root-a in "),
+            "{err}"
         );
     }
 

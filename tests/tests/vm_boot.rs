@@ -4,13 +4,17 @@
 //! address (QEMU's user network: 10.0.2.15/24 via 10.0.2.2), and the HTTPS API answers through
 //! the forwarded port. A committed change survives a reboot, and the box powers off cleanly.
 //!
+//! A second test boots a copy of the image whose perm filesystem is corrupted: the box still
+//! comes up (perm on a tmpfs), reports it in `health` and after login, and `system
+//! reformat-perm` brings back a fresh, persistent perm.
+//!
 //! Needs the image (`just image`, target/image/ztos.qcow2, or ZTOS_VM_IMAGE); `just vm-test`
-//! builds it and runs this test, and `just test` runs `just vm-test`.
+//! builds it and runs these tests, and `just test` runs `just vm-test`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ztos_tests::vm::{default_image, Vm};
+use ztos_tests::vm::{default_image, image_with_corrupted_perm, Vm};
 
 /// TCG reaches the console in about a minute (mostly OVMF); room for a loaded CI machine.
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
@@ -21,6 +25,17 @@ fn image() -> PathBuf {
     std::env::var_os("ZTOS_VM_IMAGE")
         .map(PathBuf::from)
         .unwrap_or_else(default_image)
+}
+
+/// The first-boot prompt: sets the admin password (asked twice).
+fn set_first_password(vm: &mut Vm) {
+    let at = vm.wait_for("new password for admin: ", BOOT_LIMIT).unwrap();
+    eprintln!("first-boot password prompt after {at:?}");
+    vm.send_line(PASSWORD).unwrap();
+    vm.wait_for("repeat the new password for admin: ", STEP)
+        .unwrap();
+    vm.send_line(PASSWORD).unwrap();
+    vm.wait_for("admin password set", STEP).unwrap();
 }
 
 fn login(vm: &mut Vm, hostname: &str) {
@@ -132,4 +147,49 @@ fn first_boot_console_api_reboot_persistence_and_poweroff() {
         status.success(),
         "qemu exit status {status} after a clean poweroff"
     );
+}
+
+#[test]
+#[ignore = "boots the real image under TCG (minutes); `just vm-test` runs it, and `just test` runs that"]
+fn a_corrupted_perm_still_boots_is_reported_and_reformat_recovers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupted = image_with_corrupted_perm(&image(), dir.path()).unwrap();
+    let mut vm = Vm::start(&corrupted).unwrap();
+
+    // e2fsck -p cannot repair a filesystem without its superblock (exit 8): init mounts a
+    // tmpfs on /perm, and ztosd starts on the factory configuration, without an admin.
+    set_first_password(&mut vm);
+    vm.wait_for("ztos login: ", STEP).unwrap();
+    vm.send_line("admin").unwrap();
+    vm.wait_for("assword", STEP).unwrap();
+    vm.send_line(PASSWORD).unwrap();
+    vm.wait_for("Logged in as admin", STEP).unwrap();
+    vm.wait_for("WARNING: persistent storage is degraded", STEP)
+        .unwrap();
+    vm.wait_for("reason: e2fsck -p /dev/", STEP).unwrap();
+    vm.wait_for("exited with code 8", STEP).unwrap();
+    vm.wait_for("`system reformat-perm`", STEP).unwrap();
+    vm.wait_for("ztos> ", STEP).unwrap();
+
+    vm.send_line("health").unwrap();
+    vm.wait_for("UNHEALTHY", STEP).unwrap();
+    vm.wait_for("persistent storage unusable, running on tmpfs", STEP)
+        .unwrap();
+    vm.wait_for("exited with code 8", STEP).unwrap();
+    vm.wait_for("ztos> ", STEP).unwrap();
+
+    // The reformat: init stops the services, runs mkfs.ext4 on the partition and reboots.
+    vm.send_line("system reformat-perm --yes").unwrap();
+    vm.wait_for("reformat of ztos-perm", STEP).unwrap();
+
+    // A fresh perm: first boot again, and this time nothing is degraded.
+    set_first_password(&mut vm);
+    login(&mut vm, "ztos");
+    let text = vm.console_text();
+    let since_login = text.rsplit("Logged in as admin").next().unwrap_or_default();
+    assert!(
+        !since_login.contains("persistent storage is degraded"),
+        "no perm warning after the reformat:\n{since_login}"
+    );
+    run(&mut vm, "ztos", "health", "healthy\nCOMPONENT");
 }
