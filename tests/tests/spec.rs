@@ -90,7 +90,7 @@ fn curl(
         "curl".into(),
         "-sS".into(),
         "--max-time".into(),
-        "10".into(),
+        "30".into(),
         "--cacert".into(),
         ca.display().to_string(),
         "-X".into(),
@@ -113,12 +113,16 @@ fn curl(
     let output = node.exec(&refs);
     let text = stdout(&output);
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (
-        code.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("curl {path}: {text}{}", stderr(&output))),
-        body.to_string(),
-    )
+    // 000: curl got no HTTP answer at all (reset, timeout); its stderr says which.
+    let code: u16 = code.trim().parse().unwrap_or(0);
+    assert_ne!(
+        code,
+        0,
+        "curl {method} {path}: no HTTP answer ({}): {}",
+        output.status,
+        stderr(&output)
+    );
+    (code, body.to_string())
 }
 
 fn create_token(node: &ZtosdHandle, name: &str, role: &str) -> String {

@@ -99,5 +99,41 @@ pub fn app(daemon: Daemon) -> Router {
         ))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(read_body_first))
         .with_state(state)
+}
+
+/// Reads the whole request body (at most [`MAX_BODY_BYTES`]) before anything answers. A
+/// handler that rejects early (401, 403) would otherwise leave the body unread; closing a TCP
+/// connection with unread bytes makes the kernel send a reset, which can reach the client
+/// before the error response does (seen with TLS, where the body arrives in its own record).
+/// Streaming uploads (update bundles) will need a route that bypasses this.
+async fn read_body_first(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Err(err) => {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
+                || err.to_string().contains("length limit exceeded");
+            if too_large {
+                ApiError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
+                .into_response()
+            } else {
+                ApiError::bad_request(format!("reading the request body: {err}")).into_response()
+            }
+        }
+    }
 }
