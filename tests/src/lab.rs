@@ -321,16 +321,8 @@ impl ZtosdHandle {
     }
 
     /// Like `wait_for`, with a limit of `seconds`.
-    pub fn wait_for_secs(&self, what: &str, seconds: u64, mut condition: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        while !condition() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {seconds} s waiting for {what} in {}",
-                self.node.name
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    pub fn wait_for_secs(&self, what: &str, seconds: u64, condition: impl FnMut() -> bool) {
+        poll_until(what, &self.node.name, seconds, condition);
     }
 
     /// Runs `ztos --socket <api.sock> <args>` from the host.
@@ -634,16 +626,8 @@ impl SupervisorHandle {
 
     /// Polls `condition` every 100 ms for up to `seconds`; panics naming `what` (with the
     /// supervisor's log) if it never holds.
-    pub fn wait_for_secs(&self, what: &str, seconds: u64, mut condition: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        while !condition() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {seconds} s waiting for {what} in {}",
-                self.node.name
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    pub fn wait_for_secs(&self, what: &str, seconds: u64, condition: impl FnMut() -> bool) {
+        poll_until(what, &self.node.name, seconds, condition);
     }
 
     /// Waits up to 30 s for the supervisor to exit by itself and returns its status.
@@ -677,5 +661,17 @@ impl Drop for SupervisorHandle {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+/// Polls `condition` every 100 ms for up to `seconds`; panics naming `what` and the node.
+fn poll_until(what: &str, node: &str, seconds: u64, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {seconds} s waiting for {what} in {node}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
