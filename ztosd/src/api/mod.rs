@@ -14,7 +14,7 @@ pub mod routes;
 pub mod server;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 

@@ -17,14 +17,16 @@ use crate::config::Role;
 use crate::daemon::Daemon;
 use crate::logs::Level;
 
-struct Harness {
+/// A daemon over the recording kernel and its router, driven with `oneshot`; shared by the
+/// route modules' tests.
+pub(crate) struct Harness {
     _dir: tempfile::TempDir,
-    daemon: Daemon,
-    router: Router,
+    pub(crate) daemon: Daemon,
+    pub(crate) router: Router,
 }
 
 impl Harness {
-    fn new() -> Harness {
+    pub(crate) fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let daemon = Daemon::for_tests(dir.path());
         let router = app(daemon.clone());
@@ -39,7 +41,27 @@ impl Harness {
         self.daemon.tokens().create(name, role).unwrap().1
     }
 
-    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+    /// Sends `body` (JSON) as `transport`, with `bearer` as the Authorization token if any.
+    pub(crate) async fn send_as(
+        &self,
+        transport: Transport,
+        method: Method,
+        uri: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let body = body.map(|b| b.to_string());
+        self.send(request(
+            method,
+            uri,
+            Some(transport),
+            bearer,
+            body.as_deref(),
+        ))
+        .await
+    }
+
+    pub(crate) async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -83,7 +105,7 @@ fn remote() -> Transport {
     }
 }
 
-fn request(
+pub(crate) fn request(
     method: Method,
     uri: &str,
     transport: Option<Transport>,

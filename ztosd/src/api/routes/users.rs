@@ -267,25 +267,12 @@ mod tests {
     use serde_json::{json, Value};
     use tower::ServiceExt;
 
-    use crate::api::{app, Transport};
+    use crate::api::tests::Harness;
+    use crate::api::Transport;
     use crate::config::Role;
-    use crate::daemon::Daemon;
-
-    struct Harness {
-        _dir: tempfile::TempDir,
-        daemon: Daemon,
-        router: axum::Router,
-    }
 
     fn harness() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let daemon = Daemon::for_tests(dir.path());
-        let router = app(daemon.clone());
-        Harness {
-            _dir: dir,
-            daemon,
-            router,
-        }
+        Harness::new()
     }
 
     const REMOTE: Transport = Transport::Remote {
@@ -296,45 +283,17 @@ mod tests {
     };
     const LOCAL: Transport = Transport::Local { uid: 0 };
 
-    impl Harness {
-        async fn send(
-            &self,
-            transport: Transport,
-            method: Method,
-            uri: &str,
-            bearer: Option<&str>,
-            body: Option<Value>,
-        ) -> (StatusCode, Value) {
-            let mut builder = Request::builder().method(method).uri(uri);
-            if let Some(bearer) = bearer {
-                builder = builder.header(header::AUTHORIZATION, format!("Bearer {bearer}"));
-            }
-            if body.is_some() {
-                builder = builder.header(header::CONTENT_TYPE, "application/json");
-            }
-            let mut request = builder
-                .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-                .unwrap();
-            request.extensions_mut().insert(transport);
-            let response = self.router.clone().oneshot(request).await.unwrap();
-            let status = response.status();
-            let bytes = response.into_body().collect().await.unwrap().to_bytes();
-            let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            (status, value)
-        }
-    }
-
     #[tokio::test]
     async fn first_boot_setup_then_login_over_the_unix_socket_opens_a_session() {
         let h = harness();
         let (status, body) = h
-            .send(LOCAL, Method::GET, "/api/v1/users/setup", None, None)
+            .send_as(LOCAL, Method::GET, "/api/v1/users/setup", None, None)
             .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, json!({"needs_admin_password": true}));
 
         let (status, body) = h
-            .send(
+            .send_as(
                 LOCAL,
                 Method::POST,
                 "/api/v1/users/setup",
@@ -346,7 +305,7 @@ mod tests {
         assert_eq!(body["details"][0]["path"], "password");
 
         let (status, body) = h
-            .send(
+            .send_as(
                 LOCAL,
                 Method::POST,
                 "/api/v1/users/setup",
@@ -359,7 +318,7 @@ mod tests {
         assert!(body.get("password_hash").is_none());
         // A second setup must not overwrite the password.
         let (status, _) = h
-            .send(
+            .send_as(
                 LOCAL,
                 Method::POST,
                 "/api/v1/users/setup",
@@ -370,7 +329,7 @@ mod tests {
         assert_eq!(status, StatusCode::CONFLICT);
 
         let (status, body) = h
-            .send(
+            .send_as(
                 LOCAL,
                 Method::POST,
                 "/api/v1/auth/login",
@@ -382,7 +341,7 @@ mod tests {
         assert_eq!(body["error"], "invalid user name or password");
 
         let (status, body) = h
-            .send(
+            .send_as(
                 LOCAL,
                 Method::POST,
                 "/api/v1/auth/login",
@@ -394,7 +353,7 @@ mod tests {
         assert_eq!(body["role"], "admin");
         let session = body["session"].as_str().unwrap().to_string();
         let (status, body) = h
-            .send(LOCAL, Method::GET, "/api/v1/users", Some(&session), None)
+            .send_as(LOCAL, Method::GET, "/api/v1/users", Some(&session), None)
             .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body[0]["name"], "admin");
@@ -409,7 +368,7 @@ mod tests {
             .set_password("viewer", "only looking", Some(Role::Read))
             .unwrap();
         let (status, body) = h
-            .send(
+            .send_as(
                 LOCAL,
                 Method::POST,
                 "/api/v1/auth/login",
@@ -422,11 +381,11 @@ mod tests {
         let session = body["session"].as_str().unwrap().to_string();
 
         let (status, _) = h
-            .send(LOCAL, Method::GET, "/api/v1/config", Some(&session), None)
+            .send_as(LOCAL, Method::GET, "/api/v1/config", Some(&session), None)
             .await;
         assert_eq!(status, StatusCode::OK);
         let (status, body) = h
-            .send(
+            .send_as(
                 LOCAL,
                 Method::PUT,
                 "/api/v1/config/candidate",
@@ -440,7 +399,7 @@ mod tests {
             "{body}"
         );
         let (status, _) = h
-            .send(
+            .send_as(
                 LOCAL,
                 Method::PUT,
                 "/api/v1/users/viewer/password",
@@ -452,7 +411,7 @@ mod tests {
 
         // Logout ends the session; a stale session is refused, never treated as root.
         let (status, _) = h
-            .send(
+            .send_as(
                 LOCAL,
                 Method::POST,
                 "/api/v1/auth/logout",
@@ -462,11 +421,11 @@ mod tests {
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         let (status, body) = h
-            .send(LOCAL, Method::GET, "/api/v1/config", Some(&session), None)
+            .send_as(LOCAL, Method::GET, "/api/v1/config", Some(&session), None)
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
         let (status, _) = h
-            .send(LOCAL, Method::GET, "/api/v1/config", Some("garbage"), None)
+            .send_as(LOCAL, Method::GET, "/api/v1/config", Some("garbage"), None)
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
@@ -480,7 +439,7 @@ mod tests {
             .unwrap();
         let login = json!({"name": "admin", "password": "remote check"});
         let (status, _) = h
-            .send(
+            .send_as(
                 REMOTE,
                 Method::POST,
                 "/api/v1/auth/login",
@@ -491,7 +450,7 @@ mod tests {
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let (_, read) = h.daemon.tokens().create("reader", Role::Read).unwrap();
         let (status, _) = h
-            .send(
+            .send_as(
                 REMOTE,
                 Method::POST,
                 "/api/v1/auth/login",
@@ -502,7 +461,7 @@ mod tests {
         assert_eq!(status, StatusCode::FORBIDDEN);
         // Read tokens may ask whether setup is needed, not list users.
         let (status, _) = h
-            .send(
+            .send_as(
                 REMOTE,
                 Method::GET,
                 "/api/v1/users/setup",
@@ -512,13 +471,13 @@ mod tests {
             .await;
         assert_eq!(status, StatusCode::OK);
         let (status, _) = h
-            .send(REMOTE, Method::GET, "/api/v1/users", Some(&read), None)
+            .send_as(REMOTE, Method::GET, "/api/v1/users", Some(&read), None)
             .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
 
         let (_, admin) = h.daemon.tokens().create("automation", Role::Admin).unwrap();
         let (status, body) = h
-            .send(
+            .send_as(
                 REMOTE,
                 Method::POST,
                 "/api/v1/auth/login",
@@ -531,7 +490,7 @@ mod tests {
         // A session secret is not accepted over HTTPS.
         let session = h.daemon.users().open_session("admin", Role::Admin);
         let (status, _) = h
-            .send(REMOTE, Method::GET, "/api/v1/users", Some(&session), None)
+            .send_as(REMOTE, Method::GET, "/api/v1/users", Some(&session), None)
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
@@ -546,7 +505,7 @@ mod tests {
         let wrong = json!({"name": "admin", "password": "not it at all", "source": "ttyS0"});
         for _ in 0..crate::users::FREE_FAILURES {
             let (status, _) = h
-                .send(
+                .send_as(
                     LOCAL,
                     Method::POST,
                     "/api/v1/auth/login",
@@ -584,7 +543,7 @@ mod tests {
             .set_password("admin", "admin password", Some(Role::Admin))
             .unwrap();
         let (status, body) = h
-            .send(
+            .send_as(
                 LOCAL,
                 Method::PUT,
                 "/api/v1/users/ops/password",
@@ -595,7 +554,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["role"], "operate");
         let (status, body) = h
-            .send(
+            .send_as(
                 LOCAL,
                 Method::PUT,
                 "/api/v1/users/Bad%20Name/password",
@@ -609,15 +568,15 @@ mod tests {
             "{body}"
         );
         let (status, body) = h
-            .send(LOCAL, Method::DELETE, "/api/v1/users/admin", None, None)
+            .send_as(LOCAL, Method::DELETE, "/api/v1/users/admin", None, None)
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         let (status, _) = h
-            .send(LOCAL, Method::DELETE, "/api/v1/users/ops", None, None)
+            .send_as(LOCAL, Method::DELETE, "/api/v1/users/ops", None, None)
             .await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         let (status, body) = h
-            .send(LOCAL, Method::DELETE, "/api/v1/users/ops", None, None)
+            .send_as(LOCAL, Method::DELETE, "/api/v1/users/ops", None, None)
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"], "no user named \"ops\"");
