@@ -32,6 +32,8 @@ struct Console {
 /// A running ZTOS VM.
 pub struct Vm {
     child: Child,
+    /// The qcow2 the overlay is based on.
+    image: PathBuf,
     dir: tempfile::TempDir,
     console: Arc<(Mutex<Console>, Condvar)>,
     serial: UnixStream,
@@ -62,20 +64,11 @@ fn free_port() -> anyhow::Result<u16> {
 /// The caller adds the serial console.
 pub fn qemu_command(image: &Path, dir: &Path, https_forward: &str) -> anyhow::Result<Command> {
     let overlay = dir.join("disk.qcow2");
-    let status = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-        .arg(image)
-        .arg(&overlay)
-        .status()
-        .context("running qemu-img create (apt-get install qemu-utils)")?;
-    if !status.success() {
-        bail!(
-            "qemu-img create of an overlay of {} failed",
-            image.display()
-        );
-    }
     let vars = dir.join("OVMF_VARS.fd");
-    std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
+    if !overlay.exists() {
+        create_overlay(image, &overlay)?;
+        std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
+    }
     let mut command = Command::new("qemu-system-x86_64");
     command
         .args([
@@ -97,6 +90,23 @@ pub fn qemu_command(image: &Path, dir: &Path, https_forward: &str) -> anyhow::Re
         .arg(format!("user,id=n0,hostfwd=tcp:{https_forward}-:443"))
         .args(["-device", "virtio-net-pci,netdev=n0"]);
     Ok(command)
+}
+
+/// A throw-away qcow2 `overlay` backed by `image`: the guest's writes land in the overlay.
+fn create_overlay(image: &Path, overlay: &Path) -> anyhow::Result<()> {
+    let status = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(image)
+        .arg(&overlay)
+        .status()
+        .context("running qemu-img create (apt-get install qemu-utils)")?;
+    if !status.success() {
+        bail!(
+            "qemu-img create of an overlay of {} failed",
+            image.display()
+        );
+    }
+    Ok(())
 }
 
 /// Where an ext4 superblock starts in its filesystem, its size, and where its magic number
@@ -170,6 +180,90 @@ fn qemu_img_convert(from: &Path, format: &str, to: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Starts qemu on `dir`'s overlay of `image` (made on first use) with the serial console on a
+/// unix socket in `dir`, and a thread appending what the console prints to `console` and to
+/// `dir/serial.log`.
+fn spawn_qemu(
+    image: &Path,
+    dir: &Path,
+    https_port: u16,
+    console: &Arc<(Mutex<Console>, Condvar)>,
+) -> anyhow::Result<(Child, UnixStream)> {
+    let socket = dir.join("serial.sock");
+    let _ = std::fs::remove_file(&socket);
+    let child = qemu_command(image, dir, &format!("127.0.0.1:{https_port}"))?
+        .arg("-chardev")
+        .arg(format!(
+            "socket,id=serial0,path={},server=on,wait=on",
+            socket.display()
+        ))
+        .args([
+            "-serial",
+            "chardev:serial0",
+            "-nographic",
+            "-monitor",
+            "none",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("qemu.stderr"))
+                .context("creating qemu.stderr")?,
+        )
+        .spawn()
+        .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86 ovmf)")?;
+    let started = Instant::now();
+    let mut vm_child = Some(child);
+    // qemu waits (wait=on) until the harness is connected, so no output is lost.
+    let serial = loop {
+        match UnixStream::connect(&socket) {
+            Ok(stream) => break stream,
+            Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                if let Some(Ok(Some(status))) = vm_child.as_mut().map(|c| c.try_wait()) {
+                    let stderr =
+                        std::fs::read_to_string(dir.join("qemu.stderr")).unwrap_or_default();
+                    bail!("qemu exited at start ({status}): {stderr}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                if let Some(mut c) = vm_child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                bail!("connecting to qemu's serial socket: {e}");
+            }
+        }
+    };
+    let mut reader = serial.try_clone().context("cloning the serial socket")?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serial.log"))
+        .context("creating serial.log")?;
+    let shared = Arc::clone(console);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = reader.read(&mut buf).unwrap_or(0);
+            let (lock, wake) = &*shared;
+            let mut console = lock.lock().expect("console lock");
+            if n == 0 {
+                console.closed = true;
+                wake.notify_all();
+                return;
+            }
+            let _ = log.write_all(&buf[..n]);
+            console.output.extend_from_slice(&buf[..n]);
+            wake.notify_all();
+        }
+    });
+    Ok((vm_child.expect("qemu is running"), serial))
+}
+
 impl Vm {
     /// Boots `image` (a qcow2) through a fresh overlay and fresh UEFI variables.
     pub fn start(image: &Path) -> anyhow::Result<Vm> {
@@ -186,82 +280,38 @@ impl Vm {
             .prefix("ztos-vm-")
             .tempdir()
             .context("creating the VM directory")?;
-        let socket = dir.path().join("serial.sock");
         let https_port = free_port()?;
-        let child = qemu_command(&image, dir.path(), &format!("127.0.0.1:{https_port}"))?
-            .arg("-chardev")
-            .arg(format!(
-                "socket,id=serial0,path={},server=on,wait=on",
-                socket.display()
-            ))
-            .args([
-                "-serial",
-                "chardev:serial0",
-                "-nographic",
-                "-monitor",
-                "none",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(dir.path().join("qemu.stderr"))
-                    .context("creating qemu.stderr")?,
-            )
-            .spawn()
-            .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86 ovmf)")?;
-        let started = Instant::now();
-        let mut vm_child = Some(child);
-        // qemu waits (wait=on) until the harness is connected, so no output is lost.
-        let serial = loop {
-            match UnixStream::connect(&socket) {
-                Ok(stream) => break stream,
-                Err(_) if started.elapsed() < Duration::from_secs(20) => {
-                    if let Some(Ok(Some(status))) = vm_child.as_mut().map(|c| c.try_wait()) {
-                        let stderr = std::fs::read_to_string(dir.path().join("qemu.stderr"))
-                            .unwrap_or_default();
-                        bail!("qemu exited at start ({status}): {stderr}");
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => {
-                    if let Some(mut c) = vm_child.take() {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                    }
-                    bail!("connecting to qemu's serial socket: {e}");
-                }
-            }
-        };
         let console = Arc::new((Mutex::new(Console::default()), Condvar::new()));
-        let mut reader = serial.try_clone().context("cloning the serial socket")?;
-        let mut log =
-            std::fs::File::create(dir.path().join("serial.log")).context("creating serial.log")?;
-        let shared = Arc::clone(&console);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = reader.read(&mut buf).unwrap_or(0);
-                let (lock, wake) = &*shared;
-                let mut console = lock.lock().expect("console lock");
-                if n == 0 {
-                    console.closed = true;
-                    wake.notify_all();
-                    return;
-                }
-                let _ = log.write_all(&buf[..n]);
-                console.output.extend_from_slice(&buf[..n]);
-                wake.notify_all();
-            }
-        });
+        let (child, serial) = spawn_qemu(&image, dir.path(), https_port, &console)?;
         Ok(Vm {
-            child: vm_child.expect("qemu is running"),
+            child,
+            image,
             dir,
             console,
             serial,
             cursor: 0,
             https_port,
-            started,
+            started: Instant::now(),
         })
+    }
+
+    /// Powers the VM on again after [`Vm::power_cut`] (or after it powered itself off), on the
+    /// same disk overlay, UEFI variables and forwarded port: what the guest had written before
+    /// the cut is still there. The console log goes on in the same buffer.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        {
+            let mut console = self.console.0.lock().expect("console lock");
+            console.closed = false;
+        }
+        let (child, serial) =
+            spawn_qemu(&self.image, self.dir.path(), self.https_port, &self.console)?;
+        self.child = child;
+        self.serial = serial;
+        self.cursor = self.console.0.lock().expect("console lock").output.len();
+        self.started = Instant::now();
+        Ok(())
     }
 
     /// The loopback port forwarded to the guest's port 443.
@@ -343,6 +393,21 @@ impl Vm {
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
         Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+    }
+
+    /// Runs this machine's `ztos` CLI against the VM through the forwarded port with an API
+    /// token (`--insecure`: the box's CA is not on this machine); returns whether it succeeded
+    /// and its stdout and stderr together.
+    pub fn ztos(&self, token: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
+        let output = Command::new(crate::lab::binary("ztos"))
+            .args(["--host", &format!("https://127.0.0.1:{}", self.https_port)])
+            .args(["--token", token, "--insecure"])
+            .args(args)
+            .output()
+            .context("running ztos")?;
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        Ok((output.status.success(), text))
     }
 
     /// Polls `path` until it answers 200, for at most `timeout`.
