@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bootloader::{boot_entry, loader_conf};
+use crate::bootloader::{boot_entry, loader_conf, EntryName, ENTRIES_DIR};
 use crate::disk_io::{copy_sparse, PartitionIo};
 use crate::esp::{write_esp, EspError};
 use crate::gpt::{Gpt, GptError, GptPartition};
@@ -528,12 +528,11 @@ pub fn build(config: &BuildConfig) -> Result<BuildReport, BuildError> {
     let systemd_boot = read(&config.systemd_boot_efi)?;
     esp_files.insert("EFI/BOOT/BOOTX64.EFI".to_string(), systemd_boot.clone());
     esp_files.insert("EFI/systemd/systemd-bootx64.efi".to_string(), systemd_boot);
+    // `default ztos-*` and slot A's entry at generation 1 without a counter: the factory
+    // slot is good. Slot B gets an entry only when an update writes it (docs/update.md).
+    esp_files.insert("loader/loader.conf".to_string(), loader_conf().into_bytes());
     esp_files.insert(
-        "loader/loader.conf".to_string(),
-        loader_conf(slot).into_bytes(),
-    );
-    esp_files.insert(
-        format!("loader/entries/{}.conf", slot.entry_id()),
+        format!("{ENTRIES_DIR}/{}", EntryName::good(1, slot).file_name()),
         boot_entry(slot, &config.version).into_bytes(),
     );
     esp_files.insert(
