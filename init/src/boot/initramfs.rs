@@ -151,16 +151,118 @@ fn mount_root(
     })
 }
 
-/// Switches to /sysroot and executes the root's `/usr/bin/ztos-init` without arguments; it
-/// runs as PID 1 again and finds itself in the system stage because `/` is no longer a
-/// ramfs/tmpfs. Returns only on failure.
+/// What [`free_initramfs`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitramfsFreed {
+    /// Entries (files, symlinks, directories) removed.
+    pub removed: usize,
+    /// Entries that could not be removed, with the reason; the boot goes on.
+    pub failures: Vec<String>,
+}
+
+/// Deletes the initramfs's files so the kernel returns their memory: a ramfs or tmpfs root
+/// keeps every file in RAM until it is unlinked, and after switch_root nothing can reach them
+/// any more. Like busybox's switch_root and util-linux's, this walks `/` depth first and never
+/// crosses into another filesystem: an entry whose device differs from `/`'s (the slot root on
+/// /sysroot, anything still mounted) is left alone, and so is `keep`. `/` itself stays.
+///
+/// Refuses (and removes nothing) unless `/` is a ramfs or tmpfs, so it can never empty a real
+/// root. Best effort: an entry that cannot be removed is counted in
+/// [`InitramfsFreed::failures`] and the walk goes on.
+pub fn free_initramfs(sys: &mut impl Syscalls, keep: &Path) -> Result<InitramfsFreed, String> {
+    match sys.root_is_initramfs() {
+        Ok(true) => {}
+        Ok(false) => return Err("/ is not a ramfs or tmpfs; nothing removed".to_string()),
+        Err(error) => return Err(format!("statfs /: {error}; nothing removed")),
+    }
+    let root = Path::new("/");
+    let device = sys
+        .entry_info(root)
+        .map_err(|error| format!("lstat /: {error}; nothing removed"))?
+        .device;
+    let mut freed = InitramfsFreed::default();
+    remove_children(sys, root, device, keep, &mut freed);
+    Ok(freed)
+}
+
+/// Removes what `dir` holds on `device`, depth first; `dir` itself stays.
+fn remove_children(
+    sys: &mut impl Syscalls,
+    dir: &Path,
+    device: u64,
+    keep: &Path,
+    freed: &mut InitramfsFreed,
+) {
+    let names = match sys.read_dir(dir) {
+        Ok(names) => names,
+        Err(error) => {
+            freed
+                .failures
+                .push(format!("read directory {}: {error}", dir.display()));
+            return;
+        }
+    };
+    for name in names {
+        let path = dir.join(name);
+        if path == keep {
+            continue;
+        }
+        let info = match sys.entry_info(&path) {
+            Ok(info) => info,
+            Err(error) => {
+                freed
+                    .failures
+                    .push(format!("lstat {}: {error}", path.display()));
+                continue;
+            }
+        };
+        if info.device != device {
+            // A mount point: another filesystem, not ours to empty.
+            continue;
+        }
+        if info.is_dir {
+            remove_children(sys, &path, device, keep, freed);
+        }
+        match sys.remove(&path, info.is_dir) {
+            Ok(()) => freed.removed += 1,
+            Err(error) => freed
+                .failures
+                .push(format!("remove {}: {error}", path.display())),
+        }
+    }
+}
+
+/// Frees the initramfs ([`free_initramfs`], best effort: a failure is a warning), switches to
+/// /sysroot and executes the root's `/usr/bin/ztos-init` without arguments; it runs as PID 1
+/// again and finds itself in the system stage because `/` is no longer a ramfs/tmpfs. Returns
+/// only on failure.
 pub fn switch_to_root(sys: &mut impl Syscalls, handoff: &RootHandoff) -> BootError {
+    let new_root = PathBuf::from(SYSROOT);
+    match free_initramfs(sys, &new_root) {
+        Ok(freed) => {
+            if handoff.debug {
+                sys.console(&format!(
+                    "ztos-init: freed the initramfs ({} entries removed)",
+                    freed.removed
+                ));
+            }
+            if !freed.failures.is_empty() {
+                sys.console(&format!(
+                    "ztos-init: warning: {} initramfs entries could not be removed (first: {})",
+                    freed.failures.len(),
+                    freed.failures[0]
+                ));
+            }
+        }
+        Err(reason) => sys.console(&format!(
+            "ztos-init: warning: initramfs not freed: {reason}"
+        )),
+    }
     if handoff.debug {
         sys.console(&format!(
             "ztos-init: switch_root to {SYSROOT}, exec {ROOT_INIT}"
         ));
     }
-    let new_root = PathBuf::from(SYSROOT);
     if let Err(source) = sys.switch_root(&new_root) {
         return BootError::SwitchRoot { new_root, source };
     }
@@ -215,8 +317,21 @@ mod tests {
         );
         let error = switch_to_root(&mut sys, &handoff);
         assert!(matches!(error, BootError::Exec { .. }), "{error}");
+        // Between the moves and switch_root the initramfs is emptied (its exact walk is
+        // checked by the free_initramfs tests); nothing under /sysroot is touched.
+        let effects: Vec<String> = sys
+            .effects()
+            .into_iter()
+            .filter(|call| {
+                let removal = call.starts_with("unlink ") || call.starts_with("rmdir ");
+                assert!(!(removal && call.contains("/sysroot")), "{call}");
+                !removal
+            })
+            .collect();
+        assert!(!sys.has_entry("/proc/cmdline"));
+        assert!(!sys.has_entry(MODULES_LOAD));
         assert_eq!(
-            sys.effects(),
+            effects,
             vec![
                 "mkdir_p /dev",
                 "mount devtmpfs /dev devtmpfs MS_NOSUID mode=0755",
@@ -235,6 +350,134 @@ mod tests {
                 "exec /usr/bin/ztos-init",
             ]
         );
+    }
+
+    /// The initramfs as the kernel unpacked it, at the moment of switch_root: the slot root
+    /// on /sysroot, /dev /proc /sys already moved into it.
+    fn initramfs_at_switch_root() -> RecordingSyscalls {
+        let mut sys = RecordingSyscalls::initramfs();
+        sys.add_file("/init", "ztos-init");
+        sys.add_file("/dev/console", "");
+        sys.add_directory("/proc");
+        sys.add_directory("/sys");
+        sys.add_file(MODULES_LOAD, "kernel/fs/squashfs/squashfs.ko\n");
+        sys.add_file(
+            "/lib/modules/6.1.0-test/kernel/fs/squashfs/squashfs.ko",
+            "ko",
+        );
+        sys.add_file("/lib/x86_64-linux-gnu/libc.so.6", "libc");
+        sys.symlink(Path::new("lib"), Path::new("/lib64")).unwrap();
+        sys.add_mount("/dev/vda2", "/sysroot", "squashfs");
+        sys.add_file("/sysroot/usr/bin/ztos-init", "ztos-init");
+        sys.add_mount("devtmpfs", "/sysroot/dev", "devtmpfs");
+        sys.add_file("/sysroot/dev/vda2", "");
+        sys
+    }
+
+    #[test]
+    fn boot_initramfs_free_removes_every_file_depth_first_and_keeps_sysroot() {
+        let mut sys = initramfs_at_switch_root();
+        let freed = free_initramfs(&mut sys, Path::new(SYSROOT)).unwrap();
+        assert_eq!(freed.failures, Vec::<String>::new());
+        let removals: Vec<String> = sys
+            .effects()
+            .into_iter()
+            .filter(|call| call.starts_with("unlink ") || call.starts_with("rmdir "))
+            .collect();
+        assert_eq!(
+            removals,
+            vec![
+                "unlink /dev/console",
+                "rmdir /dev",
+                "unlink /etc/ztos/modules.load",
+                "rmdir /etc/ztos",
+                "rmdir /etc",
+                "unlink /init",
+                "unlink /lib/modules/6.1.0-test/kernel/fs/squashfs/squashfs.ko",
+                "rmdir /lib/modules/6.1.0-test/kernel/fs/squashfs",
+                "rmdir /lib/modules/6.1.0-test/kernel/fs",
+                "rmdir /lib/modules/6.1.0-test/kernel",
+                "rmdir /lib/modules/6.1.0-test",
+                "rmdir /lib/modules",
+                "unlink /lib/x86_64-linux-gnu/libc.so.6",
+                "rmdir /lib/x86_64-linux-gnu",
+                "rmdir /lib",
+                "unlink /lib64",
+                "rmdir /proc",
+                "rmdir /sys",
+            ]
+        );
+        assert_eq!(freed.removed, removals.len());
+        // The slot root and what is mounted in it are untouched.
+        assert!(sys.has_entry("/sysroot/usr/bin/ztos-init"));
+        assert!(sys.has_entry("/sysroot/dev/vda2"));
+        assert!(sys.has_entry("/sysroot"));
+    }
+
+    #[test]
+    fn boot_initramfs_free_does_not_cross_into_other_mounts() {
+        let mut sys = initramfs_at_switch_root();
+        // Something still mounted inside the initramfs (not moved): left alone, and its
+        // mount point with it.
+        sys.add_mount("tmpfs", "/run", "tmpfs");
+        sys.add_file("/run/keep", "x");
+        let freed = free_initramfs(&mut sys, Path::new(SYSROOT)).unwrap();
+        assert!(freed.failures.is_empty(), "{:?}", freed.failures);
+        assert!(sys.has_entry("/run/keep"));
+        assert!(!sys.has_entry("/init"));
+        assert!(!sys
+            .effects()
+            .iter()
+            .any(|call| call.contains("/run") || call.contains("/sysroot")));
+    }
+
+    #[test]
+    fn boot_initramfs_free_failures_are_counted_and_the_walk_goes_on() {
+        let mut sys = initramfs_at_switch_root();
+        sys.fail_remove("/init", Errno::EPERM);
+        let freed = free_initramfs(&mut sys, Path::new(SYSROOT)).unwrap();
+        assert_eq!(freed.failures.len(), 1, "{:?}", freed.failures);
+        assert!(
+            freed.failures[0].starts_with("remove /init:"),
+            "{:?}",
+            freed
+        );
+        assert!(!sys.has_entry(MODULES_LOAD));
+        assert!(!sys.has_entry("/lib64"));
+
+        // switch_to_root warns about it on the console and still switches.
+        let mut sys = initramfs_at_switch_root();
+        sys.fail_remove("/init", Errno::EPERM);
+        let handoff = RootHandoff {
+            slot: Slot::A,
+            debug: false,
+            root_device: "/dev/vda2".into(),
+            root_fstype: "squashfs",
+            warnings: vec![],
+        };
+        let error = switch_to_root(&mut sys, &handoff);
+        assert!(matches!(error, BootError::Exec { .. }), "{error}");
+        assert!(sys
+            .console_lines()
+            .iter()
+            .any(|line| line.contains("1 initramfs entries could not be removed")));
+        assert!(sys
+            .calls()
+            .iter()
+            .any(|call| call == "switch_root /sysroot"));
+    }
+
+    #[test]
+    fn boot_initramfs_free_refuses_a_real_root() {
+        let mut sys = RecordingSyscalls::root_filesystem();
+        sys.add_file("/usr/bin/ztos-init", "x");
+        let error = free_initramfs(&mut sys, Path::new(SYSROOT)).unwrap_err();
+        assert_eq!(error, "/ is not a ramfs or tmpfs; nothing removed");
+        assert!(sys.has_entry("/usr/bin/ztos-init"));
+        assert!(!sys
+            .effects()
+            .iter()
+            .any(|call| call.starts_with("unlink") || call.starts_with("rmdir")));
     }
 
     #[test]

@@ -18,13 +18,14 @@ mod system;
 pub use cmdline::{parse_cmdline, BootCommandLine};
 pub use error::BootError;
 pub use initramfs::{
-    initramfs_stage, initramfs_stage_with_timeout, switch_to_root, RootHandoff, ROOT_WAIT_TIMEOUT,
+    free_initramfs, initramfs_stage, initramfs_stage_with_timeout, switch_to_root, InitramfsFreed,
+    RootHandoff, ROOT_WAIT_TIMEOUT,
 };
 pub use pid1::{run_pid1, WATCHDOG_PET_INTERVAL};
 pub use real::RealSyscalls;
 pub use recording::RecordingSyscalls;
 pub use steps::{find_partition_by_label, parse_module_list};
-pub use syscalls::{MsFlags, RebootKind, Syscalls, Watchdog};
+pub use syscalls::{EntryInfo, MsFlags, RebootKind, Syscalls, Watchdog};
 pub use system::{system_stage, system_stage_with_timeout, SystemState, PERM_WAIT_TIMEOUT};
 
 /// The module list of the initramfs and of the root filesystem: one path per line, relative to

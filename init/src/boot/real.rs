@@ -21,7 +21,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{chdir, chroot, Pid};
 use rand::TryRngCore;
 
-use super::syscalls::{MsFlags, RebootKind, Syscalls, Watchdog};
+use super::syscalls::{EntryInfo, MsFlags, RebootKind, Syscalls, Watchdog};
 
 /// `RAMFS_MAGIC` from `<linux/magic.h>` (nix names only tmpfs's).
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
@@ -89,6 +89,23 @@ impl Syscalls for RealSyscalls {
 
     fn exists(&mut self, path: &Path) -> bool {
         path.exists()
+    }
+
+    fn entry_info(&mut self, path: &Path) -> io::Result<EntryInfo> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::symlink_metadata(path)?;
+        Ok(EntryInfo {
+            is_dir: metadata.is_dir(),
+            device: metadata.dev(),
+        })
+    }
+
+    fn remove(&mut self, path: &Path, is_dir: bool) -> io::Result<()> {
+        if is_dir {
+            std::fs::remove_dir(path)
+        } else {
+            std::fs::remove_file(path)
+        }
     }
 
     fn symlink(&mut self, target: &Path, link: &Path) -> io::Result<()> {

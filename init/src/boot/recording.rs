@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::syscalls::{MsFlags, RebootKind, Syscalls, Watchdog};
+use super::syscalls::{EntryInfo, MsFlags, RebootKind, Syscalls, Watchdog};
 
 /// One mounted filesystem of the recording machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,11 +39,13 @@ pub struct RecordingSyscalls {
     module_failures: BTreeMap<PathBuf, Errno>,
     exit_codes: BTreeMap<PathBuf, i32>,
     loopback_failure: Option<Errno>,
+    remove_failures: BTreeMap<PathBuf, Errno>,
 }
 
 /// Call prefixes that only observe; [`RecordingSyscalls::effects`] leaves them out.
-const OBSERVING_CALLS: [&str; 9] = [
+const OBSERVING_CALLS: [&str; 10] = [
     "read ",
+    "entry_info ",
     "read_dir ",
     "exists ",
     "sleep ",
@@ -80,6 +82,7 @@ impl RecordingSyscalls {
             module_failures: BTreeMap::new(),
             exit_codes: BTreeMap::new(),
             loopback_failure: None,
+            remove_failures: BTreeMap::new(),
         }
     }
 
@@ -157,6 +160,26 @@ impl RecordingSyscalls {
         self.module_failures.insert(PathBuf::from(path), errno);
     }
 
+    /// Removing `path` fails with `errno`.
+    pub fn fail_remove(&mut self, path: &str, errno: Errno) {
+        self.remove_failures.insert(PathBuf::from(path), errno);
+    }
+
+    /// Puts an empty directory (and its parents) into the filesystem, without recording.
+    pub fn add_directory(&mut self, path: impl AsRef<Path>) {
+        let path = path.as_ref().to_path_buf();
+        self.add_parents(&path);
+        self.directories.insert(path);
+    }
+
+    /// Whether a file, directory or symlink exists at `path`, without recording.
+    pub fn has_entry(&self, path: impl AsRef<Path>) -> bool {
+        let path = path.as_ref();
+        self.files.contains_key(path)
+            || self.directories.contains(path)
+            || self.symlinks.contains_key(path)
+    }
+
     pub fn fail_loopback(&mut self, errno: Errno) {
         self.loopback_failure = Some(errno);
     }
@@ -209,6 +232,17 @@ impl RecordingSyscalls {
         for ancestor in path.ancestors().skip(1) {
             self.directories.insert(ancestor.to_path_buf());
         }
+    }
+
+    /// The device of the filesystem `path` is on: 0 for `/` (the machine's first
+    /// filesystem), else one per mount, the innermost mount containing the path winning.
+    fn device_of(&self, path: &Path) -> u64 {
+        self.mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.target != Path::new("/") && path.starts_with(&m.target))
+            .max_by_key(|(_, m)| m.target.components().count())
+            .map_or(0, |(index, _)| index as u64 + 1)
     }
 
     fn is_mounted(&self, target: &Path) -> bool {
@@ -359,6 +393,57 @@ impl Syscalls for RecordingSyscalls {
         self.files.contains_key(path)
             || self.directories.contains(path)
             || self.symlinks.contains_key(path)
+    }
+
+    fn entry_info(&mut self, path: &Path) -> io::Result<EntryInfo> {
+        self.record(format!("entry_info {}", path.display()));
+        let is_dir = self.directories.contains(path);
+        if !is_dir && !self.files.contains_key(path) && !self.symlinks.contains_key(path) {
+            return Err(io::Error::from(Errno::ENOENT));
+        }
+        Ok(EntryInfo {
+            is_dir,
+            device: self.device_of(path),
+        })
+    }
+
+    fn remove(&mut self, path: &Path, is_dir: bool) -> io::Result<()> {
+        self.record(format!(
+            "{} {}",
+            if is_dir { "rmdir" } else { "unlink" },
+            path.display()
+        ));
+        if let Some(errno) = self.remove_failures.get(path) {
+            return Err(io::Error::from(*errno));
+        }
+        if is_dir {
+            if !self.directories.contains(path) {
+                return Err(io::Error::from(Errno::ENOTDIR));
+            }
+            let busy = self.is_mounted(path);
+            let not_empty = self
+                .files
+                .keys()
+                .chain(self.directories.iter())
+                .chain(self.symlinks.keys())
+                .any(|entry| entry.parent() == Some(path));
+            if busy {
+                return Err(io::Error::from(Errno::EBUSY));
+            }
+            if not_empty {
+                return Err(io::Error::from(Errno::ENOTEMPTY));
+            }
+            self.directories.remove(path);
+            return Ok(());
+        }
+        if self.files.remove(path).is_none() && self.symlinks.remove(path).is_none() {
+            return Err(io::Error::from(if self.directories.contains(path) {
+                Errno::EISDIR
+            } else {
+                Errno::ENOENT
+            }));
+        }
+        Ok(())
     }
 
     fn symlink(&mut self, target: &Path, link: &Path) -> io::Result<()> {

@@ -19,6 +19,16 @@ pub enum RebootKind {
     PowerOff,
 }
 
+/// What `lstat(2)` says about a path, as much as removing a tree needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// A directory (not a symlink to one).
+    pub is_dir: bool,
+    /// `st_dev`: the filesystem the entry is on. A mount point reports the mounted
+    /// filesystem's device, so comparing it with the parent's tells a mount point apart.
+    pub device: u64,
+}
+
 /// An open hardware watchdog. Writing to it ("petting") restarts its countdown; if nobody
 /// pets it the hardware resets the machine.
 pub trait Watchdog: Send {
@@ -50,6 +60,10 @@ pub trait Syscalls {
     fn read_dir(&mut self, path: &Path) -> io::Result<Vec<String>>;
     /// Whether a path exists (following symlinks).
     fn exists(&mut self, path: &Path) -> bool;
+    /// `lstat(2)`: whether the path is a directory, and its device. Symlinks are not followed.
+    fn entry_info(&mut self, path: &Path) -> io::Result<EntryInfo>;
+    /// Removes one entry: `rmdir(2)` when `is_dir`, else `unlink(2)`.
+    fn remove(&mut self, path: &Path, is_dir: bool) -> io::Result<()>;
     /// Creates `link` pointing at `target`.
     fn symlink(&mut self, target: &Path, link: &Path) -> io::Result<()>;
     /// Makes `new_root` the root: chdir new_root; mount --move new_root /; chroot .; chdir /.
