@@ -77,6 +77,28 @@ pub struct InitLogEntry {
     pub message: String,
 }
 
+/// The answer to a `boot` request: init's assessment of this boot (docs/supervisor.md).
+/// Fields init may add later are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BootAssessment {
+    /// `a` or `b`; absent when init does not know (not PID 1, no `ztos.slot=`).
+    #[serde(default)]
+    pub booted_slot: Option<String>,
+    /// The boot entry file that booted, such as `ztos-2-b+2-1.conf`.
+    #[serde(default)]
+    pub entry: Option<String>,
+    /// `assessing` (trial boot, not blessed yet), `blessed` (blessed during this boot),
+    /// `good` (booted an entry without a counter), `rolled-back` or `unknown`.
+    pub state: String,
+    /// The version whose entry ran out of tries, when this boot is a rollback.
+    #[serde(default)]
+    pub rolled_back_from: Option<String>,
+    /// Both slots as init sees them (entry, version, status), as init sends them.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub slots: Vec<Value>,
+}
+
 /// What a shutdown request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {
@@ -157,6 +179,13 @@ impl InitClient {
         self.request(json!({ "request": "reformat-perm" }))
             .await
             .map(drop)
+    }
+
+    /// The boot assessment: which slot booted, whether it was blessed or is still on trial,
+    /// and whether this boot is a rollback.
+    pub async fn boot(&self) -> Result<BootAssessment, InitClientError> {
+        let answer = self.request(json!({ "request": "boot" })).await?;
+        self.decode(answer)
     }
 
     fn decode<T: serde::de::DeserializeOwned>(&self, value: Value) -> Result<T, InitClientError> {
@@ -273,6 +302,7 @@ mod tests {
                 "garbage",
                 r#"{"ok":true}"#,
                 r#"{"error":"perm is healthy (/dev/vda4 is mounted on /perm); nothing was done"}"#,
+                r#"{"booted_slot":"a","entry":"ztos-1-a.conf","state":"rolled-back","rolled_back_from":"0.2.0","healthy_since":null,"bless_after_secs":60,"slots":[{"slot":"a"},{"slot":"b"}]}"#,
             ],
         )
         .await;
@@ -294,6 +324,11 @@ mod tests {
             err.to_string(),
             "ztos-init: perm is healthy (/dev/vda4 is mounted on /perm); nothing was done"
         );
+        let boot = client.boot().await.unwrap();
+        assert_eq!(boot.booted_slot.as_deref(), Some("a"));
+        assert_eq!(boot.state, "rolled-back");
+        assert_eq!(boot.rolled_back_from.as_deref(), Some("0.2.0"));
+        assert_eq!(boot.slots.len(), 2);
         let requests = init.await.unwrap();
         assert_eq!(
             requests,
@@ -305,6 +340,7 @@ mod tests {
                 r#"{"request":"services"}"#,
                 r#"{"request":"reformat-perm"}"#,
                 r#"{"request":"reformat-perm"}"#,
+                r#"{"request":"boot"}"#,
             ]
         );
     }

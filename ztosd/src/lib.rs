@@ -15,4 +15,5 @@ pub mod plugin_host;
 pub mod store;
 pub mod tls;
 pub mod tokens;
+pub mod update;
 pub mod users;

@@ -7,6 +7,7 @@
 mod edit;
 mod parse;
 mod types;
+mod update;
 mod validate;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use edit::{delete_value, set_value};
 pub use parse::{parse, to_toml};
 pub use types::*;
+pub use update::{check_update_config, MaintenanceWindow, UpdateConfig};
 pub use validate::validate;
 
 /// One problem in a configuration document, at a key path such as `interfaces[2].name`.

@@ -58,6 +58,9 @@ pub struct System {
     /// Operator accounts. Password hashes are kept in the state directory, never here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<User>,
+    /// Pull-mode updates (`[system.update]`); without it, updates are pushed only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<super::update::UpdateConfig>,
 }
 
 impl Default for System {
@@ -67,6 +70,7 @@ impl Default for System {
             management_address: None,
             https_port: default_https_port(),
             users: Vec::new(),
+            update: None,
         }
     }
 }

@@ -92,6 +92,11 @@ impl Validator {
         if system.https_port == 0 {
             self.error("system.https_port", "0 is not a valid TCP port");
         }
+        if let Some(update) = &system.update {
+            for (key, message) in super::check_update_config(update) {
+                self.error(format!("system.update.{key}"), message);
+            }
+        }
         let mut users = Seen::new();
         for (i, user) in system.users.iter().enumerate() {
             let path = format!("system.users[{i}].name");
