@@ -5,6 +5,7 @@
 
 pub mod bootloader;
 pub mod build;
+pub mod bundle;
 pub mod cpio;
 pub mod disk_io;
 pub mod esp;
@@ -16,3 +17,5 @@ pub mod kernel_config;
 pub mod layout;
 pub mod modules;
 pub mod tree;
+pub mod trust;
+pub mod version;
