@@ -71,6 +71,27 @@ pub struct BuildConfig {
     pub admin_password_hash: Option<PathBuf>,
     /// Also write `ztos.qcow2` (needs qemu-img).
     pub qcow2: bool,
+    /// Public keys (`*.pub`) installed in /etc/ztos/trust: the keys updates must be signed by.
+    pub trust_keys: Vec<PathBuf>,
+    /// A directory copied over the finished root tree (replacing what is there) before the
+    /// squashfs is made.
+    pub overlay_dir: Option<PathBuf>,
+}
+
+/// What `build` leaves in the output directory for `ztos-image bundle --from-build`: the
+/// kernel, the initramfs and the root squashfs of slot A, and [`RELEASE_INFO`].
+pub const OUT_KERNEL: &str = "vmlinuz";
+pub const OUT_INITRAMFS: &str = "initramfs.img";
+pub const OUT_ROOT: &str = "root.squashfs";
+/// `version = "..."` and `source_date_epoch = N` of the build (TOML).
+pub const RELEASE_INFO: &str = "release.toml";
+
+/// The contents of [`RELEASE_INFO`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseInfo {
+    pub version: String,
+    pub source_date_epoch: u64,
 }
 
 /// What a build produced, with the sizes `inspect` and the benchmarks report.
@@ -119,6 +140,14 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Version(#[from] crate::version::VersionError),
+    #[error("trust key {path}: {reason}")]
+    TrustKey { path: PathBuf, reason: String },
+    #[error(
+        "/{path} in the root holds a private signing key; private keys must never be in an image"
+    )]
+    PrivateKeyInImage { path: String },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
@@ -269,6 +298,17 @@ fn binary(config: &BuildConfig, name: &str) -> Result<PathBuf, BuildError> {
 
 /// Copies `dir` into `tree` at `prefix`, keeping permission bits and symlinks.
 fn add_directory(tree: &mut FileTree, dir: &Path, prefix: &str) -> Result<(), BuildError> {
+    copy_directory(tree, dir, prefix, false)
+}
+
+/// Copies `dir` into `tree` at `prefix`; with `overlay`, replacing files already there and
+/// keeping a top-level README.md.
+fn copy_directory(
+    tree: &mut FileTree,
+    dir: &Path,
+    prefix: &str,
+    overlay: bool,
+) -> Result<(), BuildError> {
     use std::os::unix::fs::PermissionsExt;
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(io_error(dir))?
@@ -278,28 +318,34 @@ fn add_directory(tree: &mut FileTree, dir: &Path, prefix: &str) -> Result<(), Bu
     for entry in entries {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if prefix.is_empty() && name == "README.md" {
+        if prefix.is_empty() && name == "README.md" && !overlay {
             continue;
         }
         let image_path = format!("{prefix}{name}");
         let meta = std::fs::symlink_metadata(&path).map_err(io_error(&path))?;
-        if meta.file_type().is_symlink() {
+        let node = if meta.file_type().is_symlink() {
             let target = std::fs::read_link(&path).map_err(io_error(&path))?;
-            tree.symlink(&image_path, &target.to_string_lossy())?;
+            Node::Symlink {
+                target: target.to_string_lossy().into_owned(),
+            }
         } else if meta.is_dir() {
-            tree.insert(
-                &image_path,
-                Node::Dir {
-                    mode: meta.permissions().mode() & 0o7777,
-                },
-            )?;
-            add_directory(tree, &path, &format!("{image_path}/"))?;
+            Node::Dir {
+                mode: meta.permissions().mode() & 0o7777,
+            }
         } else {
-            tree.file(
-                &image_path,
-                meta.permissions().mode() & 0o7777,
-                read(&path)?,
-            )?;
+            Node::File {
+                mode: meta.permissions().mode() & 0o7777,
+                data: read(&path)?,
+            }
+        };
+        let is_dir = matches!(node, Node::Dir { .. });
+        if overlay {
+            tree.replace(&image_path, node)?;
+        } else {
+            tree.insert(&image_path, node)?;
+        }
+        if is_dir {
+            copy_directory(tree, &path, &format!("{image_path}/"), overlay)?;
         }
     }
     Ok(())
@@ -375,6 +421,7 @@ pub fn root_tree(
     if let Some(hash) = &config.admin_password_hash {
         tree.file(ADMIN_PASSWORD_HASH_PATH, 0o600, read(hash)?)?;
     }
+    add_trust_keys(&mut tree, &config.trust_keys)?;
     let initramfs_modules = index.resolve(INITRAMFS_MODULES)?;
     let count = add_modules(
         &mut tree,
@@ -383,7 +430,51 @@ pub fn root_tree(
         FEATURE_MODULES,
         &initramfs_modules,
     )?;
+    if let Some(overlay) = &config.overlay_dir {
+        copy_directory(&mut tree, overlay, "", true)?;
+    }
+    refuse_private_keys(&tree)?;
     Ok((tree, count))
+}
+
+/// Installs each public key file in /etc/ztos/trust under its own name, checking it is one.
+fn add_trust_keys(tree: &mut FileTree, keys: &[PathBuf]) -> Result<(), BuildError> {
+    let trust_dir = crate::trust::TRUST_DIR.trim_start_matches('/');
+    tree.dir(trust_dir)?;
+    for path in keys {
+        let fail = |reason: String| BuildError::TrustKey {
+            path: path.clone(),
+            reason,
+        };
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| n.ends_with(".pub"))
+            .ok_or_else(|| fail("the file name must end in .pub".into()))?;
+        let data = read(path)?;
+        let text = String::from_utf8(data.clone()).map_err(|_| fail("not UTF-8 text".into()))?;
+        crate::trust::PublicKey::parse_text(&text).map_err(|e| fail(e.to_string()))?;
+        let image_path = format!("{trust_dir}/{name}");
+        if tree.get(&image_path).is_some() {
+            return Err(fail(format!("/{image_path} is already in the image")));
+        }
+        tree.file(&image_path, 0o644, data)?;
+    }
+    Ok(())
+}
+
+/// Fails if any file of the root tree holds a private signing key.
+fn refuse_private_keys(tree: &FileTree) -> Result<(), BuildError> {
+    for (path, node) in tree.iter() {
+        if let Node::File { data, .. } = node {
+            if crate::trust::contains_secret_key(data) {
+                return Err(BuildError::PrivateKeyInImage {
+                    path: path.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes a squashfs of `tree` (without the paths `skip` rejects) at `out`, returning its size.
@@ -456,8 +547,30 @@ pub fn partition_table(config: &BuildConfig) -> Gpt {
     }
 }
 
+/// Leaves slot A's artifacts and [`RELEASE_INFO`] in the output directory (the input of
+/// `ztos-image bundle --from-build`).
+fn write_release_outputs(
+    config: &BuildConfig,
+    kernel: &KernelFiles,
+    initramfs: &[u8],
+    squashfs: &Path,
+) -> Result<(), BuildError> {
+    let out = &config.out_dir;
+    std::fs::write(out.join(OUT_INITRAMFS), initramfs).map_err(io_error(out))?;
+    std::fs::copy(&kernel.vmlinuz, out.join(OUT_KERNEL)).map_err(io_error(&kernel.vmlinuz))?;
+    std::fs::rename(squashfs, out.join(OUT_ROOT)).map_err(io_error(squashfs))?;
+    let info = toml::to_string(&ReleaseInfo {
+        version: config.version.clone(),
+        source_date_epoch: config.source_date_epoch,
+    })
+    .expect("release info serializes");
+    std::fs::write(out.join(RELEASE_INFO), info).map_err(io_error(out))?;
+    Ok(())
+}
+
 /// Builds `ztos.img` (and `ztos.qcow2`) in `config.out_dir`.
 pub fn build(config: &BuildConfig) -> Result<BuildReport, BuildError> {
+    crate::version::Version::parse(&config.version)?;
     let kernel = find_kernel(&config.kernel_dir)?;
     let kernel_config = KernelConfig::parse(&String::from_utf8_lossy(&read(&kernel.config)?));
     check(&kernel_config, &config.fragment)?;
@@ -563,8 +676,7 @@ pub fn build(config: &BuildConfig) -> Result<BuildReport, BuildError> {
     (&image).flush().map_err(io_error(&image_path))?;
     image.sync_all().map_err(io_error(&image_path))?;
     drop(image);
-    std::fs::write(config.out_dir.join("initramfs.img"), &initramfs_bytes)
-        .map_err(io_error(&config.out_dir))?;
+    write_release_outputs(config, &kernel, &initramfs_bytes, &squashfs)?;
 
     let qcow2 = if config.qcow2 {
         let path = config.out_dir.join("ztos.qcow2");

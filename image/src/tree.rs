@@ -113,6 +113,20 @@ impl FileTree {
         )
     }
 
+    /// Adds a node like [`FileTree::insert`], but a file or symlink already at `path` is
+    /// replaced instead of being a conflict (overlays over a finished tree).
+    pub fn replace(&mut self, path: &str, node: Node) -> Result<(), TreeError> {
+        let normalized = normalize(path)?;
+        if matches!(
+            self.nodes.get(&normalized),
+            Some(Node::File { .. } | Node::Symlink { .. })
+        ) && !matches!(node, Node::Dir { .. })
+        {
+            self.nodes.remove(&normalized);
+        }
+        self.insert(path, node)
+    }
+
     pub fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path.trim_start_matches('/'))
     }

@@ -61,6 +61,8 @@ fn config(dir: &Path, out: &str) -> BuildConfig {
         fragment: ZTOS_FRAGMENT.into(),
         admin_password_hash: None,
         qcow2: true,
+        trust_keys: Vec::new(),
+        overlay_dir: None,
     }
 }
 
