@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ztos_image::layout::Slot;
+use ztos_image::layout::{Slot, PERM_LABEL};
 
 use super::steps::{ensure_mounted, find_partition_by_label, load_module_list, BootLog, MountSpec};
-use super::syscalls::{MsFlags, Syscalls};
+use super::syscalls::{GrowOutcome, MsFlags, Syscalls};
 use super::{parse_cmdline, BootError, MODULES_LOAD, ROOT_INIT, SYSROOT};
 
 /// How long the initramfs waits for the slot's root partition to appear.
@@ -95,8 +95,12 @@ pub fn initramfs_stage_with_timeout(
     load_module_list(sys, &mut log, Path::new(MODULES_LOAD));
 
     let label = cmdline.slot.root_label();
-    let root_device = find_partition_by_label(sys, label, root_wait)?;
+    let mut root_device = find_partition_by_label(sys, label, root_wait)?;
     log.step(sys, &format!("root {label} is {root_device}"));
+    if grow_perm(sys, &mut log, &root_device) {
+        // The kernel re-read the table: the partitions' device nodes were made anew.
+        root_device = find_partition_by_label(sys, label, root_wait)?;
+    }
 
     let sysroot = Path::new(SYSROOT);
     sys.mkdir_p(sysroot, 0o755)
@@ -127,6 +131,75 @@ pub fn initramfs_stage_with_timeout(
         root_fstype,
         warnings: log.warnings,
     })
+}
+
+/// Grows `ztos-perm` to the end of its disk when that is the root's disk, before anything on
+/// the disk is mounted (the kernel re-reads a partition table only while no partition is in
+/// use). Best effort: a failure is a warning, and perm keeps its size. Whether the kernel
+/// re-read the table.
+fn grow_perm(sys: &mut impl Syscalls, log: &mut BootLog, root_device: &str) -> bool {
+    let Ok(perm_device) = find_partition_by_label(sys, PERM_LABEL, Duration::ZERO) else {
+        // The system stage waits for it and reports it missing.
+        log.step(sys, &format!("no {PERM_LABEL} yet; not growing it"));
+        return false;
+    };
+    let (Some(root_disk), Some(perm_disk)) =
+        (disk_of(sys, root_device), disk_of(sys, &perm_device))
+    else {
+        log.warn(
+            sys,
+            format!("grow {PERM_LABEL}: no disk in /sys/class/block holds {root_device} and {perm_device}"),
+        );
+        return false;
+    };
+    if root_disk != perm_disk {
+        // Another disk (an installer stick next to the installed disk) is not ours to change.
+        log.warn(
+            sys,
+            format!("grow {PERM_LABEL}: {perm_device} is not on the root's disk {root_disk}; left as it is"),
+        );
+        return false;
+    }
+    match sys.grow_partition(Path::new(&root_disk), PERM_LABEL) {
+        Ok(GrowOutcome::AlreadyFull { .. }) => {
+            log.step(sys, &format!("{PERM_LABEL} already fills {root_disk}"));
+            false
+        }
+        Ok(GrowOutcome::Grown {
+            old_last_lba,
+            new_last_lba,
+            backup_moved,
+        }) => {
+            sys.console(&format!(
+                "ztos-init: grew {PERM_LABEL} ({perm_device}) to the end of {root_disk}: last sector {old_last_lba} -> {new_last_lba}{}",
+                if backup_moved { ", backup GPT moved to the end of the disk" } else { "" }
+            ));
+            true
+        }
+        Err(error) => {
+            log.warn(sys, format!("grow {PERM_LABEL} on {root_disk}: {error}"));
+            false
+        }
+    }
+}
+
+/// The whole-disk device (`/dev/vda`) holding the partition `device` (`/dev/vda4`): the
+/// `/sys/class/block` entry of type disk that has the partition as a child directory.
+fn disk_of(sys: &mut impl Syscalls, device: &str) -> Option<String> {
+    let partition = device.strip_prefix("/dev/")?;
+    let class = Path::new("/sys/class/block");
+    for name in sys.read_dir(class).ok()? {
+        let Ok(uevent) = sys.read_file(&class.join(&name).join("uevent")) else {
+            continue;
+        };
+        let is_disk = String::from_utf8_lossy(&uevent)
+            .lines()
+            .any(|line| line == "DEVTYPE=disk");
+        if is_disk && sys.exists(&class.join(&name).join(partition)) {
+            return Some(format!("/dev/{name}"));
+        }
+    }
+    None
 }
 
 /// Mounts the root read-only: squashfs first, then erofs.
@@ -478,6 +551,94 @@ mod tests {
             .effects()
             .iter()
             .any(|call| call.starts_with("unlink") || call.starts_with("rmdir")));
+    }
+
+    /// `initramfs` with perm on vda4 of the same disk as the root.
+    fn initramfs_with_perm(cmdline: &str) -> RecordingSyscalls {
+        let mut sys = initramfs(cmdline);
+        sys.add_file(
+            "/sys/class/block/vda4/uevent",
+            "DEVNAME=vda4\nDEVTYPE=partition\nPARTNAME=ztos-perm\n",
+        );
+        sys.add_file("/dev/vda4", "");
+        sys.add_file("/dev/vda", "");
+        for partition in ["vda2", "vda3", "vda4"] {
+            sys.add_directory(format!("/sys/class/block/vda/{partition}"));
+        }
+        sys
+    }
+
+    #[test]
+    fn boot_initramfs_grows_perm_on_the_root_disk_before_mounting_the_root() {
+        let mut sys = initramfs_with_perm("ztos.slot=a");
+        sys.set_grow_result(
+            "/dev/vda",
+            Ok(GrowOutcome::Grown {
+                old_last_lba: 2887679,
+                new_last_lba: 4192255,
+                backup_moved: true,
+            }),
+        );
+        let handoff = initramfs_stage(&mut sys).unwrap();
+        assert!(handoff.warnings.is_empty(), "{:?}", handoff.warnings);
+        let effects = sys.effects();
+        let grow = effects
+            .iter()
+            .position(|c| c == "grow_partition /dev/vda ztos-perm")
+            .unwrap();
+        let mount_root = effects
+            .iter()
+            .position(|c| c.starts_with("mount /dev/vda2 /sysroot"))
+            .unwrap();
+        assert!(grow < mount_root, "{effects:?}");
+        assert!(sys.console_lines().contains(
+            &"ztos-init: grew ztos-perm (/dev/vda4) to the end of /dev/vda: last sector 2887679 -> 4192255, backup GPT moved to the end of the disk".to_string()
+        ), "{:?}", sys.console_lines());
+
+        // Already full: nothing on the console, the boot goes on.
+        let mut sys = initramfs_with_perm("ztos.slot=a");
+        initramfs_stage(&mut sys).unwrap();
+        assert!(sys
+            .effects()
+            .contains(&"grow_partition /dev/vda ztos-perm".to_string()));
+        assert!(sys.console_lines().is_empty(), "{:?}", sys.console_lines());
+    }
+
+    #[test]
+    fn boot_initramfs_a_failed_grow_is_a_warning() {
+        let mut sys = initramfs_with_perm("ztos.slot=a");
+        sys.set_grow_result("/dev/vda", Err(Errno::EBUSY));
+        let handoff = initramfs_stage(&mut sys).unwrap();
+        assert_eq!(handoff.root_device, "/dev/vda2");
+        assert_eq!(handoff.warnings.len(), 1, "{:?}", handoff.warnings);
+        assert!(
+            handoff.warnings[0].starts_with("grow ztos-perm on /dev/vda: ")
+                && handoff.warnings[0].contains("busy"),
+            "{:?}",
+            handoff.warnings
+        );
+    }
+
+    #[test]
+    fn boot_initramfs_perm_on_another_disk_is_left_alone() {
+        let mut sys = initramfs("ztos.slot=a");
+        sys.add_file("/sys/class/block/vdb/uevent", "DEVNAME=vdb\nDEVTYPE=disk\n");
+        sys.add_file(
+            "/sys/class/block/vdb1/uevent",
+            "DEVNAME=vdb1\nDEVTYPE=partition\nPARTNAME=ztos-perm\n",
+        );
+        sys.add_file("/dev/vdb1", "");
+        sys.add_directory("/sys/class/block/vda/vda2");
+        sys.add_directory("/sys/class/block/vdb/vdb1");
+        let handoff = initramfs_stage(&mut sys).unwrap();
+        assert!(!sys
+            .effects()
+            .iter()
+            .any(|c| c.starts_with("grow_partition")));
+        assert_eq!(
+            handoff.warnings,
+            vec!["grow ztos-perm: /dev/vdb1 is not on the root's disk /dev/vda; left as it is"]
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use pid1::{run_pid1, WATCHDOG_PET_INTERVAL};
 pub use real::RealSyscalls;
 pub use recording::RecordingSyscalls;
 pub use steps::{find_partition_by_label, parse_module_list};
-pub use syscalls::{EntryInfo, MsFlags, RebootKind, Syscalls, Watchdog};
+pub use syscalls::{EntryInfo, GrowOutcome, MsFlags, RebootKind, Syscalls, Watchdog};
 pub use system::{system_stage, system_stage_with_timeout, SystemState, PERM_WAIT_TIMEOUT};
 
 /// The module list of the initramfs and of the root filesystem: one path per line, relative to

@@ -21,7 +21,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{chdir, chroot, Pid};
 use rand::TryRngCore;
 
-use super::syscalls::{EntryInfo, MsFlags, RebootKind, Syscalls, Watchdog};
+use super::syscalls::{EntryInfo, GrowOutcome, MsFlags, RebootKind, Syscalls, Watchdog};
 
 /// `RAMFS_MAGIC` from `<linux/magic.h>` (nix names only tmpfs's).
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
@@ -106,6 +106,37 @@ impl Syscalls for RealSyscalls {
         } else {
             std::fs::remove_file(path)
         }
+    }
+
+    fn grow_partition(&mut self, disk: &Path, label: &str) -> io::Result<GrowOutcome> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = OpenOptions::new().read(true).write(true).open(disk)?;
+        let sector_size = gptman::linux::get_sector_size(&mut file)
+            .map_err(|error| io::Error::other(format!("BLKSSZGET: {error}")))?;
+        if sector_size != ztos_image::layout::SECTOR_SIZE {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{sector_size}-byte sectors (the image's GPT assumes 512)"),
+            ));
+        }
+        let total_sectors = file.seek(SeekFrom::End(0))? / sector_size;
+        let outcome =
+            ztos_image::gpt::grow_partition_to_end(&mut file, total_sectors, label, |disk| {
+                disk.sync_data()
+            })
+            .map_err(io::Error::other)?;
+        if matches!(outcome, GrowOutcome::Grown { .. }) {
+            gptman::linux::reread_partition_table(&mut file).map_err(|error| {
+                let errno = match &error {
+                    gptman::linux::BlockError::RereadTable(errno) => format!(": {errno}"),
+                    _ => String::new(),
+                };
+                io::Error::other(format!(
+                    "the table is grown on disk, but the kernel did not re-read it ({error}{errno}); it will after a reboot"
+                ))
+            })?;
+        }
+        Ok(outcome)
     }
 
     fn symlink(&mut self, target: &Path, link: &Path) -> io::Result<()> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::syscalls::{EntryInfo, MsFlags, RebootKind, Syscalls, Watchdog};
+use super::syscalls::{EntryInfo, GrowOutcome, MsFlags, RebootKind, Syscalls, Watchdog};
 
 /// One mounted filesystem of the recording machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,7 @@ pub struct RecordingSyscalls {
     exit_codes: BTreeMap<PathBuf, i32>,
     loopback_failure: Option<Errno>,
     remove_failures: BTreeMap<PathBuf, Errno>,
+    grow_results: BTreeMap<PathBuf, Result<GrowOutcome, Errno>>,
 }
 
 /// Call prefixes that only observe; [`RecordingSyscalls::effects`] leaves them out.
@@ -83,6 +84,7 @@ impl RecordingSyscalls {
             exit_codes: BTreeMap::new(),
             loopback_failure: None,
             remove_failures: BTreeMap::new(),
+            grow_results: BTreeMap::new(),
         }
     }
 
@@ -158,6 +160,11 @@ impl RecordingSyscalls {
 
     pub fn fail_module(&mut self, path: &str, errno: Errno) {
         self.module_failures.insert(PathBuf::from(path), errno);
+    }
+
+    /// What `grow_partition` answers for `disk` (unset: `AlreadyFull { last_lba: 0 }`).
+    pub fn set_grow_result(&mut self, disk: &str, result: Result<GrowOutcome, Errno>) {
+        self.grow_results.insert(PathBuf::from(disk), result);
     }
 
     /// Removing `path` fails with `errno`.
@@ -444,6 +451,18 @@ impl Syscalls for RecordingSyscalls {
             }));
         }
         Ok(())
+    }
+
+    fn grow_partition(&mut self, disk: &Path, label: &str) -> io::Result<GrowOutcome> {
+        self.record(format!("grow_partition {} {label}", disk.display()));
+        if !self.files.contains_key(disk) {
+            return Err(io::Error::from(Errno::ENOENT));
+        }
+        match self.grow_results.get(disk) {
+            Some(Ok(outcome)) => Ok(*outcome),
+            Some(Err(errno)) => Err(io::Error::from(*errno)),
+            None => Ok(GrowOutcome::AlreadyFull { last_lba: 0 }),
+        }
     }
 
     fn symlink(&mut self, target: &Path, link: &Path) -> io::Result<()> {

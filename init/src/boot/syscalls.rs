@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use nix::mount::MsFlags;
+pub use ztos_image::gpt::GrowOutcome;
 
 /// How the machine goes down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,11 @@ pub trait Syscalls {
     fn entry_info(&mut self, path: &Path) -> io::Result<EntryInfo>;
     /// Removes one entry: `rmdir(2)` when `is_dir`, else `unlink(2)`.
     fn remove(&mut self, path: &Path, is_dir: bool) -> io::Result<()>;
+    /// Grows the partition labelled `label` on the whole-disk device `disk` to the end of the
+    /// disk ([`ztos_image::gpt::grow_partition_to_end`], durable after each step) and, when
+    /// the table changed, makes the kernel re-read it (`BLKRRPART`, which fails with EBUSY
+    /// while a partition of the disk is in use).
+    fn grow_partition(&mut self, disk: &Path, label: &str) -> io::Result<GrowOutcome>;
     /// Creates `link` pointing at `target`.
     fn symlink(&mut self, target: &Path, link: &Path) -> io::Result<()>;
     /// Makes `new_root` the root: chdir new_root; mount --move new_root /; chroot .; chdir /.

@@ -130,7 +130,8 @@ impl fmt::Debug for SystemState {
 /// 2. create /run/ztos and the targets of /etc's symlinks into /run (`/run/hostname`,
 ///    `/run/resolv.conf`);
 /// 3. /perm: find `ztos-perm`, `e2fsck -p` it (exit 2 or 3: fatal, a reboot is needed; 4 and
-///    up: degraded), mount it; on first mount grow it with `resize2fs` and write the marker.
+///    up: degraded), mount it; grow it with `resize2fs` (every boot: the initramfs may have
+///    grown the partition) and on first mount write the marker.
 ///    Degraded (partition missing, unrepairable or unmountable): tmpfs on /perm, the reason in
 ///    `perm_degraded`, on the console and in `/run/ztos/perm-degraded`;
 /// 4. hostname from `/perm/ztos/hostname`, else "ztos" (best effort);
@@ -261,13 +262,18 @@ fn mount_perm(
         return Ok((Some(device), Some(reason)));
     }
 
-    if !sys.exists(Path::new(PERM_MARKER)) {
-        // New filesystem: the builder made it small; grow it (online) to fill the partition.
-        log.step(sys, &format!("first mount of {device}: resize2fs"));
+    // The builder makes the filesystem small, and the initramfs may have grown the partition
+    // (on any boot: the disk may have been enlarged since). resize2fs grows it online to fill
+    // the partition; when it already does, it reads the superblock and says "Nothing to do".
+    let first_mount = !sys.exists(Path::new(PERM_MARKER));
+    log.step(sys, &format!("resize2fs {device}"));
+    {
         match sys.run(Path::new(RESIZE2FS), &[&device]) {
             Ok(0) => {
-                if let Err(error) = sys.write_file(Path::new(PERM_MARKER), b"ztos perm\n") {
-                    log.warn(sys, format!("write {PERM_MARKER}: {error}"));
+                if first_mount {
+                    if let Err(error) = sys.write_file(Path::new(PERM_MARKER), b"ztos perm\n") {
+                        log.warn(sys, format!("write {PERM_MARKER}: {error}"));
+                    }
                 }
             }
             Ok(code) => log.warn(sys, format!("resize2fs {device} exited with code {code}")),
@@ -423,6 +429,8 @@ mod tests {
                 "run /sbin/e2fsck -p /dev/vda4",
                 "mkdir_p /perm",
                 "mount /dev/vda4 /perm ext4 MS_NOSUID|MS_NODEV|MS_NOEXEC",
+                // Every boot: the partition may have been grown since (nothing to do otherwise).
+                "run /sbin/resize2fs /dev/vda4",
                 "sethostname leaf1",
                 "write /run/hostname (6 bytes)",
                 "set_loopback_up",
