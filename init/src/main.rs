@@ -80,8 +80,9 @@ fn main() -> anyhow::Result<()> {
                 backoff: BackoffPolicy::default(),
                 healthy: Arc::new(AtomicBool::new(true)),
                 echo_output: !quiet,
-                // Not PID 1: `reformat-perm` is refused.
+                // Not PID 1: `reformat-perm` is refused, `boot` answers "unknown".
                 perm: None,
+                boot: None,
             };
             // Orphans of the services come to us, as they would to PID 1, and are reaped.
             nix::sys::prctl::set_child_subreaper(true).context("prctl(PR_SET_CHILD_SUBREAPER)")?;

@@ -35,7 +35,8 @@ const SHUTDOWN_UNMOUNTS: [&str; 2] = ["/perm", "/tmp"];
 ///    PID 1 with `/` on the slot's squashfs or erofs;
 /// 2. otherwise run [`system_stage`], start petting the watchdog from a thread while the
 ///    supervisor's `healthy` flag is set, load `/etc/ztos/services.toml` and run the supervisor
-///    on a tokio runtime, with the status socket at `/run/ztos/init.sock` and the kernel log;
+///    on a tokio runtime, with the status socket at `/run/ztos/init.sock` and the kernel log,
+///    and the boot assessment ([`crate::assessment`]) on its own thread;
 /// 3. when the supervisor returns: sync, unmount /perm and /tmp (lazily if busy), sync, then
 ///    reboot, or power off for a poweroff request or SIGTERM/SIGINT.
 ///
@@ -93,12 +94,17 @@ fn boot(sys: &mut RealSyscalls) -> anyhow::Result<Infallible> {
         .with_context(|| format!("load {SERVICES_MANIFEST}"))?;
     let mut options = SupervisorOptions::new(STATUS_SOCKET.into());
     options.kernel_log = true;
-    options.healthy = healthy;
     options.perm = Some(PermState {
         device: state.perm_device.clone(),
         degraded: state.perm_degraded.clone(),
         mkfs: MKFS_EXT4.into(),
     });
+    // Trial boots of an updated slot are blessed or failed from here (docs/update.md).
+    options.boot = Some(crate::assessment::spawn(
+        &manifest.boot,
+        Arc::clone(&healthy),
+    ));
+    options.healthy = healthy;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

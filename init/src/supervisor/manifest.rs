@@ -91,10 +91,25 @@ impl ServiceSpec {
     }
 }
 
-/// The whole manifest: services in the order they are started.
+/// The whole manifest: services in the order they are started, and the boot assessment's
+/// settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     pub services: Vec<ServiceSpec>,
+    pub boot: BootSettings,
+}
+
+/// `[boot]`: how ztos-init (PID 1) judges a trial boot of an updated slot
+/// (`crate::assessment`). Absent keys take the defaults; the kernel command line
+/// (`ztos.bless_after=`, `ztos.health_deadline=`) overrides both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSettings {
+    /// How long ztosd must answer /health with 200 without interruption before the slot is
+    /// blessed (default 60).
+    pub bless_after_secs: Option<u64>,
+    /// How long ztosd has to become healthy before init reboots to spend a try (default 300).
+    pub health_deadline_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +117,8 @@ pub struct Manifest {
 struct ManifestFile {
     #[serde(default)]
     service: Vec<ServiceSpec>,
+    #[serde(default)]
+    boot: BootSettings,
 }
 
 impl Manifest {
@@ -164,8 +181,20 @@ impl Manifest {
                 });
             }
         }
+        for (key, value) in [
+            ("bless_after_secs", file.boot.bless_after_secs),
+            ("health_deadline_secs", file.boot.health_deadline_secs),
+        ] {
+            if value == Some(0) {
+                return Err(ManifestError::Parse {
+                    path: path.to_path_buf(),
+                    message: format!("[boot] {key} = 0: give it at least 1 second"),
+                });
+            }
+        }
         Ok(Manifest {
             services: file.service,
+            boot: file.boot,
         })
     }
 }
@@ -308,5 +337,25 @@ restart = "never"
             err.to_string().contains("/nonexistent/services.toml"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn boot_settings_are_optional_checked_and_strict() {
+        let manifest = parse("[[service]]\nname = \"x\"\ncommand = [\"true\"]\n").unwrap();
+        assert_eq!(manifest.boot, BootSettings::default());
+        let manifest =
+            parse("[boot]\nbless_after_secs = 30\nhealth_deadline_secs = 600\n").unwrap();
+        assert_eq!(manifest.boot.bless_after_secs, Some(30));
+        assert_eq!(manifest.boot.health_deadline_secs, Some(600));
+        let err = parse("[boot]\nbless_after_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[boot] bless_after_secs = 0"), "{err}");
+        let err = parse("[boot]\nbless_after = 5\n").unwrap_err().to_string();
+        assert!(err.contains("bless_after"), "{err}");
+        let err = parse("[boot]\nbless_after_secs = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("services.toml"), "{err}");
     }
 }

@@ -37,8 +37,12 @@ use tokio::sync::mpsc;
 
 pub use backoff::{BackoffPolicy, RestartDecision, RestartTracker};
 pub use log_ring::LogRings;
+pub use manifest::BootSettings;
 pub use manifest::{Manifest, ManifestError, RestartPolicy, ServiceSpec};
-pub use protocol::{LogEntry, Request, Response, ServiceState, ServiceStatus, ShutdownKind};
+pub use protocol::{
+    AssessmentState, BootStatus, LogEntry, Request, Response, ServiceState, ServiceStatus,
+    ShutdownKind, SlotReport,
+};
 
 use process::ChildExit;
 use status_socket::Incoming;
@@ -73,6 +77,19 @@ pub struct SupervisorOptions {
     /// What PID 1 found of /perm, for `reformat-perm`; `None` when the supervisor is not PID 1
     /// (`ztos-init supervise`), which never reformats anything.
     pub perm: Option<PermState>,
+    /// PID 1's boot assessment (`crate::assessment`): what `{"request":"boot"}` answers and
+    /// how the assessment asks for a reboot. `None` outside PID 1: `boot` answers `unknown`.
+    pub boot: Option<BootHooks>,
+}
+
+/// What the supervisor shares with PID 1's boot assessment.
+#[derive(Debug, Clone)]
+pub struct BootHooks {
+    /// Kept current by the assessment; `boot` requests answer a copy.
+    pub status: Arc<Mutex<BootStatus>>,
+    /// Notified by the assessment when a trial boot failed: the supervisor stops the
+    /// services and returns [`ShutdownKind::Reboot`].
+    pub reboot: Arc<tokio::sync::Notify>,
 }
 
 /// The perm partition as PID 1's system stage left it.
@@ -101,6 +118,7 @@ impl SupervisorOptions {
             healthy: Arc::new(AtomicBool::new(true)),
             echo_output: false,
             perm: None,
+            boot: None,
         }
     }
 }
@@ -235,6 +253,7 @@ pub async fn supervise(
     supervisor.update_health();
     // A fallback for coalesced or missed SIGCHLDs: reaping finds nothing when there is nothing.
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let reboot_request = supervisor.options.boot.as_ref().map(|b| b.reboot.clone());
     let kind = loop {
         tokio::select! {
             _ = sigchld.recv() => { process::reap(); }
@@ -250,6 +269,11 @@ pub async fn supervise(
             }
             _ = sigterm.recv() => break ShutdownKind::Exit,
             _ = sigint.recv() => break ShutdownKind::Exit,
+            _ = async { reboot_request.as_ref().expect("guarded").notified().await },
+                if reboot_request.is_some() => {
+                tracing::warn!("supervisor: the boot assessment asks for a reboot");
+                break ShutdownKind::Reboot;
+            }
         }
     };
     server.abort();
@@ -511,6 +535,7 @@ impl Supervisor {
                 (Response::Ok { ok: true }, None)
             }
             Request::Shutdown { kind } => (Response::Ok { ok: true }, Some(kind)),
+            Request::Boot {} => (Response::Boot(self.boot_status()), None),
             Request::ReformatPerm {} => match self.accept_reformat() {
                 Ok(()) => (Response::Ok { ok: true }, Some(ShutdownKind::Reboot)),
                 Err(error) => {
@@ -518,6 +543,17 @@ impl Supervisor {
                     (Response::Error { error }, None)
                 }
             },
+        }
+    }
+
+    /// A copy of the assessment's status, or `unknown` when this supervisor is not PID 1.
+    fn boot_status(&self) -> BootStatus {
+        match &self.options.boot {
+            Some(hooks) => hooks.status.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            None => crate::assessment::unknown_status(format!(
+                "boot assessment is done by ztos-init as PID 1 (this supervisor is process {}); no slots here",
+                std::process::id()
+            )),
         }
     }
 

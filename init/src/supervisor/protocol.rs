@@ -3,10 +3,11 @@
 //! `docs/supervisor.md`; ztosd's `init_client` speaks the same JSON.
 
 use serde::{Deserialize, Serialize};
+use ztos_image::layout::Slot;
 
 /// What a client asks. `{"request":"services"}`, `{"request":"logs","service":"x","limit":50}`,
 /// `{"request":"restart","service":"x"}`, `{"request":"shutdown","kind":"reboot"}`,
-/// `{"request":"reformat-perm"}`.
+/// `{"request":"reformat-perm"}`, `{"request":"boot"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
@@ -29,6 +30,9 @@ pub enum Request {
     /// Make a new, empty filesystem on the perm partition and reboot. Accepted only by PID 1
     /// and only while perm is degraded (a tmpfs); answered before the services stop.
     ReformatPerm {},
+    /// The boot assessment: which slot booted, whether it is on trial, blessed or a
+    /// rollback, and both slots as the ESP described them.
+    Boot {},
 }
 
 /// How the supervisor ends.
@@ -113,6 +117,88 @@ pub enum Response {
     Error {
         error: String,
     },
+    /// The answer to `boot`: the object itself, flat (told apart by `booted_slot` and
+    /// `state`).
+    Boot(BootStatus),
+}
+
+/// Where the boot assessment of the running boot stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AssessmentState {
+    /// A trial boot (the booted slot's entry has a tries counter): waiting for ztosd to be
+    /// healthy for `bless_after_secs`.
+    Assessing,
+    /// This trial boot was blessed: the entry lost its counter.
+    Blessed,
+    /// The booted slot's entry had no counter: nothing to assess.
+    Good,
+    /// The newer slot's entry ran out of tries and this, older slot booted instead.
+    RolledBack,
+    /// The trial failed (ztosd crash-looped or was not healthy in time): rebooting so the
+    /// bootloader spends a try.
+    Failed,
+    /// Not known: not PID 1 (`ztos-init supervise`), or the ESP could not be read
+    /// (`message` says why).
+    Unknown,
+}
+
+impl AssessmentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssessmentState::Assessing => "assessing",
+            AssessmentState::Blessed => "blessed",
+            AssessmentState::Good => "good",
+            AssessmentState::RolledBack => "rolled-back",
+            AssessmentState::Failed => "failed",
+            AssessmentState::Unknown => "unknown",
+        }
+    }
+}
+
+/// One slot in a `boot` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotReport {
+    pub slot: Slot,
+    /// The entry's file name (`ztos-2-b+2-1.conf`), if the slot has one.
+    pub entry: Option<String>,
+    /// The entry's `version` line.
+    pub version: Option<String>,
+    /// `good`, `trial`, `bad` or `no-entry`.
+    pub status: String,
+    /// The entry's counter, when it has one.
+    pub tries_left: Option<u32>,
+    pub tries_done: Option<u32>,
+    /// The slot this system runs from.
+    pub booted: bool,
+    /// The slot systemd-boot boots next.
+    pub next_boot: bool,
+}
+
+/// The answer to `{"request":"boot"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootStatus {
+    /// From `ztos.slot=` on the kernel command line; `null` when not PID 1.
+    pub booted_slot: Option<Slot>,
+    /// The booted slot's entry file as this boot found it (after systemd-boot's rename).
+    pub entry: Option<String>,
+    /// The booted slot's version, from its entry.
+    pub version: Option<String>,
+    pub state: AssessmentState,
+    /// With `rolled-back`: the version of the newer slot that failed.
+    pub rolled_back_from: Option<String>,
+    /// RFC 3339 time since when ztosd has answered /health with 200 without interruption,
+    /// while assessing.
+    pub healthy_since: Option<String>,
+    pub bless_after_secs: u64,
+    pub health_deadline_secs: u64,
+    /// Both slots, as the ESP described them when it was last read (at boot and after a
+    /// bless; ztosd's updates change it later: read the ESP for the current entries).
+    pub slots: Vec<SlotReport>,
+    /// RFC 3339 time the ESP was last read.
+    pub slots_read_at: Option<String>,
+    /// Why the state is `unknown` or `failed`, or a problem met while assessing.
+    pub message: Option<String>,
 }
 
 /// Why a line is not a request.
@@ -202,6 +288,7 @@ mod tests {
             },
         );
         both_ways_request(r#"{"request":"reformat-perm"}"#, Request::ReformatPerm {});
+        both_ways_request(r#"{"request":"boot"}"#, Request::Boot {});
     }
 
     #[test]
@@ -213,6 +300,7 @@ mod tests {
             r#"{"request":"services","extra":1}"#,
             r#"{"request":"reformat-perm","device":"/dev/sda"}"#,
             r#"{"request":"reformat_perm"}"#,
+            r#"{"request":"boot","slot":"a"}"#,
             "not json",
         ] {
             let err = Request::decode(bad).unwrap_err().to_string();
@@ -255,5 +343,75 @@ mod tests {
                 error: "unknown service \"x\"".into(),
             },
         );
+    }
+
+    #[test]
+    fn boot_answers_in_both_directions() {
+        both_ways_response(
+            concat!(
+                r#"{"booted_slot":"b","entry":"ztos-2-b+2-1.conf","version":"0.2.0","state":"assessing","#,
+                r#""rolled_back_from":null,"healthy_since":"2025-01-01T00:00:10Z","bless_after_secs":60,"#,
+                r#""health_deadline_secs":300,"slots":["#,
+                r#"{"slot":"a","entry":"ztos-1-a.conf","version":"0.1.0","status":"good","tries_left":null,"tries_done":null,"booted":false,"next_boot":false},"#,
+                r#"{"slot":"b","entry":"ztos-2-b+2-1.conf","version":"0.2.0","status":"trial","tries_left":2,"tries_done":1,"booted":true,"next_boot":true}"#,
+                r#"],"slots_read_at":"2025-01-01T00:00:05Z","message":null}"#
+            ),
+            Response::Boot(BootStatus {
+                booted_slot: Some(Slot::B),
+                entry: Some("ztos-2-b+2-1.conf".into()),
+                version: Some("0.2.0".into()),
+                state: AssessmentState::Assessing,
+                rolled_back_from: None,
+                healthy_since: Some("2025-01-01T00:00:10Z".into()),
+                bless_after_secs: 60,
+                health_deadline_secs: 300,
+                slots: vec![
+                    SlotReport {
+                        slot: Slot::A,
+                        entry: Some("ztos-1-a.conf".into()),
+                        version: Some("0.1.0".into()),
+                        status: "good".into(),
+                        tries_left: None,
+                        tries_done: None,
+                        booted: false,
+                        next_boot: false,
+                    },
+                    SlotReport {
+                        slot: Slot::B,
+                        entry: Some("ztos-2-b+2-1.conf".into()),
+                        version: Some("0.2.0".into()),
+                        status: "trial".into(),
+                        tries_left: Some(2),
+                        tries_done: Some(1),
+                        booted: true,
+                        next_boot: true,
+                    },
+                ],
+                slots_read_at: Some("2025-01-01T00:00:05Z".into()),
+                message: None,
+            }),
+        );
+        let unknown = r#"{"booted_slot":null,"entry":null,"version":null,"state":"unknown","rolled_back_from":null,"healthy_since":null,"bless_after_secs":60,"health_deadline_secs":300,"slots":[],"slots_read_at":null,"message":"not PID 1"}"#;
+        let Response::Boot(status) = Response::decode(unknown).unwrap() else {
+            panic!("not a boot answer");
+        };
+        assert_eq!(status.state, AssessmentState::Unknown);
+        assert_eq!(Response::Boot(status).encode(), format!("{unknown}\n"));
+        // The other answers still decode as themselves.
+        assert_eq!(
+            Response::decode(r#"{"ok":true}"#).unwrap(),
+            Response::Ok { ok: true }
+        );
+        for state in [
+            "assessing",
+            "blessed",
+            "good",
+            "rolled-back",
+            "failed",
+            "unknown",
+        ] {
+            let parsed: AssessmentState = serde_json::from_str(&format!("\"{state}\"")).unwrap();
+            assert_eq!(parsed.as_str(), state);
+        }
     }
 }

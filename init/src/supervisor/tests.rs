@@ -560,3 +560,51 @@ fn durations_read_naturally() {
     assert_eq!(format_duration(Duration::from_secs(30)), "30 s");
     assert_eq!(format_duration(Duration::from_millis(1600)), "1.6 s");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boot_is_unknown_outside_pid1_and_the_assessment_can_ask_for_a_reboot() {
+    // `ztos-init supervise`: no ESP, no assessment.
+    let running = start("[[service]]\nname = \"s\"\ncommand = [\"sleep\", \"60\"]\n");
+    match ask(&running.socket, Request::Boot {}).await {
+        Response::Boot(status) => {
+            assert_eq!(status.state, AssessmentState::Unknown);
+            assert!(status.message.unwrap().contains("PID 1"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    shutdown(running, ShutdownKind::Poweroff).await;
+
+    // With hooks (PID 1): the assessment's status is answered, and its reboot request stops
+    // the services and ends the supervisor with a reboot.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Manifest::parse(
+        "[[service]]\nname = \"s\"\ncommand = [\"sleep\", \"60\"]\n",
+        Path::new("test.toml"),
+    )
+    .unwrap();
+    let socket = dir.path().join("run/init.sock");
+    let mut options = SupervisorOptions::new(socket.clone());
+    options.backoff = fast_backoff();
+    let mut status = crate::assessment::unknown_status("x".into());
+    status.state = AssessmentState::Assessing;
+    status.booted_slot = Some(ztos_image::layout::Slot::B);
+    let hooks = BootHooks {
+        status: Arc::new(Mutex::new(status.clone())),
+        reboot: Arc::new(tokio::sync::Notify::new()),
+    };
+    options.boot = Some(hooks.clone());
+    let task = tokio::spawn(supervise(manifest, options));
+    assert_eq!(ask(&socket, Request::Boot {}).await, Response::Boot(status));
+    hooks.status.lock().unwrap().state = AssessmentState::Failed;
+    match ask(&socket, Request::Boot {}).await {
+        Response::Boot(status) => assert_eq!(status.state, AssessmentState::Failed),
+        other => panic!("unexpected {other:?}"),
+    }
+    hooks.reboot.notify_one();
+    let kind = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the supervisor stops")
+        .unwrap()
+        .unwrap();
+    assert_eq!(kind, ShutdownKind::Reboot);
+}
