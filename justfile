@@ -52,16 +52,23 @@ kernel: deps
     cargo build --release --workspace --bins
     target/release/ztos-image fetch-kernel --cache .cache/kernel
 
+# A development update-signing key pair, target/keys/dev.key (private, never in an image) and dev.pub.
+# Images built here trust dev.pub; releases are signed with an offline key (docs/update.md).
+dev-key:
+    cargo build --release -p ztos-image
+    test -f target/keys/dev.key || (mkdir -p target/keys && target/release/ztos-image keygen --out target/keys/dev)
+
 # Build the appliance image (target/image/ztos.img and ztos.qcow2), twice, and check both are identical.
-image: deps
+image: deps dev-key
     test -d .cache/kernel/linux-image || just kernel
     cargo build --release --workspace --bins
-    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) target/release/ztos-image build --out target/image --kernel-dir .cache/kernel/linux-image --bin-dir target/release
-    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) target/release/ztos-image build --out target/image-check --kernel-dir .cache/kernel/linux-image --bin-dir target/release --no-qcow2 >/dev/null
+    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) target/release/ztos-image build --out target/image --kernel-dir .cache/kernel/linux-image --bin-dir target/release --trust-key target/keys/dev.pub
+    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) target/release/ztos-image build --out target/image-check --kernel-dir .cache/kernel/linux-image --bin-dir target/release --trust-key target/keys/dev.pub --no-qcow2 >/dev/null
     cmp target/image/ztos.img target/image-check/ztos.img && echo "reproducible: $(sha256sum target/image/ztos.img)"
     rm -rf target/image-check
     target/release/ztos-image inspect target/image/ztos.img
 
-# Boot the image headless in qemu (TCG) and run the VM boot test against it.
+# Boot the image headless in qemu (TCG): the boot tests, then the A/B update tests (two VMs at a time).
 vm-test: image
     cargo test -p ztos-tests --test vm_boot -- --ignored --nocapture
+    cargo test -p ztos-tests --test vm_update -- --ignored --nocapture --test-threads=2

@@ -52,6 +52,9 @@ impl std::fmt::Debug for Vm {
     }
 }
 
+/// How long one console step (a prompt, a command's answer) may take under TCG.
+pub const CONSOLE_STEP: Duration = Duration::from_secs(60);
+
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(listener.local_addr()?.port())
@@ -97,7 +100,7 @@ fn create_overlay(image: &Path, overlay: &Path) -> anyhow::Result<()> {
     let status = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(image)
-        .arg(&overlay)
+        .arg(overlay)
         .status()
         .context("running qemu-img create (apt-get install qemu-utils)")?;
     if !status.success() {
@@ -450,6 +453,69 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// First boot on the console: waits for the admin password prompt and sets `password`
+    /// (asked twice).
+    pub fn set_first_password(&mut self, password: &str, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_for("new password for admin: ", timeout)?;
+        self.send_line(password)?;
+        self.wait_for("repeat the new password for admin: ", CONSOLE_STEP)?;
+        self.send_line(password)?;
+        self.wait_for("admin password set", CONSOLE_STEP)?;
+        Ok(())
+    }
+
+    /// Logs in as admin on the console of the box named `hostname`, waiting up to `timeout`
+    /// for the login prompt.
+    pub fn login(
+        &mut self,
+        hostname: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.wait_for(&format!("{hostname} login: "), timeout)?;
+        self.send_line("admin")?;
+        self.wait_for("assword", CONSOLE_STEP)?;
+        self.send_line(password)?;
+        self.wait_for(&format!("{hostname}> "), CONSOLE_STEP)?;
+        Ok(())
+    }
+
+    /// Types a `ztos` shell command on the console, waits for `expect` in its output and then
+    /// for the next prompt of `hostname`.
+    pub fn run_console(
+        &mut self,
+        hostname: &str,
+        command: &str,
+        expect: &str,
+    ) -> anyhow::Result<()> {
+        self.send_line(command)?;
+        self.wait_for(expect, CONSOLE_STEP)
+            .with_context(|| format!("`{command}`"))?;
+        self.wait_for(&format!("{hostname}> "), CONSOLE_STEP)?;
+        Ok(())
+    }
+
+    /// Creates an API token with `role` on the (logged-in) console and returns its secret.
+    pub fn create_token(
+        &mut self,
+        hostname: &str,
+        name: &str,
+        role: &str,
+    ) -> anyhow::Result<String> {
+        self.run_console(
+            hostname,
+            &format!("token create {name} --role {role}"),
+            "shown only now",
+        )?;
+        let console = self.console_text();
+        console
+            .split_whitespace()
+            .rev()
+            .find(|word| word.starts_with("ztos_"))
+            .map(str::to_string)
+            .context("no token secret on the console")
     }
 
     /// The directory holding the overlay, UEFI variables and serial.log.

@@ -1,0 +1,655 @@
+//! Signed A/B updates of the real image under qemu (TCG), as an operator meets them: a box
+//! booted from the factory image (slot A, version of the workspace) gets bundles through the
+//! HTTPS API and the `ztos` CLI.
+//!
+//! - A good bundle (a second build, version 0.2.0) is written into slot B, boots, is blessed by
+//!   ztos-init once ztosd has been healthy for a while, and keeps booting after a reboot.
+//! - A bundle whose ztosd exits at once, and one whose kernel panics at boot, are tried until
+//!   their boot tries run out; systemd-boot then boots slot A again and the box reports
+//!   "rolled back from <version>".
+//! - Bad bundles are rejected with a clear error, and afterwards the ESP (every file, byte for
+//!   byte) is what it was: one byte flipped in the root image, a signature by an untrusted key,
+//!   a truncated upload, a downgrade, a manifest that lies about the root image's size.
+//! - The VM is killed at several points while an update is written; every time the box boots
+//!   the old version again.
+//!
+//! The bundles are built here from the same kernel and binaries as the image (`ztos-image
+//! build --version ...`, `ztos-image bundle`), signed with the development key `just image`
+//! makes (target/keys/dev.key; the image trusts target/keys/dev.pub). `just vm-test` builds the
+//! image and runs these tests; `just test` runs `just vm-test`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use ztos_image::bundle::{BundleHeader, Manifest};
+use ztos_image::trust::SecretKey;
+use ztos_tests::vm::{default_image, Vm};
+
+/// TCG reaches the console in about a minute (mostly OVMF); room for a loaded CI machine with
+/// two VMs running side by side.
+const BOOT_LIMIT: Duration = Duration::from_secs(360);
+const PASSWORD: &str = "correct horse battery";
+/// The version the factory image carries (the workspace's).
+const FACTORY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("the repository root")
+}
+
+fn image() -> PathBuf {
+    std::env::var_os("ZTOS_VM_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(default_image)
+}
+
+/// The bundles the tests push, built once per test run.
+#[derive(Debug)]
+struct Fixtures {
+    /// Version 0.2.0, built like the image.
+    good: PathBuf,
+    /// Version 0.3.0 whose /usr/bin/ztosd is the `ztos` CLI: it exits at once (usage error).
+    ztosd_exits: PathBuf,
+    /// Version 0.3.1 whose initramfs holds no init: the kernel panics at boot.
+    kernel_panics: PathBuf,
+    /// The good bundle signed by a key the image does not trust.
+    untrusted: PathBuf,
+    /// The good bundle with one byte of its root image flipped.
+    flipped: PathBuf,
+    /// The first 60% of the good bundle.
+    truncated: PathBuf,
+    /// The good build's artifacts as version 0.0.9, signed by the trusted key.
+    downgrade: PathBuf,
+    /// A correctly signed manifest that says the root image is 4096 bytes shorter than the
+    /// bytes that follow (its digest is that of the shorter prefix).
+    size_lie: PathBuf,
+}
+
+fn run(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn ztos_image() -> Command {
+    let bin = repo().join("target/release/ztos-image");
+    assert!(
+        bin.is_file(),
+        "{} is missing: `just image` builds it",
+        bin.display()
+    );
+    Command::new(bin)
+}
+
+/// `ztos-image build` of `version` into `out` with the image's inputs, trusting the dev key.
+fn build_release(out: &Path, version: &str, overlay: Option<&Path>) {
+    let repo = repo();
+    let mut command = ztos_image();
+    command
+        .arg("build")
+        .arg("--out")
+        .arg(out)
+        .arg("--kernel-dir")
+        .arg(repo.join(".cache/kernel/linux-image"))
+        .arg("--bin-dir")
+        .arg(repo.join("target/release"))
+        .arg("--rootfs")
+        .arg(repo.join("rootfs"))
+        .args(["--version", version, "--no-qcow2"])
+        .arg("--trust-key")
+        .arg(repo.join("target/keys/dev.pub"))
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    if let Some(overlay) = overlay {
+        command.arg("--overlay").arg(overlay);
+    }
+    run(&mut command);
+    // Only the artifacts matter here; the raw image is 1.4 GiB of (sparse) disk.
+    let _ = std::fs::remove_file(out.join("ztos.img"));
+}
+
+fn bundle_from_build(build: &Path, key: &Path, out: &Path) {
+    run(ztos_image()
+        .arg("bundle")
+        .arg("--from-build")
+        .arg(build)
+        .arg("--key")
+        .arg(key)
+        .arg("--out")
+        .arg(out));
+}
+
+fn bundle_of(kernel: &Path, initramfs: &Path, root: &Path, version: &str, key: &Path, out: &Path) {
+    run(ztos_image()
+        .arg("bundle")
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--initramfs")
+        .arg(initramfs)
+        .arg("--root")
+        .arg(root)
+        .args(["--version", version])
+        .arg("--key")
+        .arg(key)
+        .arg("--out")
+        .arg(out));
+}
+
+fn fixtures() -> &'static Fixtures {
+    static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let started = Instant::now();
+        let repo = repo();
+        let key = repo.join("target/keys/dev.key");
+        assert!(
+            key.is_file(),
+            "{} is missing: `just image` makes the development key",
+            key.display()
+        );
+        let dir = repo.join("target/update-fixtures");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let good_build = dir.join("build-0.2.0");
+        build_release(&good_build, "0.2.0", None);
+        let good = dir.join("ztos-0.2.0.ztosb");
+        bundle_from_build(&good_build, &key, &good);
+        let kernel = good_build.join("vmlinuz");
+        let initramfs = good_build.join("initramfs.img");
+        let root = good_build.join("root.squashfs");
+
+        // ztosd replaced by the CLI, which exits with a usage error when given ztosd's options.
+        let overlay = dir.join("overlay-ztosd-exits");
+        std::fs::create_dir_all(overlay.join("usr/bin")).unwrap();
+        std::fs::copy(
+            repo.join("target/release/ztos"),
+            overlay.join("usr/bin/ztosd"),
+        )
+        .unwrap();
+        let exits_build = dir.join("build-0.3.0");
+        build_release(&exits_build, "0.3.0", Some(&overlay));
+        let ztosd_exits = dir.join("ztos-0.3.0-ztosd-exits.ztosb");
+        bundle_from_build(&exits_build, &key, &ztosd_exits);
+
+        // An initramfs of zeros: the kernel unpacks nothing, finds no init and no root= and
+        // panics; `panic=10` on the entry's command line reboots.
+        let empty_initramfs = dir.join("no-init.img");
+        std::fs::write(&empty_initramfs, vec![0u8; 4096]).unwrap();
+        let kernel_panics = dir.join("ztos-0.3.1-kernel-panics.ztosb");
+        bundle_of(
+            &kernel,
+            &empty_initramfs,
+            &root,
+            "0.3.1",
+            &key,
+            &kernel_panics,
+        );
+
+        let other = dir.join("untrusted");
+        run(ztos_image().arg("keygen").arg("--out").arg(&other));
+        let untrusted = dir.join("untrusted.ztosb");
+        bundle_from_build(&good_build, &other.with_extension("key"), &untrusted);
+
+        let mut bytes = std::fs::read(&good).unwrap();
+        let flipped = dir.join("flipped.ztosb");
+        let at = bytes.len() - 1000;
+        bytes[at] ^= 0x01;
+        std::fs::write(&flipped, &bytes).unwrap();
+        bytes[at] ^= 0x01;
+
+        let truncated = dir.join("truncated.ztosb");
+        std::fs::write(&truncated, &bytes[..bytes.len() * 6 / 10]).unwrap();
+
+        let downgrade = dir.join("downgrade.ztosb");
+        bundle_of(&kernel, &initramfs, &root, "0.0.9", &key, &downgrade);
+
+        let size_lie = dir.join("size-lie.ztosb");
+        write_size_lie(&kernel, &initramfs, &root, &key, &size_lie);
+
+        eprintln!("update fixtures built in {:?}", started.elapsed());
+        Fixtures {
+            good,
+            ztosd_exits,
+            kernel_panics,
+            untrusted,
+            flipped,
+            truncated,
+            downgrade,
+            size_lie,
+        }
+    })
+}
+
+/// A bundle whose signed manifest says the root image is 4096 bytes shorter than what
+/// follows, with the digest of that shorter prefix: every artifact checks out, and only the
+/// bytes left over at the end give it away.
+fn write_size_lie(kernel: &Path, initramfs: &Path, root: &Path, key: &Path, out: &Path) {
+    use ztos_image::bundle::Artifact;
+    let kernel = std::fs::read(kernel).unwrap();
+    let initramfs = std::fs::read(initramfs).unwrap();
+    let root = std::fs::read(root).unwrap();
+    let shorter = &root[..root.len() - 4096];
+    let manifest = Manifest {
+        format: 1,
+        version: ztos_image::version::Version::parse("0.2.1").unwrap(),
+        build_time: 1_700_000_000,
+        min_version: ztos_image::version::Version::parse("0.0.0").unwrap(),
+        kernel: Artifact::of_reader(&kernel[..]).unwrap(),
+        initramfs: Artifact::of_reader(&initramfs[..]).unwrap(),
+        root: Artifact::of_reader(shorter).unwrap(),
+    };
+    let secret = SecretKey::parse_text(&std::fs::read_to_string(key).unwrap()).unwrap();
+    let header = BundleHeader::signed(manifest.to_toml().into_bytes(), &[&secret]).unwrap();
+    let mut file = header.encode().unwrap();
+    file.extend_from_slice(&kernel);
+    file.extend_from_slice(&initramfs);
+    file.extend_from_slice(&root);
+    std::fs::write(out, file).unwrap();
+}
+
+/// First boot of a factory box: admin password, login, the management address on the console
+/// (QEMU's user network), an admin API token. Returns the token.
+fn first_boot(vm: &mut Vm) -> String {
+    vm.set_first_password(PASSWORD, BOOT_LIMIT).unwrap();
+    vm.login("ztos", PASSWORD, BOOT_LIMIT).unwrap();
+    vm.run_console(
+        "ztos",
+        r#"config set interfaces[1] '{ name = "eth0", addresses = ["10.0.2.15/24"] }'"#,
+        "candidate: interfaces[1] set",
+    )
+    .unwrap();
+    vm.run_console(
+        "ztos",
+        r#"config set routes[0] '{ destination = "0.0.0.0/0", gateway = "10.0.2.2" }'"#,
+        "candidate: routes[0] set",
+    )
+    .unwrap();
+    vm.run_console(
+        "ztos",
+        "config commit -m 'management address'",
+        "committed revision",
+    )
+    .unwrap();
+    let token = vm.create_token("ztos", "updates", "admin").unwrap();
+    vm.wait_for_https("/health", BOOT_LIMIT).unwrap();
+    token
+}
+
+/// curl against the VM's API with the token; returns the status code and the body.
+fn api(vm: &Vm, token: &str, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
+    let output = Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "600",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"))
+        .args(extra)
+        .arg(format!("https://127.0.0.1:{}{path}", vm.https_port()))
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn api_json(vm: &Vm, token: &str, path: &str) -> Option<Value> {
+    match api(vm, token, "GET", path, &[]) {
+        (200, body) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+/// Uploads `bundle` to `POST /api/v1/system/update?{query}`.
+fn upload(vm: &Vm, token: &str, bundle: &Path, query: &str) -> (u16, String) {
+    api(
+        vm,
+        token,
+        "POST",
+        &format!("/api/v1/system/update?{query}"),
+        &[
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", bundle.display()),
+        ],
+    )
+}
+
+fn slot<'a>(slots: &'a Value, name: &str) -> &'a Value {
+    slots["slots"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["slot"] == name))
+        .unwrap_or_else(|| panic!("slot {name} missing in {slots}"))
+}
+
+/// Polls `GET /api/v1/system/slots` until `done` holds, across reboots, for at most `limit`.
+fn wait_slots(
+    vm: &Vm,
+    token: &str,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    let mut last = Value::Null;
+    loop {
+        if let Some(slots) = api_json(vm, token, "/api/v1/system/slots") {
+            if done(&slots) {
+                return slots;
+            }
+            last = slots;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not reached within {limit:?}; last slots: {last}\nconsole:\n{}",
+            vm.console_tail(40)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn history(vm: &Vm, token: &str) -> Vec<Value> {
+    let value = api_json(vm, token, "/api/v1/system/update/history").expect("update history");
+    value
+        .as_array()
+        .cloned()
+        .or_else(|| value["events"].as_array().cloned())
+        .unwrap_or_else(|| panic!("history is not a list: {value}"))
+}
+
+/// The ESP's files of a (qcow2) disk, read through its GPT.
+fn esp_files(disk: &Path, scratch: &Path) -> BTreeMap<String, Vec<u8>> {
+    let raw = scratch.join("esp-check.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(disk)
+        .arg(&raw));
+    let file = std::fs::File::open(&raw).unwrap();
+    let sectors = file.metadata().unwrap().len() / ztos_image::layout::SECTOR_SIZE;
+    let gpt = ztos_image::gpt::Gpt::read_from(&mut &file, sectors).unwrap();
+    let esp = gpt
+        .partitions
+        .iter()
+        .find(|p| p.name == ztos_image::layout::ESP_LABEL)
+        .expect("the ESP");
+    let files = ztos_image::esp::read_esp(ztos_image::disk_io::PartitionIo::new(
+        &file,
+        esp.offset_bytes(),
+        esp.size_bytes(),
+    ))
+    .unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    files
+}
+
+#[test]
+#[ignore = "boots the real image under TCG (minutes); `just vm-test` runs it, and `just test` runs that"]
+fn bad_bundles_are_rejected_and_leave_the_esp_and_the_other_slot_untouched() {
+    let fixtures = fixtures();
+    let mut vm = Vm::start(&image()).unwrap();
+    let token = first_boot(&mut vm);
+    let esp_before = esp_files(&image(), vm.dir());
+
+    let cases: [(&str, &Path, &str, &[&str]); 5] = [
+        (
+            "one byte flipped in the root image",
+            &fixtures.flipped,
+            "",
+            &["root image", "sha256"],
+        ),
+        (
+            "signed by an untrusted key",
+            &fixtures.untrusted,
+            "",
+            &["untrusted"],
+        ),
+        (
+            "a truncated upload",
+            &fixtures.truncated,
+            "",
+            &["truncated"],
+        ),
+        (
+            "a downgrade",
+            &fixtures.downgrade,
+            "",
+            &["0.0.9", "downgrade"],
+        ),
+        (
+            "a manifest that lies about the root image's size",
+            &fixtures.size_lie,
+            "",
+            &["trailing"],
+        ),
+    ];
+    for (what, bundle, query, expect) in cases {
+        let (code, body) = upload(&vm, &token, bundle, query);
+        eprintln!("{what}: {code} {body}");
+        assert!(
+            (400..500).contains(&code),
+            "{what}: expected a 4xx rejection, got {code}: {body}"
+        );
+        let lower = body.to_lowercase();
+        for word in expect {
+            assert!(
+                lower.contains(word),
+                "{what}: the error should say {word:?}: {body}"
+            );
+        }
+        let slots = api_json(&vm, &token, "/api/v1/system/slots").expect("slots");
+        assert_eq!(slots["booted"], "a", "{what}: {slots}");
+        assert_eq!(slot(&slots, "b")["status"], "no-entry", "{what}: {slots}");
+        assert_eq!(slots["next_boot"], "a", "{what}: {slots}");
+        let events = history(&vm, &token);
+        let last = events.last().expect("a history event");
+        assert!(
+            last["event"] == "rejected" || last["event"] == "failed",
+            "{what}: last history event {last}"
+        );
+    }
+    let (code, body) = api(&vm, &token, "POST", "/api/v1/system/poweroff", &[]);
+    assert!(code < 300, "poweroff: {code} {body}");
+    let status = vm.wait_exit(Duration::from_secs(180)).unwrap();
+    assert!(status.success(), "qemu exit status {status}");
+    let esp_after = esp_files(&vm.dir().join("disk.qcow2"), vm.dir());
+    let names = |files: &BTreeMap<String, Vec<u8>>| files.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&esp_before), names(&esp_after), "ESP files changed");
+    for (name, data) in &esp_before {
+        assert!(
+            esp_after[name] == *data,
+            "{name} on the ESP changed after rejected updates"
+        );
+    }
+}
+
+#[test]
+#[ignore = "boots the real image under TCG (minutes); `just vm-test` runs it, and `just test` runs that"]
+fn an_update_through_the_cli_boots_the_new_version_is_blessed_and_survives_a_reboot() {
+    let fixtures = fixtures();
+    let mut vm = Vm::start(&image()).unwrap();
+    let token = first_boot(&mut vm);
+
+    let good = fixtures.good.display().to_string();
+    let (ok, out) = vm.ztos(&token, &["system", "update", &good]).unwrap();
+    eprintln!("ztos system update: {out}");
+    assert!(ok, "ztos system update {good}: {out}");
+    assert!(out.contains("0.2.0"), "the CLI names the version: {out}");
+
+    // The box reboots into slot B on trial; init blesses it once ztosd has been healthy.
+    let slots = wait_slots(&vm, &token, BOOT_LIMIT * 2, "slot b blessed", |s| {
+        s["booted"] == "b" && slot(s, "b")["status"] == "good"
+    });
+    assert_eq!(slots["current_version"], "0.2.0", "{slots}");
+    assert_eq!(
+        slot(&slots, "a")["status"],
+        "good",
+        "A stays as fallback: {slots}"
+    );
+    let events: Vec<String> = history(&vm, &token)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for wanted in ["started", "written", "rebooted", "blessed"] {
+        assert!(
+            events.iter().any(|e| e == wanted),
+            "history lacks {wanted}: {events:?}"
+        );
+    }
+
+    // Survives a further reboot: still B, still 0.2.0, still good.
+    let (code, body) = api(&vm, &token, "POST", "/api/v1/system/reboot", &[]);
+    assert!(code < 300, "reboot: {code} {body}");
+    vm.wait_for("reboot", Duration::from_secs(120)).unwrap();
+    vm.wait_for("ztos login: ", BOOT_LIMIT).unwrap();
+    let slots = wait_slots(&vm, &token, BOOT_LIMIT, "back after the reboot", |s| {
+        s["booted"] == "b"
+    });
+    assert_eq!(slots["current_version"], "0.2.0", "{slots}");
+    assert_eq!(slot(&slots, "b")["status"], "good", "{slots}");
+}
+
+/// Pushes `bundle`, waits for the trial boots to fail and slot A to come back, and checks the
+/// box reports the rollback.
+fn rolls_back_by_itself(bundle: &Path, version: &str) {
+    let mut vm = Vm::start(&image()).unwrap();
+    let token = first_boot(&mut vm);
+
+    let (code, body) = upload(&vm, &token, bundle, "reboot=now");
+    assert!(code < 300, "upload of {version}: {code} {body}");
+    // Three tries (each a boot that never becomes healthy), then A again.
+    let slots = wait_slots(&vm, &token, BOOT_LIMIT * 4, "rolled back to A", |s| {
+        s["booted"] == "a" && slot(s, "b")["status"] == "bad"
+    });
+    assert_eq!(slots["current_version"], FACTORY_VERSION, "{slots}");
+    let text = slots.to_string();
+    assert!(
+        text.contains(&format!("rolled back from {version}"))
+            || slots["boot"]["rolled_back_from"] == version,
+        "slots report the rollback from {version}: {slots}"
+    );
+    let events = history(&vm, &token);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "rolled-back" && e["version"] == version),
+        "history records the rollback from {version}: {events:?}"
+    );
+    assert!(
+        vm.console_text()
+            .contains(&format!("rolled back from {version}")),
+        "the console says so"
+    );
+    // A manual rollback to the bad slot is refused.
+    let (code, body) = api(&vm, &token, "POST", "/api/v1/system/rollback", &[]);
+    assert!(
+        (400..500).contains(&code),
+        "rollback to a bad slot must be refused: {code} {body}"
+    );
+}
+
+#[test]
+#[ignore = "boots the real image under TCG (minutes); `just vm-test` runs it, and `just test` runs that"]
+fn a_bundle_whose_ztosd_exits_at_once_rolls_back_by_itself() {
+    rolls_back_by_itself(&fixtures().ztosd_exits, "0.3.0");
+}
+
+#[test]
+#[ignore = "boots the real image under TCG (minutes); `just vm-test` runs it, and `just test` runs that"]
+fn a_bundle_whose_kernel_panics_rolls_back_by_itself() {
+    rolls_back_by_itself(&fixtures().kernel_panics, "0.3.1");
+}
+
+#[test]
+#[ignore = "boots the real image under TCG (minutes); `just vm-test` runs it, and `just test` runs that"]
+fn power_cuts_while_an_update_is_written_leave_the_old_version_booting() {
+    let fixtures = fixtures();
+    let mut vm = Vm::start(&image()).unwrap();
+    let token = first_boot(&mut vm);
+    let total = std::fs::metadata(&fixtures.good).unwrap().len();
+
+    // Where to pull the plug: the update's state and how far into it.
+    let points: [(&str, f64); 3] = [
+        ("verifying", 0.0),
+        ("writing-root", 0.3),
+        ("writing-root", 0.9),
+    ];
+    for (state, fraction) in points {
+        // A slow upload (1 MiB/s) so the cut lands where wanted.
+        let mut curl = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "--limit-rate", "1M", "-X", "POST"])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .args(["-H", "Content-Type: application/octet-stream"])
+            .arg("--data-binary")
+            .arg(format!("@{}", fixtures.good.display()))
+            .arg(format!(
+                "https://127.0.0.1:{}/api/v1/system/update?reboot=now",
+                vm.https_port()
+            ))
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let progress = api_json(&vm, &token, "/api/v1/system/update");
+            if let Some(p) = &progress {
+                let done = p["bytes_done"].as_u64().unwrap_or(0) as f64;
+                let of = p["bytes_total"].as_u64().unwrap_or(total).max(1) as f64;
+                if p["state"] == state && done / of >= fraction {
+                    eprintln!("power cut at {p}");
+                    break;
+                }
+                assert!(
+                    !matches!(
+                        p["state"].as_str(),
+                        Some("writing-boot" | "written" | "rebooting" | "failed")
+                    ),
+                    "missed the cut point {state} {fraction}: {p}"
+                );
+            }
+            assert!(Instant::now() < deadline, "no progress: {progress:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        vm.power_cut().unwrap();
+        let _ = curl.kill();
+        let _ = curl.wait();
+
+        vm.restart().unwrap();
+        vm.wait_for("ztos login: ", BOOT_LIMIT).unwrap();
+        let slots = wait_slots(&vm, &token, BOOT_LIMIT, "the old version back", |s| {
+            s["booted"] == "a"
+        });
+        assert_eq!(
+            slots["current_version"], FACTORY_VERSION,
+            "cut at {state} {fraction}: {slots}"
+        );
+        assert_ne!(
+            slot(&slots, "b")["status"],
+            "trial",
+            "cut at {state} {fraction}: no half-written slot may boot: {slots}"
+        );
+    }
+    // And the box still takes the update afterwards.
+    let (code, body) = upload(&vm, &token, &fixtures.good, "reboot=later");
+    assert!(code < 300, "update after the power cuts: {code} {body}");
+    let slots = api_json(&vm, &token, "/api/v1/system/slots").unwrap();
+    assert_eq!(slots["next_boot"], "b", "{slots}");
+    assert_eq!(slot(&slots, "b")["status"], "trial", "{slots}");
+}
