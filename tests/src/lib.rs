@@ -3,6 +3,7 @@
 //! down; the `ztos-lab` binary uses it for the interactive two-leaf demo.
 
 pub mod lab;
+pub mod release;
 pub mod vm;
 
 pub use lab::{Lab, Node, ProcessHandle, ZtosdHandle};

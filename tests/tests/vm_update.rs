@@ -25,8 +25,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use ztos_image::bundle::{BundleHeader, Manifest};
-use ztos_image::trust::SecretKey;
+use ztos_tests::release::{
+    build_release, bundle_from_build, bundle_of, dev_key, repo, run, write_size_lie, ztos_image,
+};
 use ztos_tests::vm::{default_image, Vm};
 
 /// TCG reaches the console in about a minute (mostly OVMF); room for a loaded CI machine with
@@ -35,13 +36,6 @@ const BOOT_LIMIT: Duration = Duration::from_secs(360);
 const PASSWORD: &str = "correct horse battery";
 /// The version the factory image carries (the workspace's).
 const FACTORY_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("the repository root")
-}
 
 fn image() -> PathBuf {
     std::env::var_os("ZTOS_VM_IMAGE")
@@ -71,101 +65,20 @@ struct Fixtures {
     size_lie: PathBuf,
 }
 
-fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn ztos_image() -> Command {
-    let bin = repo().join("target/release/ztos-image");
-    assert!(
-        bin.is_file(),
-        "{} is missing: `just image` builds it",
-        bin.display()
-    );
-    Command::new(bin)
-}
-
-/// `ztos-image build` of `version` into `out` with the image's inputs, trusting the dev key.
-fn build_release(out: &Path, version: &str, overlay: Option<&Path>) {
-    let repo = repo();
-    let mut command = ztos_image();
-    command
-        .arg("build")
-        .arg("--out")
-        .arg(out)
-        .arg("--kernel-dir")
-        .arg(repo.join(".cache/kernel/linux-image"))
-        .arg("--bin-dir")
-        .arg(repo.join("target/release"))
-        .arg("--rootfs")
-        .arg(repo.join("rootfs"))
-        .args(["--version", version, "--no-qcow2"])
-        .arg("--trust-key")
-        .arg(repo.join("target/keys/dev.pub"))
-        .env("SOURCE_DATE_EPOCH", "1700000000");
-    if let Some(overlay) = overlay {
-        command.arg("--overlay").arg(overlay);
-    }
-    run(&mut command);
-    // Only the artifacts matter here; the raw image is 1.4 GiB of (sparse) disk.
-    let _ = std::fs::remove_file(out.join("ztos.img"));
-}
-
-fn bundle_from_build(build: &Path, key: &Path, out: &Path) {
-    run(ztos_image()
-        .arg("bundle")
-        .arg("--from-build")
-        .arg(build)
-        .arg("--key")
-        .arg(key)
-        .arg("--out")
-        .arg(out));
-}
-
-fn bundle_of(kernel: &Path, initramfs: &Path, root: &Path, version: &str, key: &Path, out: &Path) {
-    run(ztos_image()
-        .arg("bundle")
-        .arg("--kernel")
-        .arg(kernel)
-        .arg("--initramfs")
-        .arg(initramfs)
-        .arg("--root")
-        .arg(root)
-        .args(["--version", version])
-        .arg("--key")
-        .arg(key)
-        .arg("--out")
-        .arg(out));
-}
-
 fn fixtures() -> &'static Fixtures {
     static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
     FIXTURES.get_or_init(|| {
         let started = Instant::now();
         let repo = repo();
-        let key = repo.join("target/keys/dev.key");
-        assert!(
-            key.is_file(),
-            "{} is missing: `just image` makes the development key",
-            key.display()
-        );
+        let key = dev_key().unwrap();
         let dir = repo.join("target/update-fixtures");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
 
         let good_build = dir.join("build-0.2.0");
-        build_release(&good_build, "0.2.0", None);
+        build_release(&good_build, "0.2.0", None).unwrap();
         let good = dir.join("ztos-0.2.0.ztosb");
-        bundle_from_build(&good_build, &key, &good);
+        bundle_from_build(&good_build, &key, &good).unwrap();
         let kernel = good_build.join("vmlinuz");
         let initramfs = good_build.join("initramfs.img");
         let root = good_build.join("root.squashfs");
@@ -179,9 +92,9 @@ fn fixtures() -> &'static Fixtures {
         )
         .unwrap();
         let exits_build = dir.join("build-0.3.0");
-        build_release(&exits_build, "0.3.0", Some(&overlay));
+        build_release(&exits_build, "0.3.0", Some(&overlay)).unwrap();
         let ztosd_exits = dir.join("ztos-0.3.0-ztosd-exits.ztosb");
-        bundle_from_build(&exits_build, &key, &ztosd_exits);
+        bundle_from_build(&exits_build, &key, &ztosd_exits).unwrap();
 
         // An initramfs of zeros: the kernel unpacks nothing, finds no init and no root= and
         // panics; `panic=10` on the entry's command line reboots.
@@ -195,12 +108,13 @@ fn fixtures() -> &'static Fixtures {
             "0.3.1",
             &key,
             &kernel_panics,
-        );
+        )
+        .unwrap();
 
         let other = dir.join("untrusted");
-        run(ztos_image().arg("keygen").arg("--out").arg(&other));
+        run(ztos_image().unwrap().arg("keygen").arg("--out").arg(&other)).unwrap();
         let untrusted = dir.join("untrusted.ztosb");
-        bundle_from_build(&good_build, &other.with_extension("key"), &untrusted);
+        bundle_from_build(&good_build, &other.with_extension("key"), &untrusted).unwrap();
 
         let mut bytes = std::fs::read(&good).unwrap();
         let flipped = dir.join("flipped.ztosb");
@@ -213,10 +127,10 @@ fn fixtures() -> &'static Fixtures {
         std::fs::write(&truncated, &bytes[..bytes.len() * 6 / 10]).unwrap();
 
         let downgrade = dir.join("downgrade.ztosb");
-        bundle_of(&kernel, &initramfs, &root, "0.0.9", &key, &downgrade);
+        bundle_of(&kernel, &initramfs, &root, "0.0.9", &key, &downgrade).unwrap();
 
         let size_lie = dir.join("size-lie.ztosb");
-        write_size_lie(&kernel, &initramfs, &root, &key, &size_lie);
+        write_size_lie(&kernel, &initramfs, &root, "0.2.1", &key, &size_lie).unwrap();
 
         eprintln!("update fixtures built in {:?}", started.elapsed());
         Fixtures {
@@ -230,33 +144,6 @@ fn fixtures() -> &'static Fixtures {
             size_lie,
         }
     })
-}
-
-/// A bundle whose signed manifest says the root image is 4096 bytes shorter than what
-/// follows, with the digest of that shorter prefix: every artifact checks out, and only the
-/// bytes left over at the end give it away.
-fn write_size_lie(kernel: &Path, initramfs: &Path, root: &Path, key: &Path, out: &Path) {
-    use ztos_image::bundle::Artifact;
-    let kernel = std::fs::read(kernel).unwrap();
-    let initramfs = std::fs::read(initramfs).unwrap();
-    let root = std::fs::read(root).unwrap();
-    let shorter = &root[..root.len() - 4096];
-    let manifest = Manifest {
-        format: 1,
-        version: ztos_image::version::Version::parse("0.2.1").unwrap(),
-        build_time: 1_700_000_000,
-        min_version: ztos_image::version::Version::parse("0.0.0").unwrap(),
-        kernel: Artifact::of_reader(&kernel[..]).unwrap(),
-        initramfs: Artifact::of_reader(&initramfs[..]).unwrap(),
-        root: Artifact::of_reader(shorter).unwrap(),
-    };
-    let secret = SecretKey::parse_text(&std::fs::read_to_string(key).unwrap()).unwrap();
-    let header = BundleHeader::signed(manifest.to_toml().into_bytes(), &[&secret]).unwrap();
-    let mut file = header.encode().unwrap();
-    file.extend_from_slice(&kernel);
-    file.extend_from_slice(&initramfs);
-    file.extend_from_slice(&root);
-    std::fs::write(out, file).unwrap();
 }
 
 /// First boot of a factory box: admin password, login, the management address on the console
@@ -381,7 +268,8 @@ fn esp_files(disk: &Path, scratch: &Path) -> BTreeMap<String, Vec<u8>> {
     run(Command::new("qemu-img")
         .args(["convert", "-O", "raw"])
         .arg(disk)
-        .arg(&raw));
+        .arg(&raw))
+    .unwrap();
     let file = std::fs::File::open(&raw).unwrap();
     let sectors = file.metadata().unwrap().len() / ztos_image::layout::SECTOR_SIZE;
     let gpt = ztos_image::gpt::Gpt::read_from(&mut &file, sectors).unwrap();
