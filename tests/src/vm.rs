@@ -52,6 +52,14 @@ impl std::fmt::Debug for Vm {
     }
 }
 
+/// One slot (`"a"` or `"b"`) of a `GET /api/v1/system/slots` answer (`Null` if absent).
+pub fn slot<'a>(slots: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    slots["slots"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["slot"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
 /// How long one console step (a prompt, a command's answer) may take under TCG.
 pub const CONSOLE_STEP: Duration = Duration::from_secs(60);
 
@@ -516,6 +524,102 @@ impl Vm {
             .find(|word| word.starts_with("ztos_"))
             .map(str::to_string)
             .context("no token secret on the console")
+    }
+
+    /// First boot of a factory box as an operator does it on the console: the admin
+    /// `password`, login, the management address (QEMU's user network: 10.0.2.15/24 via
+    /// 10.0.2.2), and an admin API token, whose secret is returned once the HTTPS API answers.
+    pub fn first_boot(&mut self, password: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.set_first_password(password, timeout)?;
+        self.login("ztos", password, timeout)?;
+        self.run_console(
+            "ztos",
+            r#"config set interfaces[1] '{ name = "eth0", addresses = ["10.0.2.15/24"] }'"#,
+            "candidate: interfaces[1] set",
+        )?;
+        self.run_console(
+            "ztos",
+            r#"config set routes[0] '{ destination = "0.0.0.0/0", gateway = "10.0.2.2" }'"#,
+            "candidate: routes[0] set",
+        )?;
+        self.run_console(
+            "ztos",
+            "config commit -m 'management address'",
+            "committed revision",
+        )?;
+        let token = self.create_token("ztos", "admin-api", "admin")?;
+        self.wait_for_https("/health", timeout)?;
+        Ok(token)
+    }
+
+    /// An HTTPS request to the VM's API with a bearer token, through curl (`extra`: more curl
+    /// arguments, e.g. a body); returns the status code (0 when nothing answered) and the body.
+    pub fn api(&self, token: &str, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
+        let output = Command::new("curl")
+            .args(["-sk", "--max-time", "600", "-X", method])
+            .args(["-w", "\n%{http_code}"])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{}{path}", self.https_port))
+            .output();
+        let Ok(output) = output else {
+            return (0, "curl did not run".to_string());
+        };
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// GET `path` as JSON; `None` unless it answered 200 with JSON.
+    pub fn api_json(&self, token: &str, path: &str) -> Option<serde_json::Value> {
+        match self.api(token, "GET", path, &[]) {
+            (200, body) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    }
+
+    /// Streams the file `bundle` to `POST /api/v1/system/update?{query}`.
+    pub fn upload_update(&self, token: &str, bundle: &Path, query: &str) -> (u16, String) {
+        self.api(
+            token,
+            "POST",
+            &format!("/api/v1/system/update?{query}"),
+            &[
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                &format!("@{}", bundle.display()),
+            ],
+        )
+    }
+
+    /// Polls `GET /api/v1/system/slots` until `done` holds, across reboots (no answer counts as
+    /// not yet), for at most `limit`; the error names `what`, the last answer and the console.
+    pub fn wait_slots(
+        &self,
+        token: &str,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let deadline = Instant::now() + limit;
+        let mut last = serde_json::Value::Null;
+        loop {
+            if let Some(slots) = self.api_json(token, "/api/v1/system/slots") {
+                if done(&slots) {
+                    return Ok(slots);
+                }
+                last = slots;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{what}: not reached within {limit:?}; last slots: {last}\nconsole:\n{}",
+                    self.console_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
     }
 
     /// The directory holding the overlay, UEFI variables and serial.log.

@@ -28,7 +28,7 @@ use serde_json::Value;
 use ztos_tests::release::{
     build_release, bundle_from_build, bundle_of, dev_key, repo, run, write_size_lie, ztos_image,
 };
-use ztos_tests::vm::{default_image, Vm};
+use ztos_tests::vm::{default_image, slot, Vm};
 
 /// TCG reaches the console in about a minute (mostly OVMF); room for a loaded CI machine with
 /// two VMs running side by side.
@@ -146,115 +146,10 @@ fn fixtures() -> &'static Fixtures {
     })
 }
 
-/// First boot of a factory box: admin password, login, the management address on the console
-/// (QEMU's user network), an admin API token. Returns the token.
-fn first_boot(vm: &mut Vm) -> String {
-    vm.set_first_password(PASSWORD, BOOT_LIMIT).unwrap();
-    vm.login("ztos", PASSWORD, BOOT_LIMIT).unwrap();
-    vm.run_console(
-        "ztos",
-        r#"config set interfaces[1] '{ name = "eth0", addresses = ["10.0.2.15/24"] }'"#,
-        "candidate: interfaces[1] set",
-    )
-    .unwrap();
-    vm.run_console(
-        "ztos",
-        r#"config set routes[0] '{ destination = "0.0.0.0/0", gateway = "10.0.2.2" }'"#,
-        "candidate: routes[0] set",
-    )
-    .unwrap();
-    vm.run_console(
-        "ztos",
-        "config commit -m 'management address'",
-        "committed revision",
-    )
-    .unwrap();
-    let token = vm.create_token("ztos", "updates", "admin").unwrap();
-    vm.wait_for_https("/health", BOOT_LIMIT).unwrap();
-    token
-}
-
-/// curl against the VM's API with the token; returns the status code and the body.
-fn api(vm: &Vm, token: &str, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
-    let output = Command::new("curl")
-        .args([
-            "-sk",
-            "--max-time",
-            "600",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ])
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {token}"))
-        .args(extra)
-        .arg(format!("https://127.0.0.1:{}{path}", vm.https_port()))
-        .output()
-        .expect("running curl");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-fn api_json(vm: &Vm, token: &str, path: &str) -> Option<Value> {
-    match api(vm, token, "GET", path, &[]) {
-        (200, body) => serde_json::from_str(&body).ok(),
-        _ => None,
-    }
-}
-
-/// Uploads `bundle` to `POST /api/v1/system/update?{query}`.
-fn upload(vm: &Vm, token: &str, bundle: &Path, query: &str) -> (u16, String) {
-    api(
-        vm,
-        token,
-        "POST",
-        &format!("/api/v1/system/update?{query}"),
-        &[
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
-            &format!("@{}", bundle.display()),
-        ],
-    )
-}
-
-fn slot<'a>(slots: &'a Value, name: &str) -> &'a Value {
-    slots["slots"]
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["slot"] == name))
-        .unwrap_or_else(|| panic!("slot {name} missing in {slots}"))
-}
-
-/// Polls `GET /api/v1/system/slots` until `done` holds, across reboots, for at most `limit`.
-fn wait_slots(
-    vm: &Vm,
-    token: &str,
-    limit: Duration,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    let mut last = Value::Null;
-    loop {
-        if let Some(slots) = api_json(vm, token, "/api/v1/system/slots") {
-            if done(&slots) {
-                return slots;
-            }
-            last = slots;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not reached within {limit:?}; last slots: {last}\nconsole:\n{}",
-            vm.console_tail(40)
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
 fn history(vm: &Vm, token: &str) -> Vec<Value> {
-    let value = api_json(vm, token, "/api/v1/system/update/history").expect("update history");
+    let value = vm
+        .api_json(token, "/api/v1/system/update/history")
+        .expect("update history");
     value
         .as_array()
         .cloned()
@@ -293,7 +188,7 @@ fn esp_files(disk: &Path, scratch: &Path) -> BTreeMap<String, Vec<u8>> {
 fn bad_bundles_are_rejected_and_leave_the_esp_and_the_other_slot_untouched() {
     let fixtures = fixtures();
     let mut vm = Vm::start(&image()).unwrap();
-    let token = first_boot(&mut vm);
+    let token = vm.first_boot(PASSWORD, BOOT_LIMIT).unwrap();
     let esp_before = esp_files(&image(), vm.dir());
 
     let cases: [(&str, &Path, &str, &[&str]); 5] = [
@@ -329,7 +224,7 @@ fn bad_bundles_are_rejected_and_leave_the_esp_and_the_other_slot_untouched() {
         ),
     ];
     for (what, bundle, query, expect) in cases {
-        let (code, body) = upload(&vm, &token, bundle, query);
+        let (code, body) = vm.upload_update(&token, bundle, query);
         eprintln!("{what}: {code} {body}");
         assert!(
             (400..500).contains(&code),
@@ -342,7 +237,7 @@ fn bad_bundles_are_rejected_and_leave_the_esp_and_the_other_slot_untouched() {
                 "{what}: the error should say {word:?}: {body}"
             );
         }
-        let slots = api_json(&vm, &token, "/api/v1/system/slots").expect("slots");
+        let slots = vm.api_json(&token, "/api/v1/system/slots").expect("slots");
         assert_eq!(slots["booted"], "a", "{what}: {slots}");
         assert_eq!(slot(&slots, "b")["status"], "no-entry", "{what}: {slots}");
         assert_eq!(slots["next_boot"], "a", "{what}: {slots}");
@@ -353,7 +248,7 @@ fn bad_bundles_are_rejected_and_leave_the_esp_and_the_other_slot_untouched() {
             "{what}: last history event {last}"
         );
     }
-    let (code, body) = api(&vm, &token, "POST", "/api/v1/system/poweroff", &[]);
+    let (code, body) = vm.api(&token, "POST", "/api/v1/system/poweroff", &[]);
     assert!(code < 300, "poweroff: {code} {body}");
     let status = vm.wait_exit(Duration::from_secs(180)).unwrap();
     assert!(status.success(), "qemu exit status {status}");
@@ -373,7 +268,7 @@ fn bad_bundles_are_rejected_and_leave_the_esp_and_the_other_slot_untouched() {
 fn an_update_through_the_cli_boots_the_new_version_is_blessed_and_survives_a_reboot() {
     let fixtures = fixtures();
     let mut vm = Vm::start(&image()).unwrap();
-    let token = first_boot(&mut vm);
+    let token = vm.first_boot(PASSWORD, BOOT_LIMIT).unwrap();
 
     let good = fixtures.good.display().to_string();
     let (ok, out) = vm.ztos(&token, &["system", "update", &good]).unwrap();
@@ -382,9 +277,11 @@ fn an_update_through_the_cli_boots_the_new_version_is_blessed_and_survives_a_reb
     assert!(out.contains("0.2.0"), "the CLI names the version: {out}");
 
     // The box reboots into slot B on trial; init blesses it once ztosd has been healthy.
-    let slots = wait_slots(&vm, &token, BOOT_LIMIT * 2, "slot b blessed", |s| {
-        s["booted"] == "b" && slot(s, "b")["status"] == "good"
-    });
+    let slots = vm
+        .wait_slots(&token, BOOT_LIMIT * 2, "slot b blessed", |s| {
+            s["booted"] == "b" && slot(s, "b")["status"] == "good"
+        })
+        .unwrap();
     assert_eq!(slots["current_version"], "0.2.0", "{slots}");
     assert_eq!(
         slot(&slots, "a")["status"],
@@ -403,13 +300,15 @@ fn an_update_through_the_cli_boots_the_new_version_is_blessed_and_survives_a_reb
     }
 
     // Survives a further reboot: still B, still 0.2.0, still good.
-    let (code, body) = api(&vm, &token, "POST", "/api/v1/system/reboot", &[]);
+    let (code, body) = vm.api(&token, "POST", "/api/v1/system/reboot", &[]);
     assert!(code < 300, "reboot: {code} {body}");
     vm.wait_for("reboot", Duration::from_secs(120)).unwrap();
     vm.wait_for("ztos login: ", BOOT_LIMIT).unwrap();
-    let slots = wait_slots(&vm, &token, BOOT_LIMIT, "back after the reboot", |s| {
-        s["booted"] == "b"
-    });
+    let slots = vm
+        .wait_slots(&token, BOOT_LIMIT, "back after the reboot", |s| {
+            s["booted"] == "b"
+        })
+        .unwrap();
     assert_eq!(slots["current_version"], "0.2.0", "{slots}");
     assert_eq!(slot(&slots, "b")["status"], "good", "{slots}");
 }
@@ -418,14 +317,16 @@ fn an_update_through_the_cli_boots_the_new_version_is_blessed_and_survives_a_reb
 /// box reports the rollback.
 fn rolls_back_by_itself(bundle: &Path, version: &str) {
     let mut vm = Vm::start(&image()).unwrap();
-    let token = first_boot(&mut vm);
+    let token = vm.first_boot(PASSWORD, BOOT_LIMIT).unwrap();
 
-    let (code, body) = upload(&vm, &token, bundle, "reboot=now");
+    let (code, body) = vm.upload_update(&token, bundle, "reboot=now");
     assert!(code < 300, "upload of {version}: {code} {body}");
     // Three tries (each a boot that never becomes healthy), then A again.
-    let slots = wait_slots(&vm, &token, BOOT_LIMIT * 4, "rolled back to A", |s| {
-        s["booted"] == "a" && slot(s, "b")["status"] == "bad"
-    });
+    let slots = vm
+        .wait_slots(&token, BOOT_LIMIT * 4, "rolled back to A", |s| {
+            s["booted"] == "a" && slot(s, "b")["status"] == "bad"
+        })
+        .unwrap();
     assert_eq!(slots["current_version"], FACTORY_VERSION, "{slots}");
     let text = slots.to_string();
     assert!(
@@ -446,7 +347,7 @@ fn rolls_back_by_itself(bundle: &Path, version: &str) {
         "the console says so"
     );
     // A manual rollback to the bad slot is refused.
-    let (code, body) = api(&vm, &token, "POST", "/api/v1/system/rollback", &[]);
+    let (code, body) = vm.api(&token, "POST", "/api/v1/system/rollback", &[]);
     assert!(
         (400..500).contains(&code),
         "rollback to a bad slot must be refused: {code} {body}"
@@ -470,7 +371,7 @@ fn a_bundle_whose_kernel_panics_rolls_back_by_itself() {
 fn power_cuts_while_an_update_is_written_leave_the_old_version_booting() {
     let fixtures = fixtures();
     let mut vm = Vm::start(&image()).unwrap();
-    let token = first_boot(&mut vm);
+    let token = vm.first_boot(PASSWORD, BOOT_LIMIT).unwrap();
     let total = std::fs::metadata(&fixtures.good).unwrap().len();
 
     // Where to pull the plug: the update's state and how far into it.
@@ -496,7 +397,7 @@ fn power_cuts_while_an_update_is_written_leave_the_old_version_booting() {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let progress = api_json(&vm, &token, "/api/v1/system/update");
+            let progress = vm.api_json(&token, "/api/v1/system/update");
             if let Some(p) = &progress {
                 let done = p["bytes_done"].as_u64().unwrap_or(0) as f64;
                 let of = p["bytes_total"].as_u64().unwrap_or(total).max(1) as f64;
@@ -521,9 +422,11 @@ fn power_cuts_while_an_update_is_written_leave_the_old_version_booting() {
 
         vm.restart().unwrap();
         vm.wait_for("ztos login: ", BOOT_LIMIT).unwrap();
-        let slots = wait_slots(&vm, &token, BOOT_LIMIT, "the old version back", |s| {
-            s["booted"] == "a"
-        });
+        let slots = vm
+            .wait_slots(&token, BOOT_LIMIT, "the old version back", |s| {
+                s["booted"] == "a"
+            })
+            .unwrap();
         assert_eq!(
             slots["current_version"], FACTORY_VERSION,
             "cut at {state} {fraction}: {slots}"
@@ -535,9 +438,9 @@ fn power_cuts_while_an_update_is_written_leave_the_old_version_booting() {
         );
     }
     // And the box still takes the update afterwards.
-    let (code, body) = upload(&vm, &token, &fixtures.good, "reboot=later");
+    let (code, body) = vm.upload_update(&token, &fixtures.good, "reboot=later");
     assert!(code < 300, "update after the power cuts: {code} {body}");
-    let slots = api_json(&vm, &token, "/api/v1/system/slots").unwrap();
+    let slots = vm.api_json(&token, "/api/v1/system/slots").unwrap();
     assert_eq!(slots["next_boot"], "b", "{slots}");
     assert_eq!(slot(&slots, "b")["status"], "trial", "{slots}");
 }
