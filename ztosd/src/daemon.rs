@@ -186,6 +186,9 @@ pub struct SecurityStatus {
     pub macsec: DatapathSecurity,
     /// Zero-trust policy rules configured (enforced by the WireGuard plugin).
     pub policy_rules: usize,
+    /// `rolled back from <version>` when this boot is an automatic rollback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -248,6 +251,8 @@ struct Inner {
     /// Whether ztosd also sets the kernel's hostname (the appliance; not in netns labs, which
     /// share the host's UTS namespace).
     manage_hostname: std::sync::atomic::AtomicBool,
+    /// The update service; [`Daemon::configure_update`] replaces the appliance default.
+    update: StdMutex<crate::update::UpdateService>,
 }
 
 /// The daemon. Cheap to clone; every clone is the same daemon.
@@ -303,6 +308,12 @@ impl Daemon {
             config: running_config.clone(),
         }));
         let plugins = PluginHost::new(logs.clone(), current_rx);
+        let init = InitClient::new(&options.init_socket);
+        let update = crate::update::UpdateService::new(
+            crate::update::UpdateOptions::appliance(&state_dir),
+            init.clone(),
+        )
+        .with_context(|| format!("opening the updater's state in {}", state_dir.display()))?;
         Ok(Daemon {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -321,8 +332,9 @@ impl Daemon {
                 counters: Counters::default(),
                 started: Instant::now(),
                 state_dir,
-                init: InitClient::new(&options.init_socket),
+                init,
                 manage_hostname: std::sync::atomic::AtomicBool::new(false),
+                update: StdMutex::new(update),
             }),
         })
     }
@@ -432,6 +444,24 @@ impl Daemon {
     }
 
     /// The client of ztos-init's status socket (services, reboot, poweroff).
+    /// The update service.
+    pub fn update(&self) -> crate::update::UpdateService {
+        self.inner
+            .update
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the update service's settings (test mode: files as partitions, a directory
+    /// as the ESP). Call before serving the API.
+    pub fn configure_update(&self, options: crate::update::UpdateOptions) -> anyhow::Result<()> {
+        let service = crate::update::UpdateService::new(options, self.inner.init.clone())
+            .map_err(|e| anyhow::anyhow!("opening the updater's state: {e}"))?;
+        *self.inner.update.lock().unwrap_or_else(|p| p.into_inner()) = service;
+        Ok(())
+    }
+
     pub fn init(&self) -> &InitClient {
         &self.inner.init
     }
@@ -883,6 +913,7 @@ impl Daemon {
                 0,
             ),
             policy_rules: config.policy.as_ref().map_or(0, |p| p.rules.len()),
+            update: self.update().rollback_notice(),
         }
     }
 
@@ -964,6 +995,14 @@ impl Daemon {
                     "owns configured section {section}; plugin is {}",
                     state.as_deref().unwrap_or("absent")
                 ),
+            });
+        }
+        if let Some(notice) = self.update().rollback_notice() {
+            // The box runs (the previous slot), so this does not make it unhealthy.
+            components.push(ComponentHealth {
+                name: "update".into(),
+                healthy: true,
+                detail: notice,
             });
         }
         Health {

@@ -71,6 +71,14 @@ pub fn app(daemon: Daemon) -> Router {
             "/system/perm/reformat",
             post(routes::system_services::reformat_perm),
         )
+        .route(
+            "/system/update",
+            get(routes::update::status).post(routes::update::upload),
+        )
+        .route("/system/update/url", post(routes::update::from_url))
+        .route("/system/update/history", get(routes::update::history))
+        .route("/system/slots", get(routes::update::slots))
+        .route("/system/rollback", post(routes::update::rollback))
         .route("/plugins", get(plugins::list))
         .route("/plugins/{name}", get(plugins::get))
         .route("/tokens", get(tokens::list).post(tokens::create))
@@ -103,16 +111,23 @@ pub fn app(daemon: Daemon) -> Router {
         .with_state(state)
 }
 
+/// The one route whose body is streamed rather than read first.
+const STREAMED_UPLOAD: &str = "/api/v1/system/update";
+
 /// Reads the whole request body (at most [`MAX_BODY_BYTES`]) before anything answers. A
 /// handler that rejects early (401, 403) would otherwise leave the body unread; closing a TCP
 /// connection with unread bytes makes the kernel send a reset, which can reach the client
 /// before the error response does (seen with TLS, where the body arrives in its own record).
-/// Streaming uploads (update bundles) will need a route that bypasses this.
+/// The streamed bundle upload ([`STREAMED_UPLOAD`]) bypasses this: its handler enforces its
+/// own limits and drains a refused body itself (`routes::update`).
 async fn read_body_first(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    if request.method() == axum::http::Method::POST && request.uri().path() == STREAMED_UPLOAD {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => {

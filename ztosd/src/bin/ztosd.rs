@@ -48,6 +48,24 @@ struct Args {
     /// ztosd in a netns lab must not, as it shares the host's UTS namespace).
     #[arg(long)]
     set_hostname: bool,
+    /// Public keys trusted to sign update bundles.
+    #[arg(long, default_value = ztosd::update::DEFAULT_TRUST_DIR)]
+    trust_dir: PathBuf,
+    /// Test mode of the updater: this file is slot A's root partition (with
+    /// --update-root-b and --update-esp-dir; the appliance finds partitions by GPT label).
+    #[arg(long, hide = true, requires_all = ["update_root_b", "update_esp_dir"])]
+    update_root_a: Option<PathBuf>,
+    #[arg(long, hide = true, requires = "update_root_a")]
+    update_root_b: Option<PathBuf>,
+    /// Test mode: a directory standing in for the mounted ESP.
+    #[arg(long, hide = true, requires = "update_root_a")]
+    update_esp_dir: Option<PathBuf>,
+    /// Test mode: the running slot (the appliance reads ztos.slot= from /proc/cmdline).
+    #[arg(long, hide = true)]
+    booted_slot: Option<String>,
+    /// Test mode: the running version (the appliance reads /etc/os-release).
+    #[arg(long, hide = true)]
+    current_version: Option<String>,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "ZTOS_LOG", default_value = "info")]
     log: String,
@@ -72,6 +90,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         init_socket: args.init_socket.clone(),
     })?;
     daemon.manage_system_hostname(args.set_hostname);
+    daemon.configure_update(update_options(&args)?)?;
     tracing_subscriber::registry()
         .with(EnvFilter::try_new(&args.log).with_context(|| format!("--log {}", args.log))?)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
@@ -140,6 +159,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("https api on {addr}");
     }
 
+    // Pull mode, and the boot assessment (blessed, rolled back) into the update history.
+    let update = daemon.update();
+    let config_source = daemon.clone();
+    tokio::spawn(update.run_pull(move || {
+        let daemon = config_source.clone();
+        async move { daemon.running().await.config.system.update }
+    }));
+
     // Persist the log tails now and then, and on the way out.
     let logs = daemon.logs().clone();
     tokio::spawn(async move {
@@ -169,6 +196,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&args.api_socket);
     let _ = std::fs::remove_file(&args.plugin_socket);
     outcome
+}
+
+fn update_options(args: &Args) -> anyhow::Result<ztosd::update::UpdateOptions> {
+    let mut options = ztosd::update::UpdateOptions::appliance(&args.state_dir);
+    options.trust_dir = args.trust_dir.clone();
+    if let (Some(root_a), Some(root_b), Some(esp_dir)) = (
+        &args.update_root_a,
+        &args.update_root_b,
+        &args.update_esp_dir,
+    ) {
+        options.disk = ztosd::update::DiskAccess::Paths {
+            root_a: root_a.clone(),
+            root_b: root_b.clone(),
+            esp_dir: esp_dir.clone(),
+        };
+    }
+    if let Some(slot) = &args.booted_slot {
+        options.booted_slot = Some(
+            ztos_image::layout::Slot::parse(slot)
+                .with_context(|| format!("--booted-slot {slot}: expected a or b"))?,
+        );
+    }
+    options.current_version = args.current_version.clone();
+    Ok(options)
 }
 
 async fn https_address(args: &Args, daemon: &Daemon) -> anyhow::Result<Option<SocketAddr>> {

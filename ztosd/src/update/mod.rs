@@ -56,6 +56,10 @@ pub const DEFAULT_TRUST_DIR: &str = "/etc/ztos/trust";
 /// How long an upload may stall (no byte arriving) before it counts as cut off.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The kind of error [`ChannelReader`] reports when the upload or download itself failed
+/// (the client went away, the connection broke): the client's problem, not the disk's.
+const UPLOAD_FAILED: io::ErrorKind = io::ErrorKind::ConnectionAborted;
+
 /// Body chunks buffered between the network and the writing thread.
 const CHANNEL_CHUNKS: usize = 64;
 
@@ -250,6 +254,9 @@ impl UpdateError {
             BundleError::Truncated { .. } | BundleError::TruncatedHeader { .. } => {
                 UpdateError::BadRequest(err.to_string())
             }
+            BundleError::Read { ref source, .. } if source.kind() == UPLOAD_FAILED => {
+                UpdateError::BadRequest(err.to_string())
+            }
             BundleError::Read { .. } | BundleError::Write(_) => {
                 UpdateError::Failed(err.to_string())
             }
@@ -260,6 +267,10 @@ impl UpdateError {
     fn from_io(context: &str, err: io::Error) -> UpdateError {
         match BundleError::from_io(&err) {
             Some(BundleError::Truncated { .. }) => UpdateError::BadRequest(err.to_string()),
+            _ if err.kind() == UPLOAD_FAILED => UpdateError::BadRequest(err.to_string()),
+            Some(BundleError::Read { source, .. }) if source.kind() == UPLOAD_FAILED => {
+                UpdateError::BadRequest(err.to_string())
+            }
             Some(BundleError::Read { .. }) | None => {
                 UpdateError::Failed(format!("{context}: {err}"))
             }
@@ -394,9 +405,10 @@ impl UpdateService {
         let mut state = UpdateState::load(&state_path).unwrap_or_else(|err| {
             tracing::error!("update: {err}; starting afresh");
             let _ = std::fs::rename(&state_path, dir.join("state.json.corrupt"));
-            let mut state = UpdateState::default();
-            state.device_id = hex::encode(rand::random::<[u8; 16]>());
-            state
+            UpdateState {
+                device_id: hex::encode(rand::random::<[u8; 16]>()),
+                ..UpdateState::default()
+            }
         });
         for slot in state.settle_interrupted_writes() {
             let entry = HistoryEntry::now(
@@ -639,11 +651,8 @@ impl UpdateService {
                 self.set_progress(|p| p.bytes_received = received);
             }
             match &tx {
-                Some(sender) => {
-                    if sender.send(chunk).await.is_err() {
-                        tx = None;
-                    }
-                }
+                Some(sender) if sender.send(chunk).await.is_err() => tx = None,
+                Some(_) => {}
                 // The writer is done (it refused the bundle): drop the rest, bounded.
                 None if received > drain_limit() => break,
                 None => {}
@@ -873,18 +882,17 @@ impl UpdateService {
                     request.tries,
                 )
             })
-            .map_err(|err| {
+            .inspect_err(|err| {
                 let reason = err.to_string();
                 let _ = self.save_state(|state| {
                     state.slots.insert(
                         target,
                         SlotRecord::Overwritten {
                             version: version.clone(),
-                            reason: reason.clone(),
+                            reason,
                         },
                     );
                 });
-                err
             })?;
         self.save_state(|state| {
             state.slots.insert(
@@ -1005,7 +1013,7 @@ impl UpdateService {
     pub async fn slots(&self) -> Result<SlotsView, UpdateError> {
         let service = self.clone();
         let boot_state = tokio::task::spawn_blocking(move || {
-            service.with_esp(|esp| slots::read_boot_state(esp))
+            service.with_esp(slots::read_boot_state)
         })
         .await
         .map_err(|err| UpdateError::Failed(format!("reading the ESP: {err}")))??;
@@ -1072,7 +1080,12 @@ impl UpdateService {
             service.with_esp(|esp| {
                 let state = slots::read_boot_state(esp)?;
                 let version = state.slot(other).version.clone();
-                let entry = slots::prefer(esp, other, None)?;
+                // A slot still on trial keeps proving itself; a good one is trusted as is.
+                let tries = match state.slot(other).status {
+                    SlotStatus::Trial { left, .. } => Some(left),
+                    _ => None,
+                };
+                let entry = slots::prefer(esp, other, tries)?;
                 Ok((entry, version))
             })
         })
@@ -1231,7 +1244,7 @@ impl Read for ChannelReader {
                 Some(Ok(bytes)) => self.current = bytes,
                 Some(Err(err)) => {
                     return Err(io::Error::new(
-                        err.kind(),
+                        UPLOAD_FAILED,
                         format!("the upload failed: {err}"),
                     ))
                 }

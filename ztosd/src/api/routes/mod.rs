@@ -11,4 +11,5 @@ pub mod security;
 pub mod system;
 pub mod system_services;
 pub mod tokens;
+pub mod update;
 pub mod users;
