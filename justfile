@@ -43,6 +43,10 @@ bench-api: deps
 bench-boot: image
     tests/bench/bench-boot.sh
 
+# Update write throughput against a raw write of the same bytes to the same virtual disk, and update-to-blessed time.
+bench-update: image
+    tests/bench/bench-update.sh
+
 # Regenerate golden files (JSON Schema, OpenAPI) after an intended change.
 update-golden:
     ZTOS_UPDATE_GOLDEN=1 cargo test --workspace --lib golden

@@ -4,6 +4,7 @@
 
 pub mod lab;
 pub mod release;
+pub mod update_bench;
 pub mod vm;
 
 pub use lab::{Lab, Node, ProcessHandle, ZtosdHandle};

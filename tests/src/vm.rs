@@ -104,7 +104,7 @@ pub fn qemu_command(image: &Path, dir: &Path, https_forward: &str) -> anyhow::Re
 }
 
 /// A throw-away qcow2 `overlay` backed by `image`: the guest's writes land in the overlay.
-fn create_overlay(image: &Path, overlay: &Path) -> anyhow::Result<()> {
+pub fn create_overlay(image: &Path, overlay: &Path) -> anyhow::Result<()> {
     let status = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(image)

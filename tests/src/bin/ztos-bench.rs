@@ -7,6 +7,8 @@
 //!   prints the wall time of the request and the number of kernel changes it reported.
 //! - `initramfs`: packs one static program as `/init` into a gzip newc initramfs (the trivial
 //!   init of `just bench-boot`), with the image builder's own cpio writer.
+//! - `update`: update write throughput next to a raw write of the same bytes, and the time
+//!   from an update's start to the new version blessed (`just bench-update`).
 //! - `boot`: starts qemu (TCG) and prints the seconds until a marker appears on the serial
 //!   console: either a direct kernel boot (`--kernel`/`--initrd`, SeaBIOS) or the full UEFI
 //!   boot of an image (`--uefi-image`).
@@ -77,6 +79,26 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
+    /// Update write throughput next to a raw write of the same bytes, and update-to-blessed
+    /// time (tests/src/update_bench.rs).
+    Update {
+        #[arg(long)]
+        kernel: PathBuf,
+        /// ZTOS's initramfs (its storage modules serve the raw write).
+        #[arg(long)]
+        initramfs: PathBuf,
+        /// The image (qcow2) both sides write to, through overlays.
+        #[arg(long)]
+        image: PathBuf,
+        /// A bundle the image accepts.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The bundle's root image, for the raw write.
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -94,6 +116,14 @@ fn main() -> anyhow::Result<()> {
                 seconds,
             } => load(socket, path, connections, Duration::from_secs(seconds)).await,
             Command::Commit { socket, file } => commit(socket, file).await,
+            Command::Update {
+                kernel,
+                initramfs,
+                image,
+                bundle,
+                root,
+                runs,
+            } => ztos_tests::update_bench::run(&kernel, &initramfs, &image, &bundle, &root, runs),
             Command::Initramfs { init, out } => initramfs(&init, &out),
             Command::Boot {
                 kernel,
