@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod daemon;
+pub mod dhcp;
 pub mod init_client;
 pub mod logs;
 pub mod netlink;
