@@ -122,6 +122,46 @@ pub enum SystemCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Install a signed bundle into the inactive slot (`update FILE|URL`), or show the
+    /// running update (`update status`) and the update history (`update history`).
+    Update(UpdateArgs),
+    /// Both slots: versions, which runs, which boots next, good/trial/bad.
+    Slots,
+    /// Switch to the other slot by hand (refused when it is bad, empty or overwritten).
+    Rollback {
+        /// Make the other slot boot next, but do not reboot now.
+        #[arg(long)]
+        no_reboot: bool,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct UpdateArgs {
+    #[command(subcommand)]
+    pub action: Option<UpdateAction>,
+    /// A bundle file (streamed to the box), or an http(s):// URL the box downloads itself.
+    pub source: Option<String>,
+    /// Install an older (or the same) version.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// `now`, `never` (boots at the next reboot) or an RFC 3339 time.
+    #[arg(long, default_value = "now")]
+    pub reboot: String,
+    /// Boot tries the new slot gets to prove itself (1 to 10; default 3).
+    #[arg(long)]
+    pub tries: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpdateAction {
+    /// The update running now, or the last one; pull mode's checks.
+    Status,
+    /// The last update events: started, written, rebooted, blessed, rolled back, rejected.
+    History,
 }
 
 #[derive(Debug, Subcommand)]
@@ -663,6 +703,34 @@ async fn run_system(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let (action, path, yes) = match command {
+        SystemCommand::Update(args) => return run_update(client, args, json_output, out).await,
+        SystemCommand::Slots => {
+            let value = client
+                .json(Method::GET, "/api/v1/system/slots", None)
+                .await?;
+            return print_value(
+                out,
+                &value,
+                json_output,
+                crate::update::commands::format_slots,
+            );
+        }
+        SystemCommand::Rollback { no_reboot, yes } => {
+            if !yes && !no_reboot {
+                use std::io::IsTerminal;
+                if !std::io::stdin().is_terminal() {
+                    bail!("rollback needs confirmation: pass --yes (no terminal to ask on)");
+                }
+                eprint!("switch {target} to its other slot and reboot? [y/N] ");
+                std::io::stderr().flush()?;
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    bail!("rollback cancelled");
+                }
+            }
+            return crate::update::commands::rollback(client, !no_reboot, json_output, out).await;
+        }
         SystemCommand::Services => {
             let value = client
                 .json(Method::GET, "/api/v1/system/services", None)
@@ -703,6 +771,39 @@ async fn run_system(
             format!("{action} of {target} under way: ztos-init is stopping every service\n")
         }
     })
+}
+
+async fn run_update(
+    client: &Client,
+    args: UpdateArgs,
+    json_output: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use crate::update::commands;
+    match (args.action, args.source) {
+        (Some(UpdateAction::Status), _) => {
+            let value = client
+                .json(Method::GET, "/api/v1/system/update", None)
+                .await?;
+            print_value(out, &value, json_output, commands::format_status)
+        }
+        (Some(UpdateAction::History), _) => {
+            let value = client
+                .json(Method::GET, "/api/v1/system/update/history", None)
+                .await?;
+            print_value(out, &value, json_output, commands::format_history)
+        }
+        (None, Some(source)) => {
+            let command = commands::UpdateCommand {
+                source,
+                allow_downgrade: args.allow_downgrade,
+                reboot: args.reboot,
+                tries: args.tries,
+            };
+            commands::update(client, command, json_output, out).await
+        }
+        (None, None) => bail!("give a bundle FILE or URL, or `status` or `history`"),
+    }
 }
 
 /// The question `system reformat-perm` asks on a terminal.

@@ -178,6 +178,25 @@ impl Client {
             Some(value) => Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
             None => Bytes::new(),
         };
+        let content_type = body.map(|_| "application/json");
+        self.send_body(method, path, content_type, None, Full::new(payload))
+            .await
+    }
+
+    /// Sends one request with any body (a streamed upload: `content_length` tells the server
+    /// its size up front); an error status becomes [`ClientError::Api`].
+    pub async fn send_body<B>(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        content_length: Option<u64>,
+        body: B,
+    ) -> Result<Response<Incoming>, ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let mut builder = Request::builder().method(method).uri(path);
         builder = match &self.target {
             Target::Unix(_) => {
@@ -201,11 +220,14 @@ impl Client {
                 }
             }
         };
-        if body.is_some() {
-            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(content_type) = content_type {
+            builder = builder.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        if let Some(length) = content_length {
+            builder = builder.header(hyper::header::CONTENT_LENGTH, length);
         }
         let request = builder
-            .body(Full::new(payload))
+            .body(body)
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let response = match &self.target {
             Target::Unix(path) => {
@@ -275,12 +297,11 @@ impl Client {
     }
 }
 
-async fn exchange<S>(
-    stream: S,
-    request: Request<Full<Bytes>>,
-) -> Result<Response<Incoming>, ClientError>
+async fn exchange<S, B>(stream: S, request: Request<B>) -> Result<Response<Incoming>, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

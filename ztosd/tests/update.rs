@@ -419,3 +419,50 @@ async fn a_good_update_writes_slot_b_with_progress_and_one_at_a_time() {
     assert_eq!(b["root"], "written", "{slots}");
     assert_eq!(slots["slots"][0]["active"], true, "{slots}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_streams_a_file_and_shows_history_and_slots() {
+    let node = Node::start();
+    let root = root_image();
+    let file = node.state.join("bundle.ztosb");
+    std::fs::write(&file, node.bundle("0.3.0", &root)).unwrap();
+    let ztos = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_ztos"))
+            .arg("--socket")
+            .arg(&node.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let file_arg = file.display().to_string();
+    let (ok, stdout, stderr) =
+        tokio::task::block_in_place(|| ztos(&["system", "update", &file_arg, "--reboot", "never"]));
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "0.3.0 written to slot b and verified; boot entry ztos-2-b+3.conf\n\
+         0.3.0 boots at the next reboot (ztos system reboot)\n"
+    );
+    let (ok, stdout, _) = tokio::task::block_in_place(|| ztos(&["system", "update", "history"]));
+    assert!(ok);
+    assert!(stdout.contains("written  0.3.0"), "{stdout}");
+    let (ok, stdout, _) = tokio::task::block_in_place(|| ztos(&["system", "slots"]));
+    assert!(ok);
+    assert!(stdout.contains("trial (3 tries left)"), "{stdout}");
+    // An older version: the version policy refuses it, and the CLI says why.
+    let old = node.state.join("old.ztosb");
+    std::fs::write(&old, node.bundle("0.0.5", &root)).unwrap();
+    let old_arg = old.display().to_string();
+    let (ok, _, stderr) =
+        tokio::task::block_in_place(|| ztos(&["system", "update", &old_arg, "--reboot", "never"]));
+    assert!(!ok);
+    assert!(
+        stderr.contains("refusing to downgrade from 0.1.0 to 0.0.5"),
+        "{stderr}"
+    );
+}

@@ -21,6 +21,7 @@
 //! - [`schedule`]: when pull mode checks its server (spread, maintenance window); [`pull`]:
 //!   the index, the download and the periodic task.
 
+pub mod commands;
 pub mod history;
 pub mod pull;
 pub mod schedule;
@@ -1012,11 +1013,10 @@ impl UpdateService {
     /// Both slots as the ESP and the updater's state describe them.
     pub async fn slots(&self) -> Result<SlotsView, UpdateError> {
         let service = self.clone();
-        let boot_state = tokio::task::spawn_blocking(move || {
-            service.with_esp(slots::read_boot_state)
-        })
-        .await
-        .map_err(|err| UpdateError::Failed(format!("reading the ESP: {err}")))??;
+        let boot_state =
+            tokio::task::spawn_blocking(move || service.with_esp(slots::read_boot_state))
+                .await
+                .map_err(|err| UpdateError::Failed(format!("reading the ESP: {err}")))??;
         let booted = self.booted_slot().ok();
         let next = boot_state.next_boot();
         let state = lock(&self.inner.state).clone();
