@@ -575,4 +575,203 @@ mod tests {
         assert_eq!(resolve_url(base, "http://other/x"), "http://other/x");
         assert_eq!(resolve_url("http://h:1", "x.ztosb"), "http://h:1/x.ztosb");
     }
+
+    /// Serves `files` (path -> body) over plain HTTP/1.1, one request per connection.
+    async fn serve(files: Vec<(&'static str, Vec<u8>)>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let files = Arc::new(files);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let files = files.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let response = match files.iter().find(|(p, _)| *p == path) {
+                        Some((_, body)) => {
+                            let mut out = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .into_bytes();
+                            out.extend_from_slice(body);
+                            out
+                        }
+                        None => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec(),
+                    };
+                    let _ = stream.write_all(&response).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    struct TestBox {
+        _dir: tempfile::TempDir,
+        service: UpdateService,
+        root_b: std::path::PathBuf,
+        esp: std::path::PathBuf,
+        key: ztos_image::trust::SecretKey,
+    }
+
+    fn appliance() -> TestBox {
+        use ztos_image::layout::Slot;
+        let dir = tempfile::tempdir().unwrap();
+        let key = ztos_image::trust::SecretKey::from_seed(&[3; 32]);
+        let trust = dir.path().join("trust");
+        std::fs::create_dir_all(&trust).unwrap();
+        std::fs::write(trust.join("k.pub"), key.public().to_text()).unwrap();
+        let esp = dir.path().join("esp");
+        std::fs::create_dir_all(esp.join("loader/entries")).unwrap();
+        std::fs::write(
+            esp.join("loader/entries/ztos-1-a.conf"),
+            ztos_image::bootloader::boot_entry(Slot::A, "0.1.0"),
+        )
+        .unwrap();
+        let root_a = dir.path().join("root-a");
+        let root_b = dir.path().join("root-b");
+        std::fs::write(&root_a, vec![0u8; 1 << 20]).unwrap();
+        std::fs::write(&root_b, vec![0u8; 1 << 20]).unwrap();
+        let options = super::super::UpdateOptions {
+            state_dir: dir.path().join("state"),
+            trust_dir: trust,
+            disk: super::super::DiskAccess::Paths {
+                root_a,
+                root_b: root_b.clone(),
+                esp_dir: esp.clone(),
+            },
+            booted_slot: Some(Slot::A),
+            current_version: Some("0.1.0".into()),
+        };
+        let init = crate::init_client::InitClient::new(&dir.path().join("init.sock"));
+        let service = UpdateService::new(options, init).unwrap();
+        TestBox {
+            _dir: dir,
+            service,
+            root_b,
+            esp,
+            key,
+        }
+    }
+
+    fn bundle(key: &ztos_image::trust::SecretKey, version: &str, root: &[u8]) -> Vec<u8> {
+        use ztos_image::bundle::{write_bundle, Artifact, BundleHeader, Manifest, FORMAT_VERSION};
+        let of = |data: &[u8]| Artifact::of_reader(data).unwrap();
+        let manifest = Manifest {
+            format: FORMAT_VERSION,
+            version: Version::parse(version).unwrap(),
+            build_time: 1_700_000_000,
+            min_version: Version::parse("0.1.0").unwrap(),
+            kernel: of(b"k"),
+            initramfs: of(b"i"),
+            root: of(root),
+        };
+        let header = BundleHeader::signed(manifest.to_toml().into_bytes(), &[key]).unwrap();
+        let mut out = Vec::new();
+        write_bundle(
+            &mut out,
+            &header,
+            &manifest,
+            [&mut &b"k"[..], &mut &b"i"[..], &mut &root[..]],
+        )
+        .unwrap();
+        out
+    }
+
+    fn config(server: String) -> UpdateConfig {
+        UpdateConfig {
+            server,
+            check_interval_mins: 60,
+            window: None,
+            ca_cert: None,
+            auto_reboot: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pull_installs_the_newest_bundle_from_a_local_server() {
+        let node = appliance();
+        let root: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+        let file = bundle(&node.key, "0.2.0", &root);
+        let index = serde_json::json!({
+            "paused": false,
+            "bundles": [
+                {"version": "0.2.0", "url": "b/ztos-0.2.0.ztosb", "size": file.len(),
+                 "sha256": hex::encode(Sha256::digest(&file))},
+                {"version": "0.0.1", "url": "old.ztosb"}
+            ]
+        });
+        let base = serve(vec![
+            ("/u/index.json", serde_json::to_vec(&index).unwrap()),
+            ("/u/b/ztos-0.2.0.ztosb", file.clone()),
+        ])
+        .await;
+        let line = node
+            .service
+            .pull_once(&config(format!("{base}/u/index.json")))
+            .await
+            .unwrap();
+        assert_eq!(line, "installed 0.2.0 into slot b (reboot: never)");
+        assert_eq!(
+            &std::fs::read(&node.root_b).unwrap()[..root.len()],
+            &root[..]
+        );
+        assert!(node.esp.join("loader/entries/ztos-2-b+3.conf").exists());
+        let history = node.service.history();
+        assert_eq!(history[0].message, format!("{base}/u/b/ztos-0.2.0.ztosb"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paused_server_or_a_bad_download_writes_nothing() {
+        let node = appliance();
+        let root = vec![7u8; 5000];
+        let file = bundle(&node.key, "0.2.0", &root);
+        let paused = serde_json::json!({"paused": true,
+            "bundles": [{"version": "0.2.0", "url": "x.ztosb"}]});
+        let wrong_sha = serde_json::json!({"bundles": [{"version": "0.2.0", "url": "x.ztosb",
+            "sha256": "00".repeat(32)}]});
+        let base = serve(vec![
+            ("/paused.json", serde_json::to_vec(&paused).unwrap()),
+            ("/wrong.json", serde_json::to_vec(&wrong_sha).unwrap()),
+            ("/x.ztosb", file),
+        ])
+        .await;
+        let line = node
+            .service
+            .pull_once(&config(format!("{base}/paused.json")))
+            .await
+            .unwrap();
+        assert_eq!(line, "paused by the server");
+        assert!(node.service.history().is_empty());
+        let err = node
+            .service
+            .pull_once(&config(format!("{base}/wrong.json")))
+            .await
+            .unwrap_err();
+        assert!(err.contains("sha256 of the download is"), "{err}");
+        assert!(!node.esp.join("ztos-b").exists());
+        let entries: Vec<_> = std::fs::read_dir(node.esp.join("loader/entries"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(entries, ["ztos-1-a.conf"]);
+        let err = node
+            .service
+            .pull_once(&config(format!("{base}/missing.json")))
+            .await
+            .unwrap_err();
+        assert!(err.contains("404"), "{err}");
+    }
 }
