@@ -76,3 +76,8 @@ image: deps dev-key
 vm-test: image
     cargo test -p ztos-tests --test vm_boot -- --ignored --nocapture
     cargo test -p ztos-tests --test vm_update -- --ignored --nocapture --test-threads=2
+
+# Fuzz a decoder with cargo-fuzz for `secs` seconds (needs a nightly toolchain: rustup toolchain install nightly; not part of `just test`).
+fuzz target="bgp_decode" secs="60":
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    cargo +nightly fuzz run {{target}} -- -max_total_time={{secs}}
