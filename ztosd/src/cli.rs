@@ -1097,6 +1097,9 @@ fn format_security(v: &Value) -> String {
     }
     let mut text = table(&["SERVICE", "STATE", "INTERFACES", "PEERS", "PLUGIN"], rows);
     text.push_str(&format!("policy rules: {}\n", field(v, "policy_rules")));
+    if let Some(update) = v.get("update").and_then(Value::as_str) {
+        text.push_str(&format!("update: {update}\n"));
+    }
     text
 }
 
@@ -1244,6 +1247,15 @@ mod tests {
         assert!(lines[1].starts_with("ztosd  running     42   1"), "{text}");
         assert!(lines[2].starts_with("flaky  crash-loop  -    7"), "{text}");
         assert_eq!(lines[3], "UNHEALTHY: a critical service is crash-looping");
+    }
+
+    #[test]
+    fn security_status_shows_a_rollback() {
+        let status = json!({"wireguard": {}, "macsec": {}, "policy_rules": 0,
+            "update": "rolled back from 0.2.0"});
+        assert!(format_security(&status).ends_with("update: rolled back from 0.2.0\n"));
+        let status = json!({"wireguard": {}, "macsec": {}, "policy_rules": 0});
+        assert!(!format_security(&status).contains("update:"));
     }
 
     #[test]
