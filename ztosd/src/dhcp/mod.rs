@@ -5,9 +5,11 @@
 
 pub mod client;
 pub mod packet;
+pub mod runner;
 
 pub use client::{Action, Client, Destination, Lease, State};
 pub use packet::{Dropped, Mac, MessageType, Offer, Reply, RequestKind};
+pub use runner::{run, LeaseEvent};
 
 #[cfg(test)]
 mod tests;
