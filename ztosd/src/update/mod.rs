@@ -26,6 +26,8 @@ pub mod history;
 pub mod pull;
 pub mod schedule;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod tests;
 pub mod writer;
 
 use std::fs::File;

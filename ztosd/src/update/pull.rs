@@ -521,6 +521,7 @@ fn rfc3339(unix_secs: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::update::tests::{appliance, bundle};
 
     fn index(text: &str) -> BundleIndex {
         BundleIndex::parse(text.as_bytes()).unwrap()
@@ -616,78 +617,6 @@ mod tests {
             }
         });
         format!("http://{addr}")
-    }
-
-    struct TestBox {
-        _dir: tempfile::TempDir,
-        service: UpdateService,
-        root_b: std::path::PathBuf,
-        esp: std::path::PathBuf,
-        key: ztos_image::trust::SecretKey,
-    }
-
-    fn appliance() -> TestBox {
-        use ztos_image::layout::Slot;
-        let dir = tempfile::tempdir().unwrap();
-        let key = ztos_image::trust::SecretKey::from_seed(&[3; 32]);
-        let trust = dir.path().join("trust");
-        std::fs::create_dir_all(&trust).unwrap();
-        std::fs::write(trust.join("k.pub"), key.public().to_text()).unwrap();
-        let esp = dir.path().join("esp");
-        std::fs::create_dir_all(esp.join("loader/entries")).unwrap();
-        std::fs::write(
-            esp.join("loader/entries/ztos-1-a.conf"),
-            ztos_image::bootloader::boot_entry(Slot::A, "0.1.0"),
-        )
-        .unwrap();
-        let root_a = dir.path().join("root-a");
-        let root_b = dir.path().join("root-b");
-        std::fs::write(&root_a, vec![0u8; 1 << 20]).unwrap();
-        std::fs::write(&root_b, vec![0u8; 1 << 20]).unwrap();
-        let options = super::super::UpdateOptions {
-            state_dir: dir.path().join("state"),
-            trust_dir: trust,
-            disk: super::super::DiskAccess::Paths {
-                root_a,
-                root_b: root_b.clone(),
-                esp_dir: esp.clone(),
-            },
-            booted_slot: Some(Slot::A),
-            current_version: Some("0.1.0".into()),
-        };
-        let init = crate::init_client::InitClient::new(&dir.path().join("init.sock"));
-        let service = UpdateService::new(options, init).unwrap();
-        TestBox {
-            _dir: dir,
-            service,
-            root_b,
-            esp,
-            key,
-        }
-    }
-
-    fn bundle(key: &ztos_image::trust::SecretKey, version: &str, root: &[u8]) -> Vec<u8> {
-        use ztos_image::bundle::{write_bundle, Artifact, BundleHeader, Manifest, FORMAT_VERSION};
-        let of = |data: &[u8]| Artifact::of_reader(data).unwrap();
-        let manifest = Manifest {
-            format: FORMAT_VERSION,
-            version: Version::parse(version).unwrap(),
-            build_time: 1_700_000_000,
-            min_version: Version::parse("0.1.0").unwrap(),
-            kernel: of(b"k"),
-            initramfs: of(b"i"),
-            root: of(root),
-        };
-        let header = BundleHeader::signed(manifest.to_toml().into_bytes(), &[key]).unwrap();
-        let mut out = Vec::new();
-        write_bundle(
-            &mut out,
-            &header,
-            &manifest,
-            [&mut &b"k"[..], &mut &b"i"[..], &mut &root[..]],
-        )
-        .unwrap();
-        out
     }
 
     fn config(server: String) -> UpdateConfig {
