@@ -256,6 +256,12 @@ pub struct Bgp {
     /// Defaults to the highest loopback IPv4 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_id: Option<std::net::Ipv4Addr>,
+    /// TCP port the speaker listens on and connects to; 179 unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Prefixes this node originates to its neighbors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<IpNet>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub neighbors: Vec<BgpNeighbor>,
 }
@@ -278,6 +284,9 @@ pub struct BgpNeighbor {
     pub max_prefixes: Option<u32>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub route_reflector_client: bool,
+    /// TCP MD5 signature key (RFC 2385), 1 to 80 bytes, shared with the neighbor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

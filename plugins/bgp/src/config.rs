@@ -1,0 +1,303 @@
+//! The `[bgp]` section as the plugin reads it (the JSON rendering of ztosd's `Bgp` config
+//! type), and the checks the plugin adds to ztosd's own validation: what only the speaker knows
+//! (a password it cannot use, an iBGP neighbor that is also a route reflector client of an eBGP
+//! AS, an originated network that is not a network address).
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::Value;
+use ztos_plugin::FieldError;
+
+use crate::codec::Family;
+
+/// The well-known BGP port.
+pub const DEFAULT_PORT: u16 = 179;
+/// Hold time offered when a neighbor does not set one (RFC 4271 §10 suggests 90 s).
+pub const DEFAULT_HOLD_TIME: u16 = 90;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpConfig {
+    pub local_as: u32,
+    #[serde(default)]
+    pub router_id: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub networks: Vec<IpNet>,
+    #[serde(default)]
+    pub neighbors: Vec<NeighborConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FamilyName {
+    Ipv4Unicast,
+    Ipv6Unicast,
+    L2vpnEvpn,
+}
+
+impl FamilyName {
+    pub fn family(self) -> Family {
+        match self {
+            FamilyName::Ipv4Unicast => Family::IPV4_UNICAST,
+            FamilyName::Ipv6Unicast => Family::IPV6_UNICAST,
+            FamilyName::L2vpnEvpn => Family::L2VPN_EVPN,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborConfig {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub families: Vec<FamilyName>,
+    #[serde(default)]
+    pub passive: bool,
+    #[serde(default)]
+    pub hold_time: Option<u16>,
+    #[serde(default)]
+    pub max_prefixes: Option<u32>,
+    #[serde(default)]
+    pub route_reflector_client: bool,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl NeighborConfig {
+    /// The families to negotiate: IPv4 unicast when none are listed.
+    pub fn families(&self) -> Vec<Family> {
+        if self.families.is_empty() {
+            vec![Family::IPV4_UNICAST]
+        } else {
+            self.families.iter().map(|f| f.family()).collect()
+        }
+    }
+
+    pub fn hold_time(&self) -> u16 {
+        self.hold_time.unwrap_or(DEFAULT_HOLD_TIME)
+    }
+}
+
+impl BgpConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_PORT)
+    }
+
+    /// The neighbor with `address` (IPv4-mapped IPv6 addresses match their IPv4 form).
+    pub fn neighbor(&self, address: IpAddr) -> Option<&NeighborConfig> {
+        let address = canonical(address);
+        self.neighbors.iter().find(|n| n.address == address)
+    }
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`; any other address as it is.
+pub fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// Parses the `bgp` section (`null` when absent) into the plugin's view, or the errors with
+/// their full paths.
+pub fn parse(section: &Value) -> Result<Option<BgpConfig>, Vec<FieldError>> {
+    if section.is_null() {
+        return Ok(None);
+    }
+    let config: BgpConfig = serde_json::from_value(section.clone()).map_err(|e| {
+        vec![FieldError {
+            path: "bgp".to_string(),
+            message: format!("not a valid bgp section: {e}"),
+        }]
+    })?;
+    let errors = validate(&config);
+    if errors.is_empty() {
+        Ok(Some(config))
+    } else {
+        Err(errors)
+    }
+}
+
+fn error(path: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// The speaker's own checks of a parsed section.
+pub fn validate(config: &BgpConfig) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if config.local_as == 0 {
+        errors.push(error("bgp.local_as", "0 is not a valid AS number"));
+    }
+    if config.port == Some(0) {
+        errors.push(error("bgp.port", "0 is not a valid TCP port"));
+    }
+    if config.router_id.is_some_and(|id| id.is_unspecified()) {
+        errors.push(error("bgp.router_id", "0.0.0.0 is not a valid router ID"));
+    }
+    let mut networks = HashSet::new();
+    for (i, network) in config.networks.iter().enumerate() {
+        let path = format!("bgp.networks[{i}]");
+        if network.trunc() != *network {
+            errors.push(error(
+                &path,
+                format!(
+                    "{network} has host bits set; the network is {}",
+                    network.trunc()
+                ),
+            ));
+        } else if !networks.insert(*network) {
+            errors.push(error(&path, format!("duplicate network {network}")));
+        }
+    }
+    let mut addresses = HashSet::new();
+    for (i, neighbor) in config.neighbors.iter().enumerate() {
+        let path = format!("bgp.neighbors[{i}]");
+        if !addresses.insert(canonical(neighbor.address)) {
+            errors.push(error(
+                format!("{path}.address"),
+                format!("duplicate neighbor {}", neighbor.address),
+            ));
+        }
+        if neighbor.address.is_unspecified() || neighbor.address.is_multicast() {
+            errors.push(error(
+                format!("{path}.address"),
+                format!("{} is not a valid neighbor address", neighbor.address),
+            ));
+        }
+        if neighbor.remote_as == 0 {
+            errors.push(error(
+                format!("{path}.remote_as"),
+                "0 is not a valid AS number",
+            ));
+        }
+        if let Some(hold_time) = neighbor.hold_time {
+            if hold_time == 1 || hold_time == 2 {
+                errors.push(error(
+                    format!("{path}.hold_time"),
+                    format!("{hold_time} is not a valid hold time (0 or at least 3 seconds)"),
+                ));
+            }
+        }
+        if neighbor.max_prefixes == Some(0) {
+            errors.push(error(
+                format!("{path}.max_prefixes"),
+                "0 would refuse every route; leave max_prefixes out for no limit",
+            ));
+        }
+        if neighbor.route_reflector_client && neighbor.remote_as != config.local_as {
+            errors.push(error(
+                format!("{path}.route_reflector_client"),
+                format!(
+                    "route reflector clients are iBGP neighbors; AS {} is not the local AS {}",
+                    neighbor.remote_as, config.local_as
+                ),
+            ));
+        }
+        if let Some(password) = &neighbor.password {
+            if password.is_empty() || password.len() > crate::md5::MAX_KEY_LEN {
+                errors.push(error(
+                    format!("{path}.password"),
+                    format!(
+                        "a TCP MD5 key must be 1 to {} bytes, not {}",
+                        crate::md5::MAX_KEY_LEN,
+                        password.len()
+                    ),
+                ));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (j, family) in neighbor.families.iter().enumerate() {
+            if !seen.insert(*family) {
+                errors.push(error(
+                    format!("{path}.families[{j}]"),
+                    "duplicate address family",
+                ));
+            }
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn absent_section_is_none() {
+        assert_eq!(parse(&Value::Null).unwrap(), None);
+    }
+
+    #[test]
+    fn a_full_section_parses() {
+        let config = parse(&json!({
+            "local_as": 65001,
+            "router_id": "10.0.0.1",
+            "port": 1179,
+            "networks": ["192.0.2.0/24", "2001:db8::/48"],
+            "neighbors": [{"address": "10.0.0.2", "remote_as": 65002, "families": ["ipv4-unicast", "ipv6-unicast"],
+                           "hold_time": 30, "max_prefixes": 1000, "password": "s3cret"}]
+        }))
+        .unwrap()
+        .unwrap();
+        assert_eq!(config.port(), 1179);
+        assert_eq!(
+            config.neighbors[0].families(),
+            vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+        );
+        assert!(config
+            .neighbor("::ffff:10.0.0.2".parse().unwrap())
+            .is_some());
+    }
+
+    #[test]
+    fn bad_values_are_named_by_path() {
+        let errors = parse(&json!({
+            "local_as": 65001,
+            "networks": ["192.0.2.1/24"],
+            "neighbors": [
+                {"address": "10.0.0.2", "remote_as": 65002, "route_reflector_client": true, "max_prefixes": 0},
+                {"address": "10.0.0.2", "remote_as": 65001, "password": "", "hold_time": 2}
+            ]
+        }))
+        .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "bgp.networks[0]",
+                "bgp.neighbors[0].max_prefixes",
+                "bgp.neighbors[0].route_reflector_client",
+                "bgp.neighbors[1].address",
+                "bgp.neighbors[1].hold_time",
+                "bgp.neighbors[1].password",
+            ]
+        );
+        assert!(
+            errors[0].message.contains("192.0.2.0/24"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let errors = parse(&json!({"local_as": 1, "bogus": 1})).unwrap_err();
+        assert_eq!(errors[0].path, "bgp");
+        assert!(errors[0].message.contains("bogus"), "{}", errors[0].message);
+    }
+}

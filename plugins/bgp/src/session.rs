@@ -1,0 +1,813 @@
+//! One BGP session (RFC 4271 §8): the finite state machine of a neighbor, its TCP connections
+//! and timers. A session runs as a task; the speaker talks to it through [`SessionHandle`] and
+//! hears from it through [`SessionEvent`]s. The session knows nothing of routes: it turns bytes
+//! into decoded messages (with the codec's RFC 7606 outcomes) and sends what it is given.
+//!
+//! - Idle → Connect/Active: an active session connects at once and again every
+//!   `connect_retry` after a failure; every session (passive or not) takes connections the
+//!   speaker's listener hands it.
+//! - OpenSent → OpenConfirm → Established: OPEN exchanged and checked (peer AS, BGP
+//!   identifier, hold time), capabilities negotiated through [`codec::negotiate`], KEEPALIVE
+//!   exchanged. Two connections at once are resolved as RFC 4271 §6.8 says: the one initiated
+//!   by the speaker with the higher BGP identifier stays.
+//! - Established: the hold timer is reset by every message; KEEPALIVEs go out every third of
+//!   the negotiated hold time; errors send the NOTIFICATION the codec names and go back to Idle.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::codec::notification::{code, subcode};
+use crate::codec::{
+    self, decode_message, message_length, Asn, Capability, Context, DecodeError, Family, Message,
+    Negotiated, NlriList, Notification, Open, Received, Update,
+};
+
+/// Hold time while waiting for the peer's OPEN (RFC 4271 §8.2.2 suggests 4 minutes).
+const OPEN_HOLD_TIME: Duration = Duration::from_secs(240);
+/// How long a TCP connect may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing session waits for its NOTIFICATION to be written.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// FSM error subcodes (RFC 6608).
+const FSM_UNEXPECTED_IN_OPENSENT: u8 = 1;
+const FSM_UNEXPECTED_IN_OPENCONFIRM: u8 = 2;
+const FSM_UNEXPECTED_IN_ESTABLISHED: u8 = 3;
+
+/// The RFC 4271 §8.2.2 states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Idle,
+    Connect,
+    Active,
+    OpenSent,
+    OpenConfirm,
+    Established,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Connect => "connect",
+            State::Active => "active",
+            State::OpenSent => "open_sent",
+            State::OpenConfirm => "open_confirm",
+            State::Established => "established",
+        }
+    }
+}
+
+/// What a session needs to know about its neighbor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    pub peer: IpAddr,
+    pub remote_as: u32,
+    /// The TCP port connected to.
+    pub port: u16,
+    pub passive: bool,
+    /// The hold time offered; 0 turns hold timer and keepalives off if the peer agrees.
+    pub hold_time: u16,
+    pub families: Vec<Family>,
+    pub password: Option<String>,
+    pub connect_retry: Duration,
+}
+
+impl SessionConfig {
+    /// Our OPEN: four-octet AS, one multiprotocol capability per family, route refresh,
+    /// extended messages.
+    pub fn open(&self) -> Open {
+        let mut capabilities: Vec<Capability> = self
+            .families
+            .iter()
+            .map(|family| Capability::Multiprotocol { family: *family })
+            .collect();
+        capabilities.push(Capability::RouteRefresh);
+        capabilities.push(Capability::ExtendedMessage);
+        Open::new(
+            Asn(self.local_as),
+            self.hold_time,
+            self.router_id,
+            capabilities,
+        )
+    }
+}
+
+/// What the session established with.
+#[derive(Debug, Clone)]
+pub struct Established {
+    pub local_address: IpAddr,
+    pub remote_router_id: Ipv4Addr,
+    pub remote_as: u32,
+    pub hold_time: u16,
+    pub negotiated: Negotiated,
+    /// Families both sides advertised (IPv4 unicast for a peer without multiprotocol).
+    pub families: Vec<Family>,
+    pub route_refresh: bool,
+}
+
+/// What a session tells the speaker.
+#[derive(Debug)]
+pub enum SessionEvent {
+    State(State),
+    Established(Established),
+    /// A well-formed UPDATE, or one accepted without discarded attributes (logged).
+    Update(Box<Update>),
+    /// RFC 7606 treat-as-withdraw: these routes are withdrawn.
+    Withdraw(Vec<NlriList>),
+    RouteRefresh(Family),
+    /// The session left Established, or a connection attempt failed; why, for the log.
+    Down {
+        reason: String,
+        was_established: bool,
+    },
+    Log {
+        warn: bool,
+        message: String,
+    },
+}
+
+/// What the speaker tells a session.
+#[derive(Debug)]
+pub enum SessionCommand {
+    /// Encoded messages to send when Established (dropped otherwise).
+    Send(Arc<Vec<u8>>),
+    /// A connection the listener accepted from this neighbor.
+    Incoming(TcpStream),
+    /// Send this NOTIFICATION and go back to Idle (the session restarts after connect_retry).
+    Reset(Notification, String),
+    /// Send this NOTIFICATION (if Established) and end the task.
+    Stop(Notification),
+}
+
+/// The speaker's end of a session task.
+#[derive(Debug)]
+pub struct SessionHandle {
+    commands: mpsc::UnboundedSender<SessionCommand>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SessionHandle {
+    /// Starts the session task; its events arrive on `events` tagged with `id`.
+    pub fn spawn(
+        id: u64,
+        config: SessionConfig,
+        events: mpsc::UnboundedSender<(u64, SessionEvent)>,
+    ) -> SessionHandle {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(id, config, receiver, events));
+        SessionHandle { commands, task }
+    }
+
+    pub fn send(&self, command: SessionCommand) {
+        // The task only ends after Stop; a send after that has nothing to do.
+        let _ = self.commands.send(command);
+    }
+
+    /// Stops the session with `notification` and waits (briefly) for it to go out.
+    pub async fn stop(self, notification: Notification) {
+        self.send(SessionCommand::Stop(notification));
+        if timeout(CLOSE_TIMEOUT * 2, self.task).await.is_err() {
+            tracing::warn!("a BGP session task did not stop in time");
+        }
+    }
+}
+
+struct Emitter {
+    id: u64,
+    events: mpsc::UnboundedSender<(u64, SessionEvent)>,
+}
+
+impl Emitter {
+    fn emit(&self, event: SessionEvent) {
+        let _ = self.events.send((self.id, event));
+    }
+    fn state(&self, state: State) {
+        self.emit(SessionEvent::State(state));
+    }
+}
+
+async fn run(
+    id: u64,
+    config: SessionConfig,
+    mut commands: mpsc::UnboundedReceiver<SessionCommand>,
+    events: mpsc::UnboundedSender<(u64, SessionEvent)>,
+) {
+    let emitter = Arc::new(Emitter { id, events });
+    let mut first = true;
+    let mut incoming: Option<TcpStream> = None;
+    loop {
+        let connection =
+            match establish(&config, &mut commands, &emitter, first, incoming.take()).await {
+                Ok(Some(connection)) => connection,
+                Ok(None) => return,
+                Err(reason) => {
+                    emitter.emit(SessionEvent::Down {
+                        reason,
+                        was_established: false,
+                    });
+                    return;
+                }
+            };
+        first = false;
+        emitter.emit(SessionEvent::Established(connection.established.clone()));
+        emitter.state(State::Established);
+        match established(connection, &config, &mut commands, &emitter).await {
+            Closed::Stopped => return,
+            Closed::Down(reason) => {
+                emitter.state(State::Idle);
+                emitter.emit(SessionEvent::Down {
+                    reason,
+                    was_established: true,
+                });
+            }
+        }
+        // Idle until the connect retry timer fires; a connection from the peer ends the wait.
+        let deadline = Instant::now() + config.connect_retry;
+        loop {
+            tokio::select! {
+                () = sleep_until(deadline) => break,
+                command = commands.recv() => match command {
+                    None | Some(SessionCommand::Stop(_)) => return,
+                    Some(SessionCommand::Incoming(stream)) => { incoming = Some(stream); break; }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// A connection that finished the OPEN/KEEPALIVE exchange.
+struct Connection {
+    reader: MessageReader,
+    writer: OwnedWriteHalf,
+    established: Established,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Origin {
+    Outgoing,
+    Incoming,
+}
+
+type Handshake = BoxFuture<'static, (Origin, Result<Connection, String>)>;
+
+/// Connect, Active, OpenSent and OpenConfirm: returns the connection that reached
+/// Established, `Ok(None)` when stopped.
+async fn establish(
+    config: &SessionConfig,
+    commands: &mut mpsc::UnboundedReceiver<SessionCommand>,
+    emitter: &Arc<Emitter>,
+    connect_now: bool,
+    incoming: Option<TcpStream>,
+) -> Result<Option<Connection>, String> {
+    let mut handshakes: FuturesUnordered<Handshake> = FuturesUnordered::new();
+    let mut outgoing_pending = false;
+    let mut retry_at: Option<Instant> = if config.passive {
+        None
+    } else if connect_now {
+        Some(Instant::now())
+    } else {
+        Some(Instant::now() + config.connect_retry)
+    };
+    if let Some(stream) = incoming {
+        handshakes.push(start_handshake(
+            Origin::Incoming,
+            Ok(stream),
+            config,
+            emitter,
+        ));
+    }
+    emitter.state(
+        if config.passive || handshakes.is_empty() && retry_at.is_none() {
+            State::Active
+        } else {
+            State::Connect
+        },
+    );
+    loop {
+        let retry = retry_at.filter(|_| !outgoing_pending);
+        tokio::select! {
+            () = async { sleep_until(retry.unwrap_or_else(Instant::now)).await }, if retry.is_some() => {
+                retry_at = None;
+                outgoing_pending = true;
+                emitter.state(State::Connect);
+                let connecting = connect(config.clone());
+                let config = config.clone();
+                let emitter = emitter.clone();
+                handshakes.push(Box::pin(async move {
+                    match connecting.await {
+                        Ok(stream) => handshake(Origin::Outgoing, stream, &config, &emitter).await,
+                        Err(e) => (Origin::Outgoing, Err(e)),
+                    }
+                }));
+            }
+            command = commands.recv() => match command {
+                None | Some(SessionCommand::Stop(_)) => return Ok(None),
+                Some(SessionCommand::Incoming(stream)) => {
+                    handshakes.push(start_handshake(Origin::Incoming, Ok(stream), config, emitter));
+                }
+                Some(SessionCommand::Reset(..)) | Some(SessionCommand::Send(_)) => {}
+            },
+            Some((origin, result)) = handshakes.next(), if !handshakes.is_empty() => {
+                if origin == Origin::Outgoing {
+                    outgoing_pending = false;
+                }
+                match result {
+                    Ok(connection) => {
+                        if handshakes.is_empty() {
+                            return Ok(Some(connection));
+                        }
+                        // RFC 4271 §6.8: keep the connection opened by the higher identifier.
+                        let keep_outgoing = u32::from(config.router_id)
+                            > u32::from(connection.established.remote_router_id);
+                        if (origin == Origin::Outgoing) == keep_outgoing {
+                            return Ok(Some(connection));
+                        }
+                        let mut writer = connection.writer;
+                        let cease = Notification::new(code::CEASE, subcode::CONNECTION_COLLISION_RESOLUTION, Vec::new());
+                        send_notification(&mut writer, &cease).await;
+                    }
+                    Err(reason) => {
+                        emitter.emit(SessionEvent::Down { reason, was_established: false });
+                        if !config.passive && retry_at.is_none() && !outgoing_pending {
+                            retry_at = Some(Instant::now() + config.connect_retry);
+                        }
+                        if handshakes.is_empty() {
+                            emitter.state(if config.passive { State::Active } else { State::Connect });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn start_handshake(
+    origin: Origin,
+    stream: Result<TcpStream, String>,
+    config: &SessionConfig,
+    emitter: &Arc<Emitter>,
+) -> Handshake {
+    let config = config.clone();
+    let emitter = emitter.clone();
+    Box::pin(async move {
+        match stream {
+            Ok(stream) => handshake(origin, stream, &config, &emitter).await,
+            Err(e) => (origin, Err(e)),
+        }
+    })
+}
+
+async fn connect(config: SessionConfig) -> Result<TcpStream, String> {
+    let address = SocketAddr::new(config.peer, config.port);
+    let socket = match config.peer {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| format!("cannot create a socket for {address}: {e}"))?;
+    if let Some(password) = &config.password {
+        let local = match config.peer {
+            IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
+        };
+        crate::md5::set_key(&socket, local, config.peer, password.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    match timeout(CONNECT_TIMEOUT, socket.connect(address)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(format!("cannot connect to {address}: {e}")),
+        Err(_) => Err(format!(
+            "cannot connect to {address}: no answer in {} s",
+            CONNECT_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// OpenSent and OpenConfirm on one connection.
+async fn handshake(
+    origin: Origin,
+    stream: TcpStream,
+    config: &SessionConfig,
+    emitter: &Emitter,
+) -> (Origin, Result<Connection, String>) {
+    (origin, handshake_inner(stream, config, emitter).await)
+}
+
+async fn handshake_inner(
+    stream: TcpStream,
+    config: &SessionConfig,
+    emitter: &Emitter,
+) -> Result<Connection, String> {
+    let _ = stream.set_nodelay(true);
+    let local_address = stream
+        .local_addr()
+        .map(|a| crate::config::canonical(a.ip()))
+        .map_err(|e| format!("connection lost: {e}"))?;
+    let (read, mut writer) = stream.into_split();
+    let mut reader = MessageReader::new(read);
+    let ours = config.open();
+    let bytes = Message::Open(ours.clone())
+        .to_bytes(&Context::default())
+        .map_err(|e| format!("cannot encode our OPEN: {e}"))?;
+    writer
+        .write_all(&bytes)
+        .await
+        .map_err(|e| format!("cannot send OPEN: {e}"))?;
+    emitter.state(State::OpenSent);
+
+    let theirs = match read_one(
+        &mut reader,
+        &Context::default(),
+        OPEN_HOLD_TIME,
+        &mut writer,
+    )
+    .await?
+    {
+        Message::Open(open) => open,
+        other => {
+            return Err(fail(
+                &mut writer,
+                Notification::new(
+                    code::FINITE_STATE_MACHINE,
+                    FSM_UNEXPECTED_IN_OPENSENT,
+                    Vec::new(),
+                ),
+                format!("expected OPEN, got {}", kind(&other)),
+            )
+            .await)
+        }
+    };
+    let remote_as = theirs.asn().0;
+    if remote_as != config.remote_as {
+        return Err(fail(
+            &mut writer,
+            Notification::new(
+                code::OPEN_MESSAGE,
+                subcode::BAD_PEER_AS,
+                theirs.my_as.to_be_bytes().to_vec(),
+            ),
+            format!(
+                "peer says it is AS {remote_as}; configured remote_as is {}",
+                config.remote_as
+            ),
+        )
+        .await);
+    }
+    let id = theirs.bgp_identifier;
+    if id.is_unspecified() || (remote_as == config.local_as && id == config.router_id) {
+        return Err(fail(
+            &mut writer,
+            Notification::new(
+                code::OPEN_MESSAGE,
+                subcode::BAD_BGP_IDENTIFIER,
+                id.octets().to_vec(),
+            ),
+            format!("peer's BGP identifier {id} is not valid here"),
+        )
+        .await);
+    }
+    let negotiated = codec::negotiate(&ours, &theirs);
+    let hold_time = ours.hold_time.min(theirs.hold_time);
+    let their_families: Vec<Family> = theirs
+        .capabilities()
+        .filter_map(|c| match c {
+            Capability::Multiprotocol { family } => Some(*family),
+            _ => None,
+        })
+        .collect();
+    let families: Vec<Family> = config
+        .families
+        .iter()
+        .copied()
+        .filter(|f| {
+            if their_families.is_empty() {
+                // RFC 4760 §8: without the capability, a speaker does IPv4 unicast only.
+                *f == Family::IPV4_UNICAST
+            } else {
+                their_families.contains(f)
+            }
+        })
+        .collect();
+    let route_refresh = theirs
+        .capabilities()
+        .any(|c| matches!(c, Capability::RouteRefresh));
+
+    writer
+        .write_all(&keepalive())
+        .await
+        .map_err(|e| format!("cannot send KEEPALIVE: {e}"))?;
+    emitter.state(State::OpenConfirm);
+    let wait = if hold_time == 0 {
+        OPEN_HOLD_TIME
+    } else {
+        Duration::from_secs(u64::from(hold_time))
+    };
+    match read_one(&mut reader, &negotiated.receive, wait, &mut writer).await? {
+        Message::Keepalive => {}
+        other => {
+            return Err(fail(
+                &mut writer,
+                Notification::new(
+                    code::FINITE_STATE_MACHINE,
+                    FSM_UNEXPECTED_IN_OPENCONFIRM,
+                    Vec::new(),
+                ),
+                format!("expected KEEPALIVE, got {}", kind(&other)),
+            )
+            .await)
+        }
+    }
+    Ok(Connection {
+        reader,
+        writer,
+        established: Established {
+            local_address,
+            remote_router_id: id,
+            remote_as,
+            hold_time,
+            negotiated,
+            families,
+            route_refresh,
+        },
+    })
+}
+
+/// Reads one message before Established: NOTIFICATIONs and decode errors end the handshake.
+async fn read_one(
+    reader: &mut MessageReader,
+    ctx: &Context,
+    wait: Duration,
+    writer: &mut OwnedWriteHalf,
+) -> Result<Message, String> {
+    let read = match timeout(wait, reader.next(ctx)).await {
+        Ok(read) => read,
+        Err(_) => {
+            return Err(fail(
+                writer,
+                Notification::new(code::HOLD_TIMER_EXPIRED, 0, Vec::new()),
+                "hold timer expired".to_string(),
+            )
+            .await)
+        }
+    };
+    match read {
+        Ok(bytes) => match decode_message(&bytes, ctx) {
+            Ok(Received::Message(Message::Notification(n))) => {
+                Err(format!("peer sent NOTIFICATION {n}"))
+            }
+            Ok(Received::Message(message)) => Ok(message),
+            Ok(_) => Err(fail(
+                writer,
+                Notification::new(code::FINITE_STATE_MACHINE, 0, Vec::new()),
+                "UPDATE before the session was established".to_string(),
+            )
+            .await),
+            Err(e) => Err(fail(writer, e.notification.clone(), e.reason).await),
+        },
+        Err(ReadError::Closed) => Err("peer closed the connection".to_string()),
+        Err(ReadError::Io(e)) => Err(format!("connection lost: {e}")),
+        Err(ReadError::Framing(e)) => Err(fail(writer, e.notification.clone(), e.reason).await),
+    }
+}
+
+async fn fail(writer: &mut OwnedWriteHalf, notification: Notification, reason: String) -> String {
+    send_notification(writer, &notification).await;
+    format!("{reason} (sent NOTIFICATION {notification})")
+}
+
+async fn send_notification(writer: &mut OwnedWriteHalf, notification: &Notification) {
+    if let Ok(bytes) = Message::Notification(notification.clone()).to_bytes(&Context::default()) {
+        let _ = timeout(CLOSE_TIMEOUT, writer.write_all(&bytes)).await;
+        let _ = timeout(CLOSE_TIMEOUT, writer.shutdown()).await;
+    }
+}
+
+fn keepalive() -> Vec<u8> {
+    let mut out = vec![0xff; 16];
+    out.extend_from_slice(&[0, 19, 4]);
+    out
+}
+
+fn kind(message: &Message) -> &'static str {
+    match message {
+        Message::Open(_) => "OPEN",
+        Message::Update(_) => "UPDATE",
+        Message::Notification(_) => "NOTIFICATION",
+        Message::Keepalive => "KEEPALIVE",
+        Message::RouteRefresh(_) => "ROUTE-REFRESH",
+    }
+}
+
+enum Closed {
+    Stopped,
+    Down(String),
+}
+
+enum Outgoing {
+    Bytes(Arc<Vec<u8>>),
+    Close(Notification),
+}
+
+/// Established until an error, a NOTIFICATION, the hold timer or a command ends it.
+async fn established(
+    connection: Connection,
+    config: &SessionConfig,
+    commands: &mut mpsc::UnboundedReceiver<SessionCommand>,
+    emitter: &Emitter,
+) -> Closed {
+    let Connection {
+        mut reader,
+        writer,
+        established,
+    } = connection;
+    let receive = established.negotiated.receive;
+    let hold =
+        (established.hold_time > 0).then(|| Duration::from_secs(u64::from(established.hold_time)));
+    let keepalive_every = hold.map(|h| h / 3);
+    let (out, out_rx) = mpsc::unbounded_channel();
+    let writer_task = tokio::spawn(write_loop(writer, out_rx));
+    let keepalive = Arc::new(keepalive());
+    let mut hold_deadline = hold.map(|h| Instant::now() + h);
+    let mut keepalive_deadline = keepalive_every.map(|k| Instant::now() + k);
+    let close = |out: mpsc::UnboundedSender<Outgoing>,
+                 writer_task: tokio::task::JoinHandle<()>,
+                 notification: Notification| async move {
+        let _ = out.send(Outgoing::Close(notification));
+        drop(out);
+        let _ = timeout(CLOSE_TIMEOUT, writer_task).await;
+    };
+    loop {
+        tokio::select! {
+            () = async { sleep_until(hold_deadline.unwrap_or_else(Instant::now)).await }, if hold_deadline.is_some() => {
+                let n = Notification::new(code::HOLD_TIMER_EXPIRED, 0, Vec::new());
+                close(out, writer_task, n.clone()).await;
+                return Closed::Down(format!("hold timer expired (sent NOTIFICATION {n})"));
+            }
+            () = async { sleep_until(keepalive_deadline.unwrap_or_else(Instant::now)).await }, if keepalive_deadline.is_some() => {
+                let _ = out.send(Outgoing::Bytes(keepalive.clone()));
+                keepalive_deadline = keepalive_every.map(|k| Instant::now() + k);
+            }
+            command = commands.recv() => match command {
+                Some(SessionCommand::Send(bytes)) => {
+                    let _ = out.send(Outgoing::Bytes(bytes));
+                }
+                Some(SessionCommand::Incoming(stream)) => {
+                    // RFC 4271 §6.8: a new connection while Established is closed.
+                    tokio::spawn(async move {
+                        let (_, mut writer) = stream.into_split();
+                        send_notification(&mut writer, &Notification::new(code::CEASE, subcode::CONNECTION_REJECTED, Vec::new())).await;
+                    });
+                }
+                Some(SessionCommand::Reset(n, reason)) => {
+                    close(out, writer_task, n.clone()).await;
+                    return Closed::Down(format!("{reason} (sent NOTIFICATION {n})"));
+                }
+                Some(SessionCommand::Stop(n)) => {
+                    close(out, writer_task, n).await;
+                    return Closed::Stopped;
+                }
+                None => {
+                    close(out, writer_task, Notification::new(code::CEASE, subcode::ADMINISTRATIVE_SHUTDOWN, Vec::new())).await;
+                    return Closed::Stopped;
+                }
+            },
+            read = reader.next(&receive) => {
+                let bytes = match read {
+                    Ok(bytes) => bytes,
+                    Err(ReadError::Closed) => return Closed::Down("peer closed the connection".to_string()),
+                    Err(ReadError::Io(e)) => return Closed::Down(format!("connection lost: {e}")),
+                    Err(ReadError::Framing(e)) => {
+                        close(out, writer_task, e.notification.clone()).await;
+                        return Closed::Down(format!("{} (sent NOTIFICATION {})", e.reason, e.notification));
+                    }
+                };
+                hold_deadline = hold.map(|h| Instant::now() + h);
+                match decode_message(&bytes, &receive) {
+                    Ok(Received::Message(Message::Update(update))) => {
+                        emitter.emit(SessionEvent::Update(Box::new(update)));
+                    }
+                    Ok(Received::UpdateWithDiscards { update, discarded }) => {
+                        let list: Vec<String> = discarded.iter().map(|p| p.to_string()).collect();
+                        emitter.emit(SessionEvent::Log {
+                            warn: true,
+                            message: format!("neighbor {} sent a malformed UPDATE; attributes discarded (RFC 7606): {}", config.peer, list.join("; ")),
+                        });
+                        emitter.emit(SessionEvent::Update(Box::new(update)));
+                    }
+                    Ok(Received::TreatAsWithdraw(t)) => {
+                        let list: Vec<String> = t.problems.iter().map(|p| p.to_string()).collect();
+                        emitter.emit(SessionEvent::Log {
+                            warn: true,
+                            message: format!("neighbor {} sent a malformed UPDATE; its routes are treated as withdrawn (RFC 7606): {}", config.peer, list.join("; ")),
+                        });
+                        emitter.emit(SessionEvent::Withdraw(t.withdrawn));
+                    }
+                    Ok(Received::Message(Message::Keepalive)) => {}
+                    Ok(Received::Message(Message::RouteRefresh(rr))) => {
+                        emitter.emit(SessionEvent::RouteRefresh(rr.family));
+                    }
+                    Ok(Received::Message(Message::Notification(n))) => {
+                        return Closed::Down(format!("peer sent NOTIFICATION {n}"));
+                    }
+                    Ok(Received::Message(Message::Open(_))) => {
+                        let n = Notification::new(code::FINITE_STATE_MACHINE, FSM_UNEXPECTED_IN_ESTABLISHED, Vec::new());
+                        close(out, writer_task, n.clone()).await;
+                        return Closed::Down(format!("OPEN while established (sent NOTIFICATION {n})"));
+                    }
+                    Err(DecodeError { notification, reason }) => {
+                        close(out, writer_task, notification.clone()).await;
+                        return Closed::Down(format!("{reason} (sent NOTIFICATION {notification})"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(item) = rx.recv().await {
+        match item {
+            Outgoing::Bytes(bytes) => {
+                if writer.write_all(&bytes).await.is_err() {
+                    return;
+                }
+                if rx.is_empty() && writer.flush().await.is_err() {
+                    return;
+                }
+            }
+            Outgoing::Close(notification) => {
+                let _ = writer.flush().await;
+                let mut inner = writer.into_inner();
+                send_notification(&mut inner, &notification).await;
+                return;
+            }
+        }
+    }
+    let _ = writer.flush().await;
+}
+
+#[derive(Debug)]
+enum ReadError {
+    Closed,
+    Io(std::io::Error),
+    Framing(DecodeError),
+}
+
+/// Splits the byte stream into messages with the codec's [`message_length`].
+struct MessageReader {
+    read: OwnedReadHalf,
+    buffer: Vec<u8>,
+    start: usize,
+}
+
+impl MessageReader {
+    fn new(read: OwnedReadHalf) -> MessageReader {
+        MessageReader {
+            read,
+            buffer: Vec::with_capacity(64 * 1024),
+            start: 0,
+        }
+    }
+
+    /// The next whole message. Cancel-safe: bytes read stay in the buffer.
+    async fn next(&mut self, ctx: &Context) -> Result<Vec<u8>, ReadError> {
+        loop {
+            let pending = &self.buffer[self.start..];
+            if let Some(length) = message_length(pending, ctx).map_err(ReadError::Framing)? {
+                if pending.len() >= length {
+                    let message = pending[..length].to_vec();
+                    self.start += length;
+                    if self.start == self.buffer.len() {
+                        self.buffer.clear();
+                        self.start = 0;
+                    }
+                    return Ok(message);
+                }
+            }
+            if self.start > 0 {
+                self.buffer.drain(..self.start);
+                self.start = 0;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.read.read(&mut chunk).await.map_err(ReadError::Io)?;
+            if n == 0 {
+                return Err(ReadError::Closed);
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
