@@ -133,6 +133,15 @@ pub struct Interface {
     pub mtu: Option<Mtu>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<IpNet>,
+    /// Obtain an IPv4 address, default route and DNS servers by DHCP (RFC 2131). The lease's
+    /// address is installed next to any static `addresses`; its default route only when no
+    /// static route has destination 0.0.0.0/0 in the main table. Not on loopback interfaces.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dhcp: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use base64::Engine as _;
 use ipnet::IpNet;
 
-use super::{Config, ConfigError, ConfigErrors, PolicyProtocol};
+use super::{Config, ConfigError, ConfigErrors, InterfaceKind, PolicyProtocol};
 
 /// Linux `IFNAMSIZ` is 16 including the terminating NUL.
 const MAX_INTERFACE_NAME: usize = 15;
@@ -22,6 +22,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigErrors> {
     let mut v = Validator::default();
     v.system(config);
     v.devices(config);
+    v.dhcp(config);
     v.vxlan(config);
     v.tenants(config);
     v.routes(config);
@@ -118,6 +119,33 @@ impl Validator {
                 self.error(
                     &path,
                     format!("duplicate user {:?} (also at {first})", user.name),
+                );
+            }
+        }
+    }
+
+    /// DHCP only on enabled Ethernet-like interfaces.
+    fn dhcp(&mut self, config: &Config) {
+        for (i, interface) in config.interfaces.iter().enumerate() {
+            if !interface.dhcp {
+                continue;
+            }
+            let path = format!("interfaces[{i}].dhcp");
+            if interface.kind == InterfaceKind::Loopback {
+                self.error(
+                    path,
+                    format!(
+                        "DHCP needs an Ethernet interface; {} is a loopback interface",
+                        interface.name
+                    ),
+                );
+            } else if !interface.enabled {
+                self.error(
+                    path,
+                    format!(
+                        "{} has enabled = false; a disabled interface cannot use DHCP",
+                        interface.name
+                    ),
                 );
             }
         }
@@ -689,6 +717,42 @@ mod tests {
             errors.iter().any(|e| e == expected),
             "expected {expected:?} among {errors:#?}"
         );
+    }
+
+    #[test]
+    fn dhcp_only_on_enabled_non_loopback_interfaces() {
+        assert_eq!(
+            errors(
+                r#"
+                [[interfaces]]
+                name = "eth0"
+                dhcp = true
+                addresses = ["192.0.2.1/24"]
+                "#
+            ),
+            Vec::<String>::new()
+        );
+        let found = errors(
+            r#"
+            [[interfaces]]
+            name = "lo"
+            kind = "loopback"
+            dhcp = true
+            [[interfaces]]
+            name = "eth1"
+            enabled = false
+            dhcp = true
+            "#,
+        );
+        assert_has(
+            &found,
+            "interfaces[0].dhcp: DHCP needs an Ethernet interface; lo is a loopback interface",
+        );
+        assert_has(
+            &found,
+            "interfaces[1].dhcp: eth1 has enabled = false; a disabled interface cannot use DHCP",
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
     }
 
     #[test]
