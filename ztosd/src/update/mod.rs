@@ -215,6 +215,27 @@ impl UpdateRequest {
     }
 }
 
+impl UpdateRequest {
+    /// The options' ranges: tries 1 to 10, a reboot time in the future.
+    pub fn check(&self) -> Result<(), UpdateError> {
+        if !(1..=MAX_TRIES).contains(&self.tries) {
+            return Err(UpdateError::BadRequest(format!(
+                "tries must be between 1 and {MAX_TRIES}, not {}",
+                self.tries
+            )));
+        }
+        if let RebootWhen::At(time) = self.reboot {
+            if time <= OffsetDateTime::now_utc() {
+                return Err(UpdateError::BadRequest(format!(
+                    "reboot time {} is in the past",
+                    time.format(&Rfc3339).unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a successful update did.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UpdateOutcome {
@@ -592,20 +613,7 @@ impl UpdateService {
     where
         S: Stream<Item = Result<Bytes, io::Error>> + Unpin + Send,
     {
-        if !(1..=MAX_TRIES).contains(&request.tries) {
-            return Err(UpdateError::BadRequest(format!(
-                "tries must be between 1 and {MAX_TRIES}, not {}",
-                request.tries
-            )));
-        }
-        if let RebootWhen::At(time) = request.reboot {
-            if time <= OffsetDateTime::now_utc() {
-                return Err(UpdateError::BadRequest(format!(
-                    "reboot time {} is in the past",
-                    time.format(&Rfc3339).unwrap_or_default()
-                )));
-            }
-        }
+        request.check()?;
         let started = now_rfc3339();
         self.set_progress(|p| {
             *p = UpdateProgress {
