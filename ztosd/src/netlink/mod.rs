@@ -145,9 +145,62 @@ pub struct InterfaceStatus {
     pub managed: bool,
 }
 
+/// What a DHCP lease asks of the kernel (see `crate::dhcp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhcpAddressing {
+    pub address: std::net::Ipv4Addr,
+    pub prefix_len: u8,
+    pub router: Option<std::net::Ipv4Addr>,
+}
+
+/// The desired state of `config` with the DHCP leases of its `dhcp = true` interfaces: each
+/// lease's address on its interface, and its router as the default route of the main table
+/// unless the configuration has a static 0.0.0.0/0 there (the first lease, by interface
+/// name, wins when several have a router). Leases of interfaces the configuration does not
+/// mark `dhcp = true` are ignored.
+pub fn desired_with_leases(
+    config: &Config,
+    leases: &std::collections::BTreeMap<String, DhcpAddressing>,
+) -> Result<DesiredState, ReconcileError> {
+    let mut state = DesiredState::from_config(config)?;
+    let default = ipnet::IpNet::V4(ipnet::Ipv4Net::default());
+    let mut has_default = state
+        .routes
+        .iter()
+        .any(|route| route.table == MAIN_TABLE && route.destination == default);
+    for (interface, lease) in leases {
+        if !config
+            .interfaces
+            .iter()
+            .any(|i| &i.name == interface && i.dhcp)
+        {
+            continue;
+        }
+        let Ok(net) = ipnet::Ipv4Net::new(lease.address, lease.prefix_len) else {
+            continue;
+        };
+        state
+            .addresses
+            .insert((interface.clone(), ipnet::IpNet::V4(net)));
+        if let (Some(router), false) = (lease.router, has_default) {
+            state.routes.insert(Route {
+                destination: default,
+                gateway: Some(std::net::IpAddr::V4(router)),
+                device: Some(interface.clone()),
+                table: MAIN_TABLE,
+                metric: 0,
+            });
+            has_default = true;
+        }
+    }
+    Ok(state)
+}
+
 /// Applies configurations to the kernel, one at a time.
 pub struct Reconciler {
     kernel: Box<dyn Kernel>,
+    /// The DHCP leases in force, by interface; part of every desired state.
+    leases: std::collections::BTreeMap<String, DhcpAddressing>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -158,7 +211,10 @@ impl std::fmt::Debug for Reconciler {
 
 impl Reconciler {
     pub fn new(kernel: Box<dyn Kernel>) -> Reconciler {
-        Reconciler { kernel }
+        Reconciler {
+            kernel,
+            leases: std::collections::BTreeMap::new(),
+        }
     }
 
     /// Moves the kernel from `previous` to `next`:
@@ -173,18 +229,47 @@ impl Reconciler {
         previous: &Config,
         next: &Config,
     ) -> Result<ApplyReport, ReconcileError> {
-        let desired = DesiredState::from_config(next)?;
-        let before = DesiredState::from_config(previous).unwrap_or_else(|error| {
+        let desired = desired_with_leases(next, &self.leases)?;
+        let before = desired_with_leases(previous, &self.leases).unwrap_or_else(|error| {
             tracing::warn!(%error, "the previous configuration cannot be applied; not using it");
             DesiredState::default()
         });
+        self.execute_plan(&before, &desired).await
+    }
+
+    /// Installs (`Some`) or removes (`None`) the DHCP lease of `interface` on top of the
+    /// running `config`. On a kernel failure the kernel is brought back and the lease is not
+    /// recorded.
+    pub async fn set_lease(
+        &mut self,
+        config: &Config,
+        interface: &str,
+        lease: Option<DhcpAddressing>,
+    ) -> Result<ApplyReport, ReconcileError> {
+        let before = desired_with_leases(config, &self.leases)?;
+        let mut leases = self.leases.clone();
+        match lease {
+            Some(lease) => leases.insert(interface.to_string(), lease),
+            None => leases.remove(interface),
+        };
+        let desired = desired_with_leases(config, &leases)?;
+        let report = self.execute_plan(&before, &desired).await?;
+        self.leases = leases;
+        Ok(report)
+    }
+
+    async fn execute_plan(
+        &mut self,
+        before: &DesiredState,
+        desired: &DesiredState,
+    ) -> Result<ApplyReport, ReconcileError> {
         let actual = self.kernel.read_state().await?;
-        let ops = plan(&desired, &before, &actual)?;
+        let ops = plan(desired, before, &actual)?;
         let mut report = ApplyReport::default();
         for op in &ops {
             if let Err(error) = self.kernel.execute(op).await {
                 tracing::error!(%error, "applying the configuration failed; reverting");
-                self.revert(&before, &desired).await;
+                self.revert(before, desired).await;
                 return Err(error);
             }
             tracing::info!(change = %op, "kernel changed");

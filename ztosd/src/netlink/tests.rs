@@ -347,3 +347,87 @@ fn interfaces_reports_kernel_links_with_addresses() {
     let json = serde_json::to_value(vx100).expect("serializes");
     assert_eq!(json["oper_state"], "up");
 }
+
+const DHCP_ETH0: &str = r#"
+[[interfaces]]
+name = "eth0"
+dhcp = true
+"#;
+
+fn lease(last: u8, router: Option<[u8; 4]>) -> DhcpAddressing {
+    DhcpAddressing {
+        address: std::net::Ipv4Addr::new(10, 0, 2, last),
+        prefix_len: 24,
+        router: router.map(std::net::Ipv4Addr::from),
+    }
+}
+
+#[test]
+fn dhcp_leases_are_installed_replaced_and_removed_through_the_plan() {
+    let kernel = RecordingKernel::with_interfaces(&["eth0"]);
+    let mut reconciler = reconciler(&kernel);
+    let config = config(DHCP_ETH0);
+    run(reconciler.apply(&Config::default(), &config)).unwrap();
+    kernel.clear_executed();
+
+    run(reconciler.set_lease(&config, "eth0", Some(lease(15, Some([10, 0, 2, 2]))))).unwrap();
+    let state = kernel.state();
+    assert!(state
+        .addresses
+        .contains(&("eth0".to_string(), "10.0.2.15/24".parse().unwrap())));
+    assert!(
+        state
+            .routes
+            .iter()
+            .any(|r| r.route.destination.to_string() == "0.0.0.0/0"
+                && r.route.gateway == Some("10.0.2.2".parse().unwrap())),
+        "{:?}",
+        state.routes
+    );
+
+    // A commit of the same configuration keeps the lease (it is part of every desired state).
+    kernel.clear_executed();
+    run(reconciler.apply(&config, &config)).unwrap();
+    assert_eq!(ops_of(&kernel), Vec::<String>::new());
+
+    // A new address replaces the old one.
+    run(reconciler.set_lease(&config, "eth0", Some(lease(16, Some([10, 0, 2, 2]))))).unwrap();
+    let state = kernel.state();
+    assert!(state
+        .addresses
+        .contains(&("eth0".to_string(), "10.0.2.16/24".parse().unwrap())));
+    assert!(!state
+        .addresses
+        .contains(&("eth0".to_string(), "10.0.2.15/24".parse().unwrap())));
+
+    // Lost: address and default route go.
+    run(reconciler.set_lease(&config, "eth0", None)).unwrap();
+    let state = kernel.state();
+    assert!(!state.addresses.iter().any(|(link, _)| link == "eth0"));
+    assert!(!state
+        .routes
+        .iter()
+        .any(|r| r.route.destination.to_string() == "0.0.0.0/0"));
+}
+
+#[test]
+fn dhcp_a_static_default_route_wins_and_non_dhcp_interfaces_ignore_leases() {
+    let text =
+        format!("{DHCP_ETH0}\n[[routes]]\ndestination = \"0.0.0.0/0\"\ngateway = \"10.0.2.254\"\n");
+    let config = config(&text);
+    let mut leases = std::collections::BTreeMap::new();
+    leases.insert("eth0".to_string(), lease(15, Some([10, 0, 2, 2])));
+    leases.insert("eth9".to_string(), lease(99, Some([10, 0, 2, 2])));
+    let desired = desired_with_leases(&config, &leases).unwrap();
+    let defaults: Vec<_> = desired
+        .routes
+        .iter()
+        .filter(|r| r.destination.to_string() == "0.0.0.0/0")
+        .collect();
+    assert_eq!(defaults.len(), 1);
+    assert_eq!(defaults[0].gateway, Some("10.0.2.254".parse().unwrap()));
+    assert!(desired
+        .addresses
+        .contains(&("eth0".to_string(), "10.0.2.15/24".parse().unwrap())));
+    assert!(!desired.addresses.iter().any(|(link, _)| link == "eth9"));
+}
