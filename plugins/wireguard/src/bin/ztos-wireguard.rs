@@ -1,0 +1,53 @@
+//! `ztos-wireguard`: the WireGuard plugin process (docs/wireguard.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ztos_plugin::PluginClient;
+use ztos_wireguard::plugin::WireguardPlugin;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ztos-wireguard",
+    version,
+    about = "ZTOS WireGuard plugin (userspace datapath)"
+)]
+struct Args {
+    /// ztosd's plugin socket.
+    #[arg(long, default_value = "/run/ztos/plugin.sock")]
+    socket: PathBuf,
+    /// Where the interfaces' private keys are kept (`<dir>/keys/<interface>.key`, mode 0600).
+    #[arg(long, default_value = "/perm/ztos/wireguard")]
+    state_dir: PathBuf,
+    /// Seconds between status and metrics reports.
+    #[arg(long, default_value_t = 5)]
+    report_interval: u64,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let client = PluginClient::new("ztos-wireguard", env!("CARGO_PKG_VERSION"))
+        .socket_path(&args.socket)
+        .owns("wireguard")
+        .owns("policy");
+    let plugin = match WireguardPlugin::new(args.state_dir, client.sender()) {
+        Ok(plugin) => plugin,
+        Err(e) => {
+            eprintln!("ztos-wireguard: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    plugin.spawn_reporter(Duration::from_secs(args.report_interval.max(1)));
+    let shutdown = client.run(plugin).await;
+    tracing::info!("shutting down: {}", shutdown.reason);
+    std::process::ExitCode::SUCCESS
+}

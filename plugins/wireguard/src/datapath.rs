@@ -1,0 +1,794 @@
+//! The userspace WireGuard datapath: per interface one TUN device, one UDP socket and one
+//! boringtun [`Tunn`] per peer, driven by three threads of our own:
+//!
+//! - **tun**: reads a packet from the TUN device, finds the peer by longest-prefix match of the
+//!   destination on the allowed IPs, checks the outgoing policy, encrypts and sends it;
+//! - **udp**: receives a datagram, checks MACs and the handshake load through the interface's
+//!   [`RateLimiter`] (answering with a cookie under load), finds the peer (by the static key in a
+//!   handshake initiation, else by the receiver index), decrypts, checks that the inner source is
+//!   one of that peer's allowed IPs, checks the incoming policy and writes it to the TUN device;
+//!   an authenticated datagram moves the peer's endpoint to its source address (roaming);
+//! - **timers**: every 100 ms calls each peer's `update_timers` (handshake retries, rekey,
+//!   keepalives, session expiry), resets the rate limiter's count every second and expires
+//!   flows.
+//!
+//! Buffers are allocated once per thread. Configuration changes swap the peer table; peers whose
+//! key stays keep their `Tunn` (and so their session).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::PublicKey;
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::config;
+use crate::keys::{decode_key, encode_key, PrivateKey};
+use crate::packet;
+use crate::policy::{Decision, Enforcer, FlowTable, Identity};
+use crate::trie::PrefixTrie;
+
+/// Handshake messages per second an interface takes before it answers with cookies. Each
+/// handshake passes the limiter twice (our routing check and `Tunn::decapsulate`).
+pub const HANDSHAKES_PER_SECOND: u64 = 50;
+const BUFFER: usize = 65536 + 256;
+const POLL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("cannot create TUN device {name}: {reason}")]
+    Tun { name: String, reason: String },
+    #[error("cannot bind UDP port {port} for {name}: {source}")]
+    Bind {
+        name: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One peer at run time.
+pub struct PeerState {
+    pub index: u32,
+    pub public_key: [u8; 32],
+    pub name: Option<String>,
+    pub keepalive: Option<u16>,
+    pub configured_endpoint: Option<SocketAddr>,
+    tunn: Mutex<Tunn>,
+    endpoint: Mutex<Option<SocketAddr>>,
+    identity: AtomicU32,
+    pub rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub allowed_in: AtomicU64,
+    pub denied_in: AtomicU64,
+    pub denied_out: AtomicU64,
+    pub invalid_source: AtomicU64,
+}
+
+impl std::fmt::Debug for PeerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerState")
+            .field("index", &self.index)
+            .field("public_key", &encode_key(&self.public_key))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerState {
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.endpoint.lock().ok().and_then(|e| *e)
+    }
+
+    fn set_endpoint(&self, addr: SocketAddr) {
+        if let Ok(mut endpoint) = self.endpoint.lock() {
+            if *endpoint != Some(addr) {
+                *endpoint = Some(addr);
+            }
+        }
+    }
+
+    fn identity(&self) -> Identity {
+        Identity(self.identity.load(Ordering::Relaxed))
+    }
+}
+
+#[derive(Default)]
+struct PeerTable {
+    by_index: HashMap<u32, Arc<PeerState>>,
+    by_key: HashMap<[u8; 32], Arc<PeerState>>,
+    routes: PrefixTrie<u32>,
+}
+
+struct Keys {
+    private: PrivateKey,
+    public: PublicKey,
+    limiter: Arc<RateLimiter>,
+}
+
+struct Shared {
+    name: String,
+    tun: tun::Device,
+    udp: UdpSocket,
+    peers: RwLock<Arc<PeerTable>>,
+    keys: RwLock<Arc<Keys>>,
+    policy: RwLock<Arc<Enforcer>>,
+    flows: FlowTable,
+    stop: AtomicBool,
+    next_index: AtomicU32,
+    stats: InterfaceCounters,
+}
+
+/// Datagrams and packets the interface dropped, by reason.
+#[derive(Debug, Default)]
+pub struct InterfaceCounters {
+    pub no_route: AtomicU64,
+    pub no_endpoint: AtomicU64,
+    pub invalid_datagrams: AtomicU64,
+    pub unknown_peer: AtomicU64,
+    pub cookies_sent: AtomicU64,
+}
+
+/// A running WireGuard interface. Dropping it stops its threads and removes the TUN device.
+pub struct Interface {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    pub listen_port: u16,
+    pub config: config::Interface,
+}
+
+impl std::fmt::Debug for Interface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interface")
+            .field("name", &self.shared.name)
+            .field("listen_port", &self.listen_port)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bind_udp(name: &str, port: u16) -> Result<UdpSocket, DatapathError> {
+    // Dual-stack where IPv6 exists, IPv4 only where it does not.
+    let socket = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port))
+        .or_else(|_| UdpSocket::bind(("0.0.0.0", port)))
+        .map_err(|source| DatapathError::Bind {
+            name: name.to_string(),
+            port,
+            source,
+        })?;
+    socket
+        .set_read_timeout(Some(POLL))
+        .map_err(|e| DatapathError::Other(format!("{name}: cannot set a read timeout: {e}")))?;
+    Ok(socket)
+}
+
+/// IPv4-mapped IPv6 addresses (what a dual-stack socket reports) as plain IPv4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+impl Shared {
+    fn send_to(&self, data: &[u8], to: SocketAddr) {
+        let target = match (to, self.udp.local_addr()) {
+            (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            _ => to,
+        };
+        if let Err(e) = self.udp.send_to(data, target) {
+            tracing::debug!(interface = %self.name, "send to {to}: {e}");
+        }
+    }
+
+    fn peers(&self) -> Arc<PeerTable> {
+        self.peers.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    fn keys(&self) -> Option<Arc<Keys>> {
+        self.keys.read().ok().map(|k| k.clone())
+    }
+
+    fn policy(&self) -> Option<Arc<Enforcer>> {
+        self.policy.read().ok().map(|p| p.clone())
+    }
+
+    fn log_denied(
+        &self,
+        policy: &Enforcer,
+        direction: &str,
+        peer: &PeerState,
+        decision: Decision,
+        t: &packet::FlowTuple,
+    ) {
+        if let Some(suppressed) = policy.log.allow(Instant::now()) {
+            let rule = match decision {
+                Decision::Deny(Some(rule)) => format!(
+                    "rule {:?}",
+                    policy.names.get(rule as usize).map_or("?", String::as_str)
+                ),
+                _ => "default deny".to_string(),
+            };
+            let who = peer
+                .name
+                .clone()
+                .unwrap_or_else(|| encode_key(&peer.public_key));
+            tracing::warn!(
+                interface = %self.name,
+                "policy denied {direction} {who}: proto {} {}:{} -> {}:{} by {rule}{}",
+                t.proto,
+                t.src,
+                t.src_port,
+                t.dst,
+                t.dst_port,
+                if suppressed > 0 {
+                    format!(" ({suppressed} more denials not logged)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+
+    /// tun thread: plaintext from the kernel to peers.
+    fn tun_loop(self: Arc<Self>) {
+        let mut src = vec![0u8; BUFFER];
+        let mut dst = vec![0u8; BUFFER];
+        while !self.stop.load(Ordering::Relaxed) {
+            let len = match self.tun.recv_timeout(&mut src, POLL) {
+                Ok(len) => len,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!(interface = %self.name, "reading the TUN device: {e}");
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+            };
+            let packet = &src[..len];
+            let Some(tuple) = packet::parse(packet) else {
+                continue;
+            };
+            let peers = self.peers();
+            let Some(peer) = peers
+                .routes
+                .longest_match(tuple.dst)
+                .and_then(|index| peers.by_index.get(index))
+            else {
+                self.stats.no_route.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if let Some(policy) = self.policy() {
+                let decision = policy.outbound(
+                    peer.index,
+                    peer.identity(),
+                    &tuple,
+                    len,
+                    &self.flows,
+                    Instant::now(),
+                );
+                if let Decision::Deny(_) = decision {
+                    peer.denied_out.fetch_add(1, Ordering::Relaxed);
+                    self.log_denied(&policy, "to", peer, decision, &tuple);
+                    continue;
+                }
+            }
+            let Some(endpoint) = peer.endpoint() else {
+                self.stats.no_endpoint.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let result = match peer.tunn.lock() {
+                Ok(mut tunn) => match tunn.encapsulate(packet, &mut dst) {
+                    TunnResult::WriteToNetwork(out) => Some(out.len()),
+                    TunnResult::Err(e) => {
+                        tracing::debug!(interface = %self.name, "encapsulate: {e:?}");
+                        None
+                    }
+                    _ => None,
+                },
+                Err(_) => None,
+            };
+            if let Some(out_len) = result {
+                peer.tx_packets.fetch_add(1, Ordering::Relaxed);
+                self.send_to(&dst[..out_len], endpoint);
+            }
+        }
+    }
+
+    /// udp thread: datagrams from peers to the kernel.
+    fn udp_loop(self: Arc<Self>) {
+        let mut src = vec![0u8; BUFFER];
+        let mut dst = vec![0u8; BUFFER];
+        let mut cookie = [0u8; 64];
+        while !self.stop.load(Ordering::Relaxed) {
+            let (len, from) = match self.udp.recv_from(&mut src) {
+                Ok(received) => received,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    tracing::error!(interface = %self.name, "receiving: {e}");
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+            };
+            let from = canonical(from);
+            self.datagram(&src[..len], from, &mut dst, &mut cookie);
+        }
+    }
+
+    fn datagram(&self, datagram: &[u8], from: SocketAddr, dst: &mut [u8], cookie: &mut [u8]) {
+        let Some(keys) = self.keys() else { return };
+        let packet = match keys
+            .limiter
+            .verify_packet(Some(from.ip()), datagram, cookie)
+        {
+            Ok(packet) => packet,
+            Err(TunnResult::WriteToNetwork(reply)) => {
+                self.stats.cookies_sent.fetch_add(1, Ordering::Relaxed);
+                self.send_to(reply, from);
+                return;
+            }
+            Err(_) => {
+                self.stats.invalid_datagrams.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let peers = self.peers();
+        let (peer, authenticates_on_done) = match &packet {
+            Packet::HandshakeInit(init) => {
+                let Ok(half) = parse_handshake_anon(&keys.private.secret(), &keys.public, init)
+                else {
+                    self.stats.invalid_datagrams.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                (peers.by_key.get(&half.peer_static_public), false)
+            }
+            Packet::HandshakeResponse(r) => (peers.by_index.get(&(r.receiver_idx >> 8)), false),
+            Packet::PacketCookieReply(c) => (peers.by_index.get(&(c.receiver_idx >> 8)), false),
+            Packet::PacketData(d) => (peers.by_index.get(&(d.receiver_idx >> 8)), true),
+        };
+        let Some(peer) = peer else {
+            self.stats.unknown_peer.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Ok(mut tunn) = peer.tunn.lock() else {
+            return;
+        };
+        let mut first = true;
+        loop {
+            let input: &[u8] = if first { datagram } else { &[] };
+            let source = if first { Some(from.ip()) } else { None };
+            match tunn.decapsulate(source, input, dst) {
+                TunnResult::Done => {
+                    if first && authenticates_on_done {
+                        // An authenticated keepalive.
+                        peer.set_endpoint(from);
+                    }
+                    break;
+                }
+                TunnResult::Err(e) => {
+                    if first {
+                        self.stats.invalid_datagrams.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(interface = %self.name, "datagram from {from}: {e:?}");
+                    }
+                    break;
+                }
+                TunnResult::WriteToNetwork(out) => {
+                    if first {
+                        peer.set_endpoint(from);
+                    }
+                    let to = peer.endpoint().unwrap_or(from);
+                    self.send_to(out, to);
+                }
+                TunnResult::WriteToTunnelV4(inner, addr) => {
+                    peer.set_endpoint(from);
+                    self.deliver(&peers, peer, inner, IpAddr::V4(addr));
+                    break;
+                }
+                TunnResult::WriteToTunnelV6(inner, addr) => {
+                    peer.set_endpoint(from);
+                    self.deliver(&peers, peer, inner, IpAddr::V6(addr));
+                    break;
+                }
+            }
+            first = false;
+        }
+    }
+
+    fn deliver(&self, peers: &PeerTable, peer: &PeerState, inner: &[u8], source: IpAddr) {
+        peer.rx_packets.fetch_add(1, Ordering::Relaxed);
+        // Cryptokey routing, inbound: the peer may only send from its allowed IPs.
+        if peers.routes.longest_match(source) != Some(&peer.index) {
+            peer.invalid_source.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(tuple) = packet::parse(inner) else {
+            return;
+        };
+        if let Some(policy) = self.policy() {
+            let decision = policy.inbound(
+                peer.index,
+                peer.identity(),
+                &tuple,
+                inner.len(),
+                &self.flows,
+                Instant::now(),
+            );
+            if let Decision::Deny(_) = decision {
+                peer.denied_in.fetch_add(1, Ordering::Relaxed);
+                self.log_denied(&policy, "from", peer, decision, &tuple);
+                return;
+            }
+        }
+        peer.allowed_in.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.tun.send(inner) {
+            tracing::debug!(interface = %self.name, "writing to the TUN device: {e}");
+        }
+    }
+
+    /// timers thread.
+    fn timer_loop(self: Arc<Self>) {
+        let mut dst = vec![0u8; BUFFER];
+        let mut last_reset = Instant::now();
+        let mut last_expire = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = Instant::now();
+            if now.duration_since(last_reset) >= Duration::from_secs(1) {
+                if let Some(keys) = self.keys() {
+                    keys.limiter.reset_count();
+                }
+                last_reset = now;
+            }
+            let peers = self.peers();
+            if now.duration_since(last_expire) >= Duration::from_secs(10) {
+                self.flows
+                    .expire(now, |index| peers.by_index.contains_key(&index));
+                last_expire = now;
+            }
+            for peer in peers.by_index.values() {
+                let Ok(mut tunn) = peer.tunn.lock() else {
+                    continue;
+                };
+                match tunn.update_timers(&mut dst) {
+                    TunnResult::WriteToNetwork(out) => {
+                        if let Some(endpoint) = peer.endpoint() {
+                            self.send_to(out, endpoint);
+                        }
+                    }
+                    TunnResult::Err(e) => {
+                        tracing::trace!(interface = %self.name, "timers: {e:?}");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+impl Interface {
+    /// Creates the TUN device and the socket and starts the threads.
+    pub fn start(
+        spec: &config::Interface,
+        key: PrivateKey,
+        policy: Arc<Enforcer>,
+    ) -> Result<Interface, DatapathError> {
+        let mut tun_config = tun::Configuration::default();
+        tun_config
+            .tun_name(&spec.name)
+            .mtu(spec.mtu.unwrap_or(1420).min(65535) as u16)
+            .up();
+        let device = tun::create(&tun_config).map_err(|e| DatapathError::Tun {
+            name: spec.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let udp = bind_udp(&spec.name, spec.listen_port)?;
+        let listen_port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+        let public = key.public();
+        let shared = Arc::new(Shared {
+            name: spec.name.clone(),
+            tun: device,
+            udp,
+            peers: RwLock::new(Arc::new(PeerTable::default())),
+            keys: RwLock::new(Arc::new(Keys {
+                limiter: Arc::new(RateLimiter::new(&public, 2 * HANDSHAKES_PER_SECOND)),
+                private: key,
+                public,
+            })),
+            policy: RwLock::new(policy),
+            flows: FlowTable::default(),
+            stop: AtomicBool::new(false),
+            next_index: AtomicU32::new(1),
+            stats: InterfaceCounters::default(),
+        });
+        let mut interface = Interface {
+            shared: shared.clone(),
+            threads: Vec::new(),
+            listen_port,
+            config: spec.clone(),
+        };
+        interface.set_peers(&spec.peers)?;
+        for (role, run) in [
+            ("tun", Shared::tun_loop as fn(Arc<Shared>)),
+            ("udp", Shared::udp_loop),
+            ("timers", Shared::timer_loop),
+        ] {
+            let shared = shared.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("{}-{role}", spec.name))
+                .spawn(move || run(shared))
+                .map_err(|e| DatapathError::Other(format!("cannot start a thread: {e}")))?;
+            interface.threads.push(thread);
+        }
+        Ok(interface)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn public_key(&self) -> String {
+        self.shared
+            .keys()
+            .map(|k| encode_key(k.public.as_bytes()))
+            .unwrap_or_default()
+    }
+
+    /// Replaces the peer set. Peers whose public key stays keep their tunnel state (and their
+    /// current session); a changed keepalive or a new configured endpoint is applied in place.
+    pub fn set_peers(&mut self, peers: &[config::Peer]) -> Result<(), DatapathError> {
+        let Some(keys) = self.shared.keys() else {
+            return Err(DatapathError::Other("key lock poisoned".into()));
+        };
+        let policy = self.shared.policy();
+        let old = self.shared.peers();
+        let mut table = PeerTable::default();
+        for spec in peers {
+            let public_key = decode_key(&spec.public_key).map_err(DatapathError::Other)?;
+            let configured_endpoint = match &spec.endpoint {
+                Some(e) => Some(config::resolve_endpoint(e).map_err(DatapathError::Other)?),
+                None => None,
+            };
+            let peer = match old.by_key.get(&public_key) {
+                Some(existing)
+                    if existing.keepalive == spec.persistent_keepalive
+                        && existing.configured_endpoint == configured_endpoint
+                        && existing.name == spec.name =>
+                {
+                    existing.clone()
+                }
+                existing => {
+                    let index = match existing {
+                        Some(e) => e.index,
+                        None => {
+                            self.shared.next_index.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff
+                        }
+                    };
+                    let tunn = match existing {
+                        // Same key: keep the session; the settings below are re-read.
+                        Some(e) if e.keepalive == spec.persistent_keepalive => {
+                            // Tunn has no keepalive setter; take the old one over as is.
+                            let placeholder = Tunn::new(
+                                keys.private.secret(),
+                                PublicKey::from(public_key),
+                                None,
+                                spec.persistent_keepalive,
+                                index,
+                                Some(keys.limiter.clone()),
+                            );
+                            let mut guard = e
+                                .tunn
+                                .lock()
+                                .map_err(|_| DatapathError::Other("peer lock poisoned".into()))?;
+                            std::mem::replace(&mut *guard, placeholder)
+                        }
+                        _ => Tunn::new(
+                            keys.private.secret(),
+                            PublicKey::from(public_key),
+                            None,
+                            spec.persistent_keepalive,
+                            index,
+                            Some(keys.limiter.clone()),
+                        ),
+                    };
+                    let endpoint =
+                        configured_endpoint.or_else(|| existing.and_then(|e| e.endpoint()));
+                    Arc::new(PeerState {
+                        index,
+                        public_key,
+                        name: spec.name.clone(),
+                        keepalive: spec.persistent_keepalive,
+                        configured_endpoint,
+                        tunn: Mutex::new(tunn),
+                        endpoint: Mutex::new(endpoint),
+                        identity: AtomicU32::new(
+                            policy
+                                .as_ref()
+                                .map_or(Identity::ANONYMOUS, |p| p.classifier.identity(&public_key))
+                                .0,
+                        ),
+                        rx_packets: AtomicU64::new(
+                            existing.map_or(0, |e| e.rx_packets.load(Ordering::Relaxed)),
+                        ),
+                        tx_packets: AtomicU64::new(
+                            existing.map_or(0, |e| e.tx_packets.load(Ordering::Relaxed)),
+                        ),
+                        allowed_in: AtomicU64::new(
+                            existing.map_or(0, |e| e.allowed_in.load(Ordering::Relaxed)),
+                        ),
+                        denied_in: AtomicU64::new(
+                            existing.map_or(0, |e| e.denied_in.load(Ordering::Relaxed)),
+                        ),
+                        denied_out: AtomicU64::new(
+                            existing.map_or(0, |e| e.denied_out.load(Ordering::Relaxed)),
+                        ),
+                        invalid_source: AtomicU64::new(
+                            existing.map_or(0, |e| e.invalid_source.load(Ordering::Relaxed)),
+                        ),
+                    })
+                }
+            };
+            for prefix in &spec.allowed_ips {
+                table.routes.insert(*prefix, peer.index);
+            }
+            table.by_index.insert(peer.index, peer.clone());
+            table.by_key.insert(public_key, peer);
+        }
+        if let Ok(mut slot) = self.shared.peers.write() {
+            *slot = Arc::new(table);
+        }
+        self.config.peers = peers.to_vec();
+        Ok(())
+    }
+
+    /// Swaps in a new policy; peers are re-mapped to their identities in it.
+    pub fn set_policy(&self, policy: Arc<Enforcer>) {
+        for peer in self.shared.peers().by_index.values() {
+            peer.identity.store(
+                policy.classifier.identity(&peer.public_key).0,
+                Ordering::Relaxed,
+            );
+        }
+        if let Ok(mut slot) = self.shared.policy.write() {
+            *slot = policy;
+        }
+    }
+
+    /// Replaces the private key: every session is dropped and new handshakes start.
+    pub fn set_key(&self, key: PrivateKey) {
+        let public = key.public();
+        let limiter = Arc::new(RateLimiter::new(&public, 2 * HANDSHAKES_PER_SECOND));
+        for peer in self.shared.peers().by_index.values() {
+            if let Ok(mut tunn) = peer.tunn.lock() {
+                tunn.set_static_private(key.secret(), public, Some(limiter.clone()));
+            }
+        }
+        if let Ok(mut slot) = self.shared.keys.write() {
+            *slot = Arc::new(Keys {
+                private: key,
+                public,
+                limiter,
+            });
+        }
+    }
+
+    /// The interface's status: what `ztos security status` and `wireguard show` display.
+    pub fn status(&self) -> InterfaceStatus {
+        let now = SystemTime::now();
+        let mut peers: Vec<PeerStatus> = self
+            .config
+            .peers
+            .iter()
+            .filter_map(|spec| {
+                let key = decode_key(&spec.public_key).ok()?;
+                let table = self.shared.peers();
+                let peer = table.by_key.get(&key)?;
+                let (since, tx_bytes, rx_bytes, _, _) = peer.tunn.lock().ok()?.stats();
+                Some(PeerStatus {
+                    public_key: spec.public_key.clone(),
+                    name: spec.name.clone(),
+                    endpoint: peer.endpoint().map(|e| e.to_string()),
+                    allowed_ips: spec.allowed_ips.clone(),
+                    latest_handshake: since
+                        .and_then(|d| now.checked_sub(d))
+                        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs()),
+                    rx_bytes: rx_bytes as u64,
+                    tx_bytes: tx_bytes as u64,
+                    rx_packets: peer.rx_packets.load(Ordering::Relaxed),
+                    tx_packets: peer.tx_packets.load(Ordering::Relaxed),
+                    persistent_keepalive: peer.keepalive,
+                    policy_allowed: peer.allowed_in.load(Ordering::Relaxed),
+                    policy_denied_in: peer.denied_in.load(Ordering::Relaxed),
+                    policy_denied_out: peer.denied_out.load(Ordering::Relaxed),
+                    invalid_source: peer.invalid_source.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        let s = &self.shared.stats;
+        InterfaceStatus {
+            name: self.shared.name.clone(),
+            public_key: self.public_key(),
+            listen_port: self.listen_port,
+            peers,
+            dropped_no_route: s.no_route.load(Ordering::Relaxed),
+            dropped_no_endpoint: s.no_endpoint.load(Ordering::Relaxed),
+            invalid_datagrams: s.invalid_datagrams.load(Ordering::Relaxed),
+            unknown_peer: s.unknown_peer.load(Ordering::Relaxed),
+            cookies_sent: s.cookies_sent.load(Ordering::Relaxed),
+            flows: self.shared.flows.len(),
+        }
+    }
+
+    /// The peers' allowed IPs (the routes the interface needs).
+    pub fn allowed_ips(&self) -> HashSet<IpNet> {
+        self.config
+            .peers
+            .iter()
+            .flat_map(|p| p.allowed_ips.iter().map(|a| a.trunc()))
+            .collect()
+    }
+}
+
+impl Drop for Interface {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub public_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub endpoint: Option<String>,
+    pub allowed_ips: Vec<IpNet>,
+    /// Unix time of the latest handshake, if any.
+    pub latest_handshake: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub persistent_keepalive: Option<u16>,
+    pub policy_allowed: u64,
+    pub policy_denied_in: u64,
+    pub policy_denied_out: u64,
+    pub invalid_source: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub public_key: String,
+    pub listen_port: u16,
+    pub peers: Vec<PeerStatus>,
+    pub dropped_no_route: u64,
+    pub dropped_no_endpoint: u64,
+    pub invalid_datagrams: u64,
+    pub unknown_peer: u64,
+    pub cookies_sent: u64,
+    pub flows: usize,
+}

@@ -1,0 +1,279 @@
+//! Interface private keys: generated on the box, stored as `<state-dir>/keys/<interface>.key`
+//! (standard base64, mode 0600, directory mode 0700), never handed out. Only public keys leave
+//! this module as text.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use boringtun::x25519::{PublicKey, StaticSecret};
+use rand::RngCore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0:?} is not a valid interface name (1 to 15 letters, digits, '-', '_' or '.')")]
+    BadInterface(String),
+    #[error("interface {0} already has a key; use rotate-key to replace it")]
+    Exists(String),
+    #[error("key file {path} is unusable: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A Curve25519 private key. Debug never prints the secret.
+#[derive(Clone)]
+pub struct PrivateKey(StaticSecret);
+
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PrivateKey(public {})", self.public_base64())
+    }
+}
+
+impl PrivateKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        PrivateKey(StaticSecret::from(bytes))
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        PrivateKey(StaticSecret::from(bytes))
+    }
+
+    pub fn secret(&self) -> StaticSecret {
+        self.0.clone()
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey::from(&self.0)
+    }
+
+    pub fn public_base64(&self) -> String {
+        encode_key(self.public().as_bytes())
+    }
+}
+
+pub fn encode_key(bytes: &[u8; 32]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes a standard-base64 32-byte key; the error says what is wrong.
+pub fn decode_key(text: &str) -> Result<[u8; 32], String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| format!("{text:?} is not base64"))?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("{text:?} decodes to {} bytes, expected 32", bytes.len()))
+}
+
+/// Whether `name` can be a Linux interface name (and so a key file name).
+pub fn valid_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// The key directory.
+#[derive(Debug, Clone)]
+pub struct KeyStore {
+    dir: PathBuf,
+}
+
+impl KeyStore {
+    /// Keys live in `<state_dir>/keys`.
+    pub fn new(state_dir: &Path) -> Self {
+        KeyStore {
+            dir: state_dir.join("keys"),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, interface: &str) -> Result<PathBuf, KeyError> {
+        if !valid_interface_name(interface) {
+            return Err(KeyError::BadInterface(interface.to_string()));
+        }
+        Ok(self.dir.join(format!("{interface}.key")))
+    }
+
+    /// The interface's key, if it has one.
+    pub fn load(&self, interface: &str) -> Result<Option<PrivateKey>, KeyError> {
+        let path = self.path(interface)?;
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(KeyError::Io {
+                    action: "cannot read",
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let bytes = decode_key(&text).map_err(|reason| KeyError::Corrupt {
+            path: path.display().to_string(),
+            reason: reason.replace(&format!("{text:?}"), "its content"),
+        })?;
+        Ok(Some(PrivateKey::from_bytes(bytes)))
+    }
+
+    /// The interface's key, generated and stored first if it has none. `true` when generated.
+    pub fn load_or_generate(&self, interface: &str) -> Result<(PrivateKey, bool), KeyError> {
+        if let Some(key) = self.load(interface)? {
+            return Ok((key, false));
+        }
+        Ok((self.store_new(interface)?, true))
+    }
+
+    /// Generates a key for an interface that has none (`ztos security wireguard genkey`).
+    pub fn generate(&self, interface: &str) -> Result<PrivateKey, KeyError> {
+        if self.load(interface)?.is_some() {
+            return Err(KeyError::Exists(interface.to_string()));
+        }
+        self.store_new(interface)
+    }
+
+    /// Replaces the interface's key with a new one (`rotate-key`).
+    pub fn rotate(&self, interface: &str) -> Result<PrivateKey, KeyError> {
+        self.store_new(interface)
+    }
+
+    fn store_new(&self, interface: &str) -> Result<PrivateKey, KeyError> {
+        let path = self.path(interface)?;
+        let key = PrivateKey::generate();
+        self.ensure_dir()?;
+        let tmp = self.dir.join(format!(".{interface}.key.tmp"));
+        let io = |action: &'static str, p: &Path| {
+            let path = p.display().to_string();
+            move |source| KeyError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let _ = fs::remove_file(&tmp);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("cannot create", &tmp))?;
+        let text = format!("{}\n", encode_key(key.0.as_bytes()));
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(io("cannot write", &tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io("cannot rename into place", &path))?;
+        if let Ok(dir) = fs::File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(key)
+    }
+
+    fn ensure_dir(&self) -> Result<(), KeyError> {
+        fs::create_dir_all(&self.dir).map_err(|source| KeyError::Io {
+            action: "cannot create",
+            path: self.dir.display().to_string(),
+            source,
+        })?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+            KeyError::Io {
+                action: "cannot set mode 0700 on",
+                path: self.dir.display().to_string(),
+                source,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_store_load_and_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path());
+        assert!(store.load("wg0").unwrap().is_none());
+        let key = store.generate("wg0").unwrap();
+        let path = dir.path().join("keys/wg0.key");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(dir.path().join("keys"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        let loaded = store.load("wg0").unwrap().unwrap();
+        assert_eq!(loaded.public_base64(), key.public_base64());
+        assert!(matches!(store.generate("wg0"), Err(KeyError::Exists(_))));
+        let (same, generated) = store.load_or_generate("wg0").unwrap();
+        assert!(!generated);
+        assert_eq!(same.public_base64(), key.public_base64());
+        let rotated = store.rotate("wg0").unwrap();
+        assert_ne!(rotated.public_base64(), key.public_base64());
+        assert_eq!(
+            store.load("wg0").unwrap().unwrap().public_base64(),
+            rotated.public_base64()
+        );
+        assert!(!format!("{rotated:?}").contains(&encode_key(rotated.0.as_bytes())));
+    }
+
+    #[test]
+    fn refuses_bad_names_and_corrupt_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path());
+        for name in ["", "../x", "a/b", "0123456789abcdef", ".."] {
+            assert!(matches!(store.load(name), Err(KeyError::BadInterface(_))));
+        }
+        fs::create_dir_all(dir.path().join("keys")).unwrap();
+        fs::write(dir.path().join("keys/wg1.key"), "AAAA\n").unwrap();
+        let err = store.load("wg1").unwrap_err().to_string();
+        assert!(err.contains("decodes to 3 bytes"), "{err}");
+        assert!(!err.contains("AAAA"), "{err}");
+    }
+
+    #[test]
+    fn public_key_matches_the_rfc7748_vector() {
+        // RFC 7748 section 6.1: Alice's private and public keys.
+        let private = "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a";
+        let public = "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a";
+        let bytes: [u8; 32] = (0..32)
+            .map(|i| u8::from_str_radix(&private[2 * i..2 * i + 2], 16).unwrap())
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap();
+        let key = PrivateKey::from_bytes(bytes);
+        let hex: String = key
+            .public()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, public);
+        assert_eq!(
+            decode_key(&key.public_base64()).unwrap(),
+            *key.public().as_bytes()
+        );
+    }
+}

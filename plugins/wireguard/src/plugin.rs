@@ -1,0 +1,552 @@
+//! The ztosd side: validate and apply `[wireguard]` and `[policy]`, answer the
+//! `wireguard genkey|rotate-key|show` requests, report status and Prometheus metrics.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use serde_json::{json, Value};
+use ztos_plugin::{FieldError, Handler, LogLevel, Metric, MetricKind, PluginSender, Sections};
+
+use crate::config;
+use crate::datapath::Interface;
+use crate::keys::KeyStore;
+use crate::policy::Enforcer;
+
+/// What runs now.
+pub struct Running {
+    pub revision: Option<u64>,
+    pub interfaces: BTreeMap<String, Interface>,
+    pub policy_config: config::Policy,
+    pub policy: Arc<Enforcer>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("revision", &self.revision)
+            .field("interfaces", &self.interfaces.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The plugin handler. Cloneable state is shared with the status reporter.
+#[derive(Debug, Clone)]
+pub struct WireguardPlugin {
+    keys: KeyStore,
+    sender: PluginSender,
+    running: Arc<Mutex<Running>>,
+}
+
+/// What peers must be told after a key rotation.
+pub const ROTATE_NOTICE: &str = "Every peer of this interface must replace the old public key \
+with the new one in its configuration (for ZTOS peers: wireguard.interfaces[].peers[].public_key, \
+and any [[policy.groups]] members or rules that name it). Until they do, their handshakes fail \
+and no traffic passes; sessions established with the old key have been dropped.";
+
+impl WireguardPlugin {
+    pub fn new(state_dir: PathBuf, sender: PluginSender) -> Result<Self, String> {
+        let policy = Enforcer::new(&config::Policy::default())?;
+        Ok(WireguardPlugin {
+            keys: KeyStore::new(&state_dir),
+            sender,
+            running: Arc::new(Mutex::new(Running {
+                revision: None,
+                interfaces: BTreeMap::new(),
+                policy_config: config::Policy::default(),
+                policy: Arc::new(policy),
+            })),
+        })
+    }
+
+    /// Status and metrics every `period`, for as long as the process runs.
+    pub fn spawn_reporter(&self, period: Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                this.report();
+            }
+        });
+    }
+
+    /// Sends the current status and metrics to ztosd.
+    pub fn report(&self) {
+        let (status, metrics) = match self.running.lock() {
+            Ok(running) => (status_of(&running), metrics_of(&running)),
+            Err(_) => return,
+        };
+        self.sender.status(status);
+        self.sender.metrics(metrics);
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Running>, String> {
+        self.running
+            .lock()
+            .map_err(|_| "internal error: state lock poisoned".to_string())
+    }
+
+    async fn apply_sections(&self, revision: u64, parsed: config::Sections) -> Result<(), String> {
+        let mut link_work = Vec::new();
+        let mut problems = Vec::new();
+        {
+            let mut running = self.lock()?;
+            if running.policy_config != parsed.policy {
+                let enforcer = Arc::new(Enforcer::new(&parsed.policy)?);
+                for interface in running.interfaces.values() {
+                    interface.set_policy(enforcer.clone());
+                }
+                running.policy = enforcer;
+                running.policy_config = parsed.policy.clone();
+            }
+            let wanted: HashSet<&str> = parsed
+                .wireguard
+                .interfaces
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect();
+            let gone: Vec<String> = running
+                .interfaces
+                .keys()
+                .filter(|name| !wanted.contains(name.as_str()))
+                .cloned()
+                .collect();
+            for name in gone {
+                running.interfaces.remove(&name);
+                self.sender
+                    .log(LogLevel::Info, format!("interface {name} removed"));
+            }
+            for spec in &parsed.wireguard.interfaces {
+                let policy = running.policy.clone();
+                let restart = running
+                    .interfaces
+                    .get(&spec.name)
+                    .is_some_and(|i| i.config.listen_port != spec.listen_port);
+                if restart {
+                    running.interfaces.remove(&spec.name);
+                }
+                match running.interfaces.get_mut(&spec.name) {
+                    Some(interface) => {
+                        let before_routes = interface.allowed_ips();
+                        let before = interface.config.clone();
+                        if before.peers != spec.peers {
+                            if let Err(e) = interface.set_peers(&spec.peers) {
+                                problems.push(format!("{}: {e}", spec.name));
+                                continue;
+                            }
+                        }
+                        interface.config = spec.clone();
+                        let after_routes = interface.allowed_ips();
+                        if before.addresses != spec.addresses
+                            || before.mtu != spec.mtu
+                            || before_routes != after_routes
+                        {
+                            link_work.push(LinkWork {
+                                name: spec.name.clone(),
+                                mtu: spec.mtu,
+                                old_addresses: before.addresses.clone(),
+                                addresses: spec.addresses.clone(),
+                                old_routes: before_routes,
+                                routes: after_routes,
+                            });
+                        }
+                    }
+                    None => {
+                        let (key, generated) = self
+                            .keys
+                            .load_or_generate(&spec.name)
+                            .map_err(|e| e.to_string())?;
+                        if generated {
+                            self.sender.event(
+                                "key_generated",
+                                format!(
+                                    "generated the private key of {}; its public key is {}",
+                                    spec.name,
+                                    key.public_base64()
+                                ),
+                            );
+                        }
+                        match Interface::start(spec, key, policy) {
+                            Ok(interface) => {
+                                link_work.push(LinkWork {
+                                    name: spec.name.clone(),
+                                    mtu: spec.mtu,
+                                    old_addresses: Vec::new(),
+                                    addresses: spec.addresses.clone(),
+                                    old_routes: HashSet::new(),
+                                    routes: interface.allowed_ips(),
+                                });
+                                running.interfaces.insert(spec.name.clone(), interface);
+                            }
+                            Err(e) => problems.push(e.to_string()),
+                        }
+                    }
+                }
+            }
+            running.revision = Some(revision);
+        }
+        for work in link_work {
+            if let Err(e) = work.run().await {
+                problems.push(e);
+            }
+        }
+        self.report();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+impl Handler for WireguardPlugin {
+    async fn validate(&mut self, sections: Sections) -> Vec<FieldError> {
+        match config::Sections::parse(&sections) {
+            Ok(parsed) => match Enforcer::new(&parsed.policy) {
+                Ok(_) => Vec::new(),
+                Err(e) => vec![FieldError {
+                    path: "policy".into(),
+                    message: e,
+                }],
+            },
+            Err(errors) => errors,
+        }
+    }
+
+    async fn apply(&mut self, revision: u64, sections: Sections) -> Result<(), String> {
+        let parsed = config::Sections::parse(&sections).map_err(|errors| {
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let result = self.apply_sections(revision, parsed).await;
+        match &result {
+            Ok(()) => self
+                .sender
+                .log(LogLevel::Info, format!("applied revision {revision}")),
+            Err(e) => self.sender.log(
+                LogLevel::Error,
+                format!("revision {revision} applied with errors: {e}"),
+            ),
+        }
+        result
+    }
+
+    async fn request(&mut self, method: String, params: Value) -> Result<Value, String> {
+        let interface = || -> Result<String, String> {
+            params
+                .get("interface")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| format!("{method} needs params.interface"))
+        };
+        match method.as_str() {
+            "wireguard genkey" => {
+                let name = interface()?;
+                let key = self.keys.generate(&name).map_err(|e| e.to_string())?;
+                let running = self.lock()?;
+                if let Some(interface) = running.interfaces.get(&name) {
+                    interface.set_key(key.clone());
+                }
+                Ok(json!({"interface": name, "public_key": key.public_base64()}))
+            }
+            "wireguard rotate-key" => {
+                let name = interface()?;
+                let old = self
+                    .keys
+                    .load(&name)
+                    .map_err(|e| e.to_string())?
+                    .map(|k| k.public_base64());
+                let key = self.keys.rotate(&name).map_err(|e| e.to_string())?;
+                {
+                    let running = self.lock()?;
+                    if let Some(interface) = running.interfaces.get(&name) {
+                        interface.set_key(key.clone());
+                    }
+                }
+                self.sender.event(
+                    "key_rotated",
+                    format!(
+                        "rotated the key of {name}; new public key {}",
+                        key.public_base64()
+                    ),
+                );
+                self.report();
+                Ok(json!({
+                    "interface": name,
+                    "old_public_key": old,
+                    "public_key": key.public_base64(),
+                    "notice": ROTATE_NOTICE,
+                }))
+            }
+            "wireguard show" => {
+                let only = params.get("interface").and_then(Value::as_str);
+                let running = self.lock()?;
+                if let Some(name) = only {
+                    if !running.interfaces.contains_key(name) {
+                        // An interface with a key but not configured still shows its key.
+                        let key = self.keys.load(name).map_err(|e| e.to_string())?;
+                        return match key {
+                            Some(key) => Ok(json!({"interfaces": [{
+                                "name": name, "public_key": key.public_base64(),
+                                "configured": false, "peers": []}]})),
+                            None => Err(format!(
+                                "{name} is not a configured wireguard interface and has no key"
+                            )),
+                        };
+                    }
+                }
+                let interfaces: Vec<Value> = running
+                    .interfaces
+                    .values()
+                    .filter(|i| only.is_none_or(|n| n == i.name()))
+                    .map(|i| {
+                        let mut v = serde_json::to_value(i.status()).unwrap_or(Value::Null);
+                        v["configured"] = Value::Bool(true);
+                        v
+                    })
+                    .collect();
+                Ok(json!({"interfaces": interfaces, "policy": policy_status(&running)}))
+            }
+            _ => Err(format!("unknown method {method}")),
+        }
+    }
+}
+
+fn policy_status(running: &Running) -> Value {
+    let p = &running.policy;
+    let rules: Vec<Value> = p
+        .names
+        .iter()
+        .zip(&p.actions)
+        .zip(&p.counters)
+        .map(|((name, action), counter)| {
+            let (packets, bytes) = counter.get();
+            json!({"name": name, "action": match action {
+                config::Action::Allow => "allow", config::Action::Deny => "deny" },
+                "packets": packets, "bytes": bytes})
+        })
+        .collect();
+    let (packets, bytes) = p.default_deny.get();
+    json!({"rules": rules, "default_deny": {"packets": packets, "bytes": bytes}})
+}
+
+/// The status report ztosd shows in `ztos security status` and `/api/v1/security/status`.
+pub fn status_of(running: &Running) -> Value {
+    let interfaces: Vec<Value> = running
+        .interfaces
+        .values()
+        .map(|i| serde_json::to_value(i.status()).unwrap_or(Value::Null))
+        .collect();
+    json!({
+        "applied_revision": running.revision,
+        "backend": "userspace",
+        "interfaces": interfaces,
+        "policy": policy_status(running),
+    })
+}
+
+fn metric(name: &str, help: &str, kind: MetricKind, labels: &[(&str, &str)], value: f64) -> Metric {
+    Metric {
+        name: name.to_string(),
+        help: help.to_string(),
+        kind,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        value,
+    }
+}
+
+/// Prometheus metrics per peer and per policy rule.
+pub fn metrics_of(running: &Running) -> Vec<Metric> {
+    let mut out = Vec::new();
+    for interface in running.interfaces.values() {
+        let status = interface.status();
+        for peer in &status.peers {
+            let labels = [
+                ("interface", status.name.as_str()),
+                ("peer", peer.public_key.as_str()),
+                ("peer_name", peer.name.as_deref().unwrap_or("")),
+            ];
+            let c = MetricKind::Counter;
+            out.push(metric(
+                "ztos_wireguard_peer_rx_bytes_total",
+                "Bytes received from the peer (decrypted payload).",
+                c,
+                &labels,
+                peer.rx_bytes as f64,
+            ));
+            out.push(metric(
+                "ztos_wireguard_peer_tx_bytes_total",
+                "Bytes sent to the peer (payload before encryption).",
+                c,
+                &labels,
+                peer.tx_bytes as f64,
+            ));
+            out.push(metric(
+                "ztos_wireguard_peer_policy_denied_total",
+                "Packets from or to the peer dropped by the policy.",
+                c,
+                &labels,
+                (peer.policy_denied_in + peer.policy_denied_out) as f64,
+            ));
+            out.push(metric(
+                "ztos_wireguard_peer_latest_handshake_seconds",
+                "Unix time of the latest handshake (0: none).",
+                MetricKind::Gauge,
+                &labels,
+                peer.latest_handshake.unwrap_or(0) as f64,
+            ));
+        }
+        let labels = [("interface", status.name.as_str())];
+        out.push(metric(
+            "ztos_wireguard_invalid_datagrams_total",
+            "Datagrams that failed authentication or parsing.",
+            MetricKind::Counter,
+            &labels,
+            status.invalid_datagrams as f64,
+        ));
+        out.push(metric(
+            "ztos_wireguard_cookies_sent_total",
+            "Cookie replies sent under handshake load.",
+            MetricKind::Counter,
+            &labels,
+            status.cookies_sent as f64,
+        ));
+    }
+    let p = &running.policy;
+    for (name, counter) in p.names.iter().zip(&p.counters) {
+        let (packets, bytes) = counter.get();
+        out.push(metric(
+            "ztos_policy_rule_packets_total",
+            "Packets that matched the policy rule.",
+            MetricKind::Counter,
+            &[("rule", name)],
+            packets as f64,
+        ));
+        out.push(metric(
+            "ztos_policy_rule_bytes_total",
+            "Bytes that matched the policy rule.",
+            MetricKind::Counter,
+            &[("rule", name)],
+            bytes as f64,
+        ));
+    }
+    let (packets, _) = p.default_deny.get();
+    out.push(metric(
+        "ztos_policy_default_deny_packets_total",
+        "Packets from peers that no rule allowed.",
+        MetricKind::Counter,
+        &[],
+        packets as f64,
+    ));
+    out
+}
+
+/// Addresses, MTU and routes of one TUN device, changed through rtnetlink.
+struct LinkWork {
+    name: String,
+    mtu: Option<u32>,
+    old_addresses: Vec<IpNet>,
+    addresses: Vec<IpNet>,
+    old_routes: HashSet<IpNet>,
+    routes: HashSet<IpNet>,
+}
+
+fn exists(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc_eexist())
+}
+
+fn libc_eexist() -> i32 {
+    nix::errno::Errno::EEXIST as i32
+}
+
+impl LinkWork {
+    async fn run(self) -> Result<(), String> {
+        let name = &self.name;
+        let index = nix::net::if_::if_nametoindex(name.as_str())
+            .map_err(|e| format!("{name}: no such device: {e}"))?;
+        let (connection, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| format!("cannot open a netlink socket: {e}"))?;
+        let task = tokio::spawn(connection);
+        let result = self.run_on(&handle, index).await;
+        task.abort();
+        result
+    }
+
+    async fn run_on(&self, handle: &rtnetlink::Handle, index: u32) -> Result<(), String> {
+        let name = &self.name;
+        let mut link = rtnetlink::LinkUnspec::new_with_index(index).up();
+        if let Some(mtu) = self.mtu {
+            link = link.mtu(mtu);
+        }
+        handle
+            .link()
+            .set(link.build())
+            .execute()
+            .await
+            .map_err(|e| format!("{name}: cannot set it up: {e}"))?;
+        for old in &self.old_addresses {
+            if self.addresses.contains(old) {
+                continue;
+            }
+            let mut found = handle
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .set_address_filter(old.addr())
+                .execute();
+            while let Ok(Some(message)) = found.try_next().await {
+                handle
+                    .address()
+                    .del(message)
+                    .execute()
+                    .await
+                    .map_err(|e| format!("{name}: cannot remove {old}: {e}"))?;
+            }
+        }
+        for address in &self.addresses {
+            match handle
+                .address()
+                .add(index, address.addr(), address.prefix_len())
+                .execute()
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if exists(&e) => {}
+                Err(e) => return Err(format!("{name}: cannot add {address}: {e}")),
+            }
+        }
+        let route = |prefix: &IpNet| -> Result<_, String> {
+            let builder = rtnetlink::RouteMessageBuilder::<IpAddr>::new()
+                .destination_prefix(prefix.addr(), prefix.prefix_len())
+                .map_err(|e| format!("{name}: route {prefix}: {e}"))?;
+            Ok(builder.output_interface(index).build())
+        };
+        for old in self.old_routes.difference(&self.routes) {
+            // Gone already when the address that covered it went; not an error.
+            let _ = handle.route().del(route(old)?).execute().await;
+        }
+        for prefix in &self.routes {
+            // A prefix the interface's own address already covers has its connected route.
+            if self.addresses.iter().any(|a| a.trunc() == *prefix) {
+                continue;
+            }
+            match handle.route().add(route(prefix)?).execute().await {
+                Ok(()) => {}
+                Err(e) if exists(&e) => {}
+                Err(e) => return Err(format!("{name}: cannot route {prefix}: {e}")),
+            }
+        }
+        Ok(())
+    }
+}
