@@ -23,6 +23,10 @@ struct Args {
     /// Seconds between status and metrics reports.
     #[arg(long, default_value_t = 5)]
     report_interval: u64,
+    /// Print this interface's public key (generating its private key first if it has none)
+    /// and exit, without connecting to ztosd. For provisioning before the first commit.
+    #[arg(long, value_name = "INTERFACE")]
+    print_public_key: Option<String>,
 }
 
 #[tokio::main]
@@ -35,6 +39,19 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(interface) = &args.print_public_key {
+        let store = ztos_wireguard::keys::KeyStore::new(&args.state_dir);
+        return match store.load_or_generate(interface) {
+            Ok((key, _)) => {
+                println!("{}", key.public_base64());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ztos-wireguard: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let client = PluginClient::new("ztos-wireguard", env!("CARGO_PKG_VERSION"))
         .socket_path(&args.socket)
         .owns("wireguard")
