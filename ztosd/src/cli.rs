@@ -1103,6 +1103,31 @@ fn format_security(v: &Value) -> String {
     text
 }
 
+/// An interface's DHCP lease for the table: `10.0.2.15/24 via 10.0.2.2 from 10.0.2.2 until
+/// <time>`, or `-`.
+fn dhcp_cell(interface: &Value) -> String {
+    let Some(lease) = interface.get("dhcp").filter(|l| l.is_object()) else {
+        return "-".into();
+    };
+    let text = |key: &str| {
+        lease
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string()
+    };
+    let mut cell = text("address");
+    if let Some(router) = lease.get("router").and_then(Value::as_str) {
+        cell.push_str(&format!(" via {router}"));
+    }
+    cell.push_str(&format!(
+        " from {} until {}",
+        text("server"),
+        text("expires")
+    ));
+    cell
+}
+
 fn format_interfaces(v: &Value) -> String {
     let rows = v
         .as_array()
@@ -1122,6 +1147,7 @@ fn format_interfaces(v: &Value) -> String {
                         field(i, "mtu"),
                         field(i, "master"),
                         field(i, "addresses"),
+                        dhcp_cell(i),
                     ]
                 })
                 .collect()
@@ -1136,6 +1162,7 @@ fn format_interfaces(v: &Value) -> String {
             "MTU",
             "MASTER",
             "ADDRESSES",
+            "DHCP",
         ],
         rows,
     )

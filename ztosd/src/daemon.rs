@@ -253,6 +253,8 @@ struct Inner {
     manage_hostname: std::sync::atomic::AtomicBool,
     /// The update service; [`Daemon::configure_update`] replaces the appliance default.
     update: StdMutex<crate::update::UpdateService>,
+    /// The DHCP leases in force, by interface (see [`Daemon::start_dhcp`]).
+    dhcp_leases: crate::dhcp::LeaseTable,
 }
 
 /// The daemon. Cheap to clone; every clone is the same daemon.
@@ -335,6 +337,7 @@ impl Daemon {
                 init,
                 manage_hostname: std::sync::atomic::AtomicBool::new(false),
                 update: StdMutex::new(update),
+                dhcp_leases: Default::default(),
             }),
         })
     }
@@ -944,11 +947,35 @@ impl Daemon {
 
     pub async fn interfaces(&self) -> Result<Vec<InterfaceStatus>, DaemonError> {
         let state = self.inner.state.lock().await;
-        state
+        let mut interfaces = state
             .reconciler
             .interfaces()
             .await
-            .map_err(|e| DaemonError::Kernel(e.to_string()))
+            .map_err(|e| DaemonError::Kernel(e.to_string()))?;
+        drop(state);
+        let leases = self
+            .inner
+            .dhcp_leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for interface in &mut interfaces {
+            interface.dhcp = leases.get(&interface.name).cloned();
+        }
+        Ok(interfaces)
+    }
+
+    /// Starts DHCP on the `dhcp = true` interfaces of the running configuration (and of every
+    /// later revision): leases are installed through the reconciler on top of the running
+    /// revision, shown in [`Daemon::interfaces`], and their DNS servers written to
+    /// `resolv_conf`. Returns the manager's task.
+    pub fn start_dhcp(&self, resolv_conf: PathBuf) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::dhcp::manage(
+            self.inner.current.subscribe(),
+            Arc::new(self.clone()),
+            Arc::clone(&self.inner.dhcp_leases),
+            resolv_conf,
+        ))
     }
 
     /// Healthy when the running revision is applied and every plugin that owns a configured
@@ -1092,6 +1119,25 @@ fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     if let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
         tracing::warn!("setting mode {mode:o} on {}: {err}", path.display());
+    }
+}
+
+impl crate::dhcp::LeaseSink for Daemon {
+    fn apply(
+        &self,
+        interface: String,
+        lease: Option<crate::netlink::DhcpAddressing>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let mut state = self.inner.state.lock().await;
+            let config = state.running_config.clone();
+            state
+                .reconciler
+                .set_lease(&config, &interface, lease)
+                .await
+                .map(|_| ())
+                .map_err(|error| error.to_string())
+        })
     }
 }
 

@@ -42,7 +42,15 @@ impl Namespaces {
             "link", "add", "dhc0", "netns", &ns.client, "type", "veth", "peer", "name", "dhs0",
             "netns", &ns.server,
         ]);
-        ip(&["-n", &ns.server, "addr", "add", "10.77.0.1/24", "dev", "dhs0"]);
+        ip(&[
+            "-n",
+            &ns.server,
+            "addr",
+            "add",
+            "10.77.0.1/24",
+            "dev",
+            "dhs0",
+        ]);
         ip(&["-n", &ns.server, "link", "set", "dhs0", "up"]);
         ip(&["-n", &ns.client, "link", "set", "dhc0", "up"]);
         ns
@@ -83,8 +91,12 @@ impl Namespaces {
 impl Drop for Namespaces {
     fn drop(&mut self) {
         self.stop_dnsmasq();
-        let _ = Command::new("ip").args(["netns", "del", &self.server]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.client]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.server])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.client])
+            .status();
     }
 }
 

@@ -48,6 +48,10 @@ struct Args {
     /// ztosd in a netns lab must not, as it shares the host's UTS namespace).
     #[arg(long)]
     set_hostname: bool,
+    /// Where the DNS servers of DHCP leases are written (`/etc/resolv.conf` links to it in
+    /// the appliance). Only written while an interface has `dhcp = true`.
+    #[arg(long, default_value = "/run/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Public keys trusted to sign update bundles.
     #[arg(long, default_value = ztosd::update::DEFAULT_TRUST_DIR)]
     trust_dir: PathBuf,
@@ -133,6 +137,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // Keep serving so the operator can fix the configuration through the API.
         tracing::error!("start: {err}");
     }
+    // DHCP follows the running configuration from here on (interfaces with dhcp = true).
+    daemon.start_dhcp(args.resolv_conf.clone());
 
     let router = ztosd::api::app(daemon.clone());
     let unix_router = router.clone();

@@ -4,10 +4,12 @@
 //! (`runner.rs`). Leases are handed to the daemon, which installs them through the reconciler.
 
 pub mod client;
+pub mod manager;
 pub mod packet;
 pub mod runner;
 
 pub use client::{Action, Client, Destination, Lease, State};
+pub use manager::{manage, DhcpLeaseStatus, LeaseSink, LeaseTable};
 pub use packet::{Dropped, Mac, MessageType, Offer, Reply, RequestKind};
 pub use runner::{run, LeaseEvent};
 

@@ -143,6 +143,8 @@ pub struct InterfaceStatus {
     pub master: Option<String>,
     /// Whether ZTOS created this interface.
     pub managed: bool,
+    /// The DHCP lease in force on this interface (`dhcp = true`), if any.
+    pub dhcp: Option<crate::dhcp::DhcpLeaseStatus>,
 }
 
 /// What a DHCP lease asks of the kernel (see `crate::dhcp`).
@@ -324,6 +326,7 @@ impl Reconciler {
                     .collect(),
                 master: link.master.clone(),
                 managed: link.managed(),
+                dhcp: None,
             })
             .collect();
         interfaces.sort_by_key(|interface| interface.index);
