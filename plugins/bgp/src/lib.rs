@@ -11,9 +11,11 @@
 pub mod codec;
 pub mod config;
 mod hex;
+pub mod kernel;
 pub mod md5;
 pub mod policy;
 pub mod rib;
 pub mod session;
+pub mod speaker;
 
 pub use hex::{decode_hex, decode_hex_with, HexDecodeError};

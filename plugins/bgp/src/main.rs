@@ -1,6 +1,235 @@
-//! The `ztos-bgp` plugin process (being built: see docs/bgp.md).
+//! `ztos-bgp`: the BGP speaker plugin process. It connects to ztosd's plugin socket, owns the
+//! `[bgp]` section (validates and applies it), answers `bgp summary`, `bgp neighbors` and
+//! `bgp routes`, reports per-neighbor status and metrics, and installs best routes into the
+//! kernel. See docs/bgp.md.
 
-fn main() {
-    eprintln!("ztos-bgp: the plugin process is not built yet");
-    std::process::exit(1);
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use ipnet::IpNet;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use ztos_bgp::codec::Family;
+use ztos_bgp::config::{self, BgpConfig};
+use ztos_bgp::kernel::{self, Kernel};
+use ztos_bgp::speaker::{Query, Report, SpeakerHandle};
+use ztos_plugin::protocol::DEFAULT_SOCKET_PATH;
+use ztos_plugin::{FieldError, Handler, LogLevel, Metric, PluginClient, PluginSender, Sections};
+
+#[derive(Debug, Parser)]
+#[command(name = "ztos-bgp", version, about = "The ZTOS BGP speaker plugin")]
+struct Args {
+    /// ztosd's plugin socket.
+    #[arg(long, default_value = DEFAULT_SOCKET_PATH)]
+    socket: PathBuf,
+}
+
+struct Reporter(PluginSender);
+
+impl Report for Reporter {
+    fn event(&self, kind: &str, message: String) {
+        tracing::info!("{kind}: {message}");
+        self.0.event(kind, message);
+    }
+    fn log(&self, warn: bool, message: String) {
+        if warn {
+            tracing::warn!("{message}");
+        } else {
+            tracing::info!("{message}");
+        }
+        self.0
+            .log(if warn { LogLevel::Warn } else { LogLevel::Info }, message);
+    }
+    fn status(&self, status: Value) {
+        self.0.status(status);
+    }
+    fn metrics(&self, metrics: Vec<Metric>) {
+        self.0.metrics(metrics);
+    }
+}
+
+struct Bgp {
+    speaker: SpeakerHandle,
+    kernel: Option<Kernel>,
+}
+
+impl Bgp {
+    /// The section with its router id filled in from the kernel's addresses when not set.
+    async fn resolve(&self, mut config: BgpConfig) -> Result<BgpConfig, String> {
+        if config.router_id.is_none() {
+            if let Some(kernel) = &self.kernel {
+                config.router_id = kernel.default_router_id().await?;
+            }
+        }
+        if config.router_id.is_none() {
+            return Err(
+                "bgp.router_id is not set and this node has no IPv4 address to take it from"
+                    .to_string(),
+            );
+        }
+        Ok(config)
+    }
+}
+
+fn section(sections: &Sections) -> &Value {
+    sections.get("bgp").unwrap_or(&Value::Null)
+}
+
+impl Handler for Bgp {
+    async fn validate(&mut self, sections: Sections) -> Vec<FieldError> {
+        match config::parse(section(&sections)) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors,
+        }
+    }
+
+    async fn apply(&mut self, _revision: u64, sections: Sections) -> Result<(), String> {
+        let parsed = config::parse(section(&sections)).map_err(|errors| {
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let resolved = match parsed {
+            Some(config) => Some(self.resolve(config).await?),
+            None => None,
+        };
+        self.speaker.apply(resolved).await
+    }
+
+    async fn request(&mut self, method: String, params: Value) -> Result<Value, String> {
+        let query = parse_query(&method, &params)?;
+        self.speaker.query(query).await
+    }
+}
+
+/// `bgp summary`, `bgp neighbors` (`{"address": A}` optional) and `bgp routes`
+/// (`{"family": "ipv4"|"ipv6"|"evpn", "prefix": P}` both optional).
+fn parse_query(method: &str, params: &Value) -> Result<Query, String> {
+    let string = |key: &str| -> Result<Option<&str>, String> {
+        match params.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(other) => Err(format!("{method}: {key} must be a string, not {other}")),
+        }
+    };
+    match method {
+        "bgp summary" => Ok(Query::Summary),
+        "bgp neighbors" => {
+            let address = string("address")?
+                .map(|a| {
+                    a.parse::<IpAddr>()
+                        .map_err(|_| format!("{a:?} is not an IP address"))
+                })
+                .transpose()?;
+            Ok(Query::Neighbors(address))
+        }
+        "bgp routes" => {
+            let family = string("family")?
+                .map(|f| match f {
+                    "ipv4" => Ok(Family::IPV4_UNICAST),
+                    "ipv6" => Ok(Family::IPV6_UNICAST),
+                    "evpn" => Ok(Family::L2VPN_EVPN),
+                    other => Err(format!("{other:?} is not a family; use ipv4, ipv6 or evpn")),
+                })
+                .transpose()?;
+            let prefix = string("prefix")?
+                .map(|p| {
+                    p.parse::<IpNet>()
+                        .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                        .map_err(|_| format!("{p:?} is not a prefix such as 192.0.2.0/24"))
+                })
+                .transpose()?;
+            Ok(Query::Routes { family, prefix })
+        }
+        _ => Err(format!("unknown method {method}")),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let client = PluginClient::new("ztos-bgp", env!("CARGO_PKG_VERSION"))
+        .socket_path(args.socket)
+        .owns("bgp")
+        .reads("tenants");
+    let report: Arc<dyn Report> = Arc::new(Reporter(client.sender()));
+
+    let (kernel, ops) = match Kernel::open() {
+        Ok(kernel) => {
+            match kernel.sweep().await {
+                Ok(0) => {}
+                Ok(n) => report.log(
+                    false,
+                    format!("removed {n} stale BGP routes from the kernel"),
+                ),
+                Err(e) => report.log(true, e),
+            }
+            let (errors_tx, mut errors) = mpsc::unbounded_channel::<String>();
+            let ops = kernel::spawn(kernel.clone(), errors_tx);
+            let forward = report.clone();
+            tokio::spawn(async move {
+                while let Some(e) = errors.recv().await {
+                    forward.log(true, e);
+                }
+            });
+            (Some(kernel), Some(ops))
+        }
+        Err(e) => {
+            report.log(true, format!("{e}; learned routes will not be installed"));
+            (None, None)
+        }
+    };
+    let speaker = SpeakerHandle::spawn(report, ops);
+    let shutdown = client.run(Bgp { speaker, kernel }).await;
+    tracing::info!("ztos-bgp: {}", shutdown.reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn queries_parse_and_bad_parameters_are_named() {
+        assert_eq!(
+            parse_query("bgp summary", &Value::Null).unwrap(),
+            Query::Summary
+        );
+        assert_eq!(
+            parse_query("bgp neighbors", &json!({"address": "10.0.0.2"})).unwrap(),
+            Query::Neighbors(Some("10.0.0.2".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_query(
+                "bgp routes",
+                &json!({"family": "ipv6", "prefix": "2001:db8::/32"})
+            )
+            .unwrap(),
+            Query::Routes {
+                family: Some(Family::IPV6_UNICAST),
+                prefix: Some("2001:db8::/32".parse().unwrap())
+            }
+        );
+        assert!(parse_query("bgp routes", &json!({"family": "ipx"}))
+            .unwrap_err()
+            .contains("ipx"));
+        assert!(parse_query("bgp neighbors", &json!({"address": 5}))
+            .unwrap_err()
+            .contains("must be a string"));
+        assert_eq!(
+            parse_query("bgp frobnicate", &Value::Null).unwrap_err(),
+            "unknown method bgp frobnicate"
+        );
+    }
 }

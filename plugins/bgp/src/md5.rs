@@ -157,7 +157,10 @@ mod tests {
         ) {
             Ok(()) => {}
             // Kernels built without CONFIG_TCP_MD5SIG refuse the option.
-            Err(Md5Error::Kernel { errno, .. }) if errno == nix::Error::ENOPROTOOPT => {}
+            Err(Md5Error::Kernel {
+                errno: nix::Error::ENOPROTOOPT,
+                ..
+            }) => {}
             Err(e) => panic!("{e}"),
         }
     }

@@ -144,9 +144,7 @@ impl Rib {
                     table.insert(prefix, r.clone());
                 }
                 None => {
-                    if table.remove(&prefix).is_none() {
-                        return None;
-                    }
+                    table.remove(&prefix)?;
                 }
             }
         }

@@ -135,6 +135,17 @@ fn removal_removes_only_what_ztos_put_there() {
             },
             protocol: 4,
         });
+        // A route ztos-bgp learned: ZTOS's protocol with the plugin's metric.
+        state.routes.push(KernelRoute {
+            route: Route {
+                destination: "203.0.113.0/24".parse().unwrap(),
+                gateway: Some("192.0.2.2".parse().unwrap()),
+                device: None,
+                table: MAIN_TABLE,
+                metric: super::model::PLUGIN_ROUTE_METRIC,
+            },
+            protocol: RTPROT_ZTOS,
+        });
     });
     let before = kernel.state();
     let leaf = config(VXLAN_LEAF);

@@ -1,0 +1,237 @@
+//! Best routes into the kernel's main table over rtnetlink. Every route ztos-bgp installs
+//! carries ZTOS's routing protocol id (196) and the metric [`BGP_METRIC`]; ztosd's reconciler
+//! leaves routes with that metric alone, and ztos-bgp removes every such route when it starts
+//! (a stale route from an earlier run must not outlive the session that taught it).
+//!
+//! The plugin opens its own rtnetlink socket in its own network namespace; see ARCHITECTURE.md.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::StreamExt;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::AddressFamily;
+use tokio::sync::mpsc;
+
+use crate::codec::IpPrefix;
+
+/// ZTOS's routing protocol id (`proto 196` in `ip route`).
+pub const RTPROT_ZTOS: u8 = 196;
+/// The metric of BGP routes (as FRR installs them), which tells them from ztosd's static routes.
+pub const BGP_METRIC: u32 = 20;
+const MAIN_TABLE: u8 = 254;
+
+/// One change to the kernel's routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelOp {
+    Replace { prefix: IpPrefix, gateway: IpAddr },
+    Remove { prefix: IpPrefix },
+}
+
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    handle: rtnetlink::Handle,
+}
+
+fn message(prefix: &IpPrefix, gateway: Option<IpAddr>) -> RouteMessage {
+    let mut message = RouteMessage::default();
+    let (family, addr, len): (AddressFamily, IpAddr, u8) = match prefix {
+        IpPrefix::V4(p) => (AddressFamily::Inet, IpAddr::V4(p.addr()), p.len()),
+        IpPrefix::V6(p) => (AddressFamily::Inet6, IpAddr::V6(p.addr()), p.len()),
+    };
+    message.header.address_family = family;
+    message.header.destination_prefix_length = len;
+    message.header.table = MAIN_TABLE;
+    message.header.protocol = RouteProtocol::from(RTPROT_ZTOS);
+    message.header.scope = RouteScope::Universe;
+    message.header.kind = RouteType::Unicast;
+    message
+        .attributes
+        .push(RouteAttribute::Table(u32::from(MAIN_TABLE)));
+    if len > 0 {
+        message
+            .attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(addr)));
+    }
+    if let Some(gateway) = gateway {
+        message
+            .attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(gateway)));
+    }
+    message
+        .attributes
+        .push(RouteAttribute::Priority(BGP_METRIC));
+    message
+}
+
+impl Kernel {
+    /// Opens an rtnetlink socket in the calling thread's network namespace.
+    pub fn open() -> Result<Kernel, String> {
+        let (connection, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| format!("cannot open an rtnetlink socket: {e}"))?;
+        tokio::spawn(connection);
+        Ok(Kernel { handle })
+    }
+
+    pub async fn apply(&self, op: &KernelOp) -> Result<(), String> {
+        match op {
+            KernelOp::Replace { prefix, gateway } => self
+                .handle
+                .route()
+                .add(message(prefix, Some(*gateway)))
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| format!("cannot install route {prefix} via {gateway}: {e}")),
+            KernelOp::Remove { prefix } => {
+                match self
+                    .handle
+                    .route()
+                    .del(message(prefix, None))
+                    .execute()
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    // Already gone (removed by hand, or with its interface).
+                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_esrch() => {
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("cannot remove route {prefix}: {e}")),
+                }
+            }
+        }
+    }
+
+    /// The BGP routes (protocol 196, metric 20, main table) now in the kernel.
+    pub async fn bgp_routes(&self) -> Result<Vec<RouteMessage>, String> {
+        let mut found = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut request = RouteMessage::default();
+            request.header.address_family = family;
+            let mut stream = self.handle.route().get(request).execute();
+            while let Some(route) = stream.next().await {
+                let route = route.map_err(|e| format!("cannot list routes: {e}"))?;
+                let main_table = route.header.table == MAIN_TABLE
+                    || route.attributes.iter().any(
+                        |a| matches!(a, RouteAttribute::Table(t) if *t == u32::from(MAIN_TABLE)),
+                    );
+                let ours = u8::from(route.header.protocol) == RTPROT_ZTOS
+                    && main_table
+                    && route
+                        .attributes
+                        .iter()
+                        .any(|a| matches!(a, RouteAttribute::Priority(m) if *m == BGP_METRIC));
+                if ours {
+                    found.push(route);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes every BGP route left from an earlier run; how many were removed.
+    pub async fn sweep(&self) -> Result<usize, String> {
+        let stale = self.bgp_routes().await?;
+        let count = stale.len();
+        for route in stale {
+            self.handle
+                .route()
+                .del(route)
+                .execute()
+                .await
+                .map_err(|e| format!("cannot remove a stale BGP route: {e}"))?;
+        }
+        Ok(count)
+    }
+
+    /// RFC 4271 leaves the BGP identifier to the operator; ZTOS's default is the highest
+    /// IPv4 address on the loopback interface that is not in 127/8, else the highest IPv4
+    /// address on any other interface.
+    pub async fn default_router_id(&self) -> Result<Option<Ipv4Addr>, String> {
+        let mut loopback = Vec::new();
+        let mut other = Vec::new();
+        let mut stream = self.handle.address().get().execute();
+        let lo_index = {
+            let mut links = self
+                .handle
+                .link()
+                .get()
+                .match_name("lo".to_string())
+                .execute();
+            match links.next().await {
+                Some(Ok(link)) => Some(link.header.index),
+                _ => None,
+            }
+        };
+        while let Some(address) = stream.next().await {
+            let address = address.map_err(|e| format!("cannot list addresses: {e}"))?;
+            for attribute in &address.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(v4)) = attribute {
+                    if v4.is_loopback() || v4.is_unspecified() {
+                        continue;
+                    }
+                    if Some(address.header.index) == lo_index {
+                        loopback.push(*v4);
+                    } else {
+                        other.push(*v4);
+                    }
+                }
+            }
+        }
+        Ok(loopback
+            .into_iter()
+            .max()
+            .or_else(|| other.into_iter().max()))
+    }
+}
+
+fn libc_esrch() -> i32 {
+    nix::libc::ESRCH
+}
+
+/// Applies kernel operations in order on a task of their own, so that a slow kernel never
+/// stalls the speaker. Failures are reported on `errors`.
+pub fn spawn(
+    kernel: Kernel,
+    errors: mpsc::UnboundedSender<String>,
+) -> mpsc::UnboundedSender<KernelOp> {
+    let (ops, mut receiver) = mpsc::unbounded_channel::<KernelOp>();
+    tokio::spawn(async move {
+        while let Some(op) = receiver.recv().await {
+            if let Err(e) = kernel.apply(&op).await {
+                let _ = errors.send(e);
+            }
+        }
+    });
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Ipv4Prefix, Ipv6Prefix};
+
+    #[test]
+    fn route_messages_carry_protocol_metric_and_table() {
+        let prefix = IpPrefix::V4(Ipv4Prefix::new(Ipv4Addr::new(192, 0, 2, 0), 24).unwrap());
+        let m = message(&prefix, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))));
+        assert_eq!(u8::from(m.header.protocol), 196);
+        assert_eq!(m.header.destination_prefix_length, 24);
+        assert_eq!(m.header.table, MAIN_TABLE);
+        assert!(m.attributes.contains(&RouteAttribute::Priority(BGP_METRIC)));
+        assert!(m
+            .attributes
+            .contains(&RouteAttribute::Gateway(RouteAddress::from(IpAddr::V4(
+                Ipv4Addr::new(10, 0, 0, 2)
+            )))));
+        let v6 = IpPrefix::V6(Ipv6Prefix::new("2001:db8::".parse().unwrap(), 32).unwrap());
+        let m = message(&v6, None);
+        assert_eq!(m.header.address_family, AddressFamily::Inet6);
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Gateway(_))));
+    }
+}

@@ -1,0 +1,1302 @@
+//! The speaker: one task that owns the neighbors' sessions, the RIB, the update groups and the
+//! kernel's BGP routes. Everything reaches it as a message (sessions' events, accepted
+//! connections, configuration, queries), so no state is shared or locked.
+//!
+//! Update groups: peers whose exported routes would be identical (same eBGP/iBGP role, route
+//! reflector client flag, next-hop-self addresses, negotiated encoding and families) share one
+//! group. A group keeps the Adj-RIB-Out its members were sent; a change of the Loc-RIB is
+//! exported and encoded with [`pack_announcements`] once per group and the same bytes are sent
+//! to every member.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use ztos_plugin::{Metric, MetricKind};
+
+use crate::codec::notification::{code, subcode};
+use crate::codec::{
+    pack_announcements, pack_withdrawals, AsPath, Context, Family, IpPrefix, Ipv4Prefix,
+    Ipv6Prefix, Message, NextHop, NlriEntry, NlriList, Notification, Origin, PathAttributes,
+    Update,
+};
+use crate::config::{canonical, BgpConfig, NeighborConfig};
+use crate::kernel::KernelOp;
+use crate::policy::{export, import, ExportTarget};
+use crate::rib::{AdjIn, BestChange, Path, Rib, SourceInfo};
+use crate::session::{
+    Established, SessionCommand, SessionConfig, SessionEvent, SessionHandle, State,
+};
+
+/// How long after a failure an active session connects again.
+pub const CONNECT_RETRY: Duration = Duration::from_secs(5);
+/// Most routes `routes` answers with.
+const ROUTES_LIMIT: usize = 10_000;
+/// How many queued events are handled before changes are flushed to peers and kernel.
+const BATCH: usize = 512;
+
+/// Where the speaker's reports go (the plugin client in `ztos-bgp`, a collector in tests).
+pub trait Report: Send + Sync + 'static {
+    fn event(&self, kind: &str, message: String);
+    fn log(&self, warn: bool, message: String);
+    fn status(&self, status: Value);
+    fn metrics(&self, metrics: Vec<Metric>);
+}
+
+/// An operational query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    Summary,
+    Neighbors(Option<IpAddr>),
+    Routes {
+        family: Option<Family>,
+        prefix: Option<IpNet>,
+    },
+}
+
+enum Command {
+    Apply(Option<BgpConfig>, oneshot::Sender<Result<(), String>>),
+    Query(Query, oneshot::Sender<Result<Value, String>>),
+}
+
+/// The handle the plugin (or a test) drives the speaker with.
+#[derive(Debug, Clone)]
+pub struct SpeakerHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl SpeakerHandle {
+    /// Starts the speaker task. `kernel`: where best routes go (`None`: not installed).
+    pub fn spawn(
+        report: Arc<dyn Report>,
+        kernel: Option<mpsc::UnboundedSender<KernelOp>>,
+    ) -> SpeakerHandle {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (accepted_tx, accepted) = mpsc::unbounded_channel();
+        let speaker = Speaker {
+            config: None,
+            router_id: Ipv4Addr::UNSPECIFIED,
+            neighbors: HashMap::new(),
+            sessions: HashMap::new(),
+            next_session: 1,
+            rib: Rib::new(),
+            groups: HashMap::new(),
+            next_group: 1,
+            local: Arc::new(SourceInfo::local(Ipv4Addr::UNSPECIFIED)),
+            networks: HashSet::new(),
+            kernel,
+            listener: None,
+            events_tx,
+            accepted_tx,
+            report,
+            last_status: Value::Null,
+        };
+        tokio::spawn(speaker.run(receiver, events, accepted));
+        SpeakerHandle { commands }
+    }
+
+    /// Makes `config` the running configuration (idempotent); sessions whose neighbor did not
+    /// change stay up. The router id must be resolved already.
+    pub async fn apply(&self, config: Option<BgpConfig>) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Apply(config, tx))
+            .map_err(|_| "the BGP speaker has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the BGP speaker has stopped".to_string())?
+    }
+
+    pub async fn query(&self, query: Query) -> Result<Value, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Query(query, tx))
+            .map_err(|_| "the BGP speaker has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the BGP speaker has stopped".to_string())?
+    }
+}
+
+struct Up {
+    since: Instant,
+    info: Established,
+    source: Arc<SourceInfo>,
+    group: u64,
+}
+
+struct Neighbor {
+    config: NeighborConfig,
+    session: u64,
+    handle: SessionHandle,
+    state: State,
+    up: Option<Up>,
+    updates_received: u64,
+    updates_sent: u64,
+    last_error: Option<String>,
+    established_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct GroupKey {
+    target: ExportTarget,
+    context: Context,
+    families: Vec<Family>,
+}
+
+struct Group {
+    key: GroupKey,
+    members: Vec<IpAddr>,
+    adj_out: HashMap<IpPrefix, Arc<Path>>,
+}
+
+struct Listener {
+    port: u16,
+    socket: Arc<TcpListener>,
+    task: tokio::task::JoinHandle<()>,
+    keys: HashMap<IpAddr, String>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Speaker {
+    config: Option<BgpConfig>,
+    router_id: Ipv4Addr,
+    neighbors: HashMap<IpAddr, Neighbor>,
+    sessions: HashMap<u64, IpAddr>,
+    next_session: u64,
+    rib: Rib,
+    groups: HashMap<u64, Group>,
+    next_group: u64,
+    local: Arc<SourceInfo>,
+    networks: HashSet<IpNet>,
+    kernel: Option<mpsc::UnboundedSender<KernelOp>>,
+    listener: Option<Listener>,
+    events_tx: mpsc::UnboundedSender<(u64, SessionEvent)>,
+    accepted_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
+    report: Arc<dyn Report>,
+    last_status: Value,
+}
+
+fn family_of(prefix: &IpPrefix) -> Family {
+    match prefix {
+        IpPrefix::V4(_) => Family::IPV4_UNICAST,
+        IpPrefix::V6(_) => Family::IPV6_UNICAST,
+    }
+}
+
+fn prefix_of(net: &IpNet) -> Option<IpPrefix> {
+    match net {
+        IpNet::V4(n) => Ipv4Prefix::new(n.addr(), n.prefix_len()).map(IpPrefix::V4),
+        IpNet::V6(n) => Ipv6Prefix::new(n.addr(), n.prefix_len()).map(IpPrefix::V6),
+    }
+}
+
+fn net_of(prefix: &IpPrefix) -> IpNet {
+    match prefix {
+        IpPrefix::V4(p) => IpNet::V4(ipnet::Ipv4Net::new(p.addr(), p.len()).unwrap_or_default()),
+        IpPrefix::V6(p) => IpNet::V6(ipnet::Ipv6Net::new(p.addr(), p.len()).unwrap_or_default()),
+    }
+}
+
+/// Neighbor configs equal but for the description, which changes no session.
+fn same_session(a: &NeighborConfig, b: &NeighborConfig) -> bool {
+    let mut a = a.clone();
+    a.description = b.description.clone();
+    a == *b
+}
+
+impl Speaker {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::UnboundedReceiver<(u64, SessionEvent)>,
+        mut accepted: mpsc::UnboundedReceiver<(TcpStream, SocketAddr)>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut dirty: Vec<IpPrefix> = Vec::new();
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                    Some(Command::Apply(config, reply)) => {
+                        let result = self.apply(config, &mut dirty).await;
+                        self.flush(&mut dirty);
+                        self.publish();
+                        let _ = reply.send(result);
+                    }
+                    Some(Command::Query(query, reply)) => {
+                        let _ = reply.send(self.query(&query));
+                    }
+                },
+                Some((id, event)) = events.recv() => {
+                    self.handle_event(id, event, &mut dirty);
+                    let mut handled = 1;
+                    while handled < BATCH {
+                        match events.try_recv() {
+                            Ok((id, event)) => self.handle_event(id, event, &mut dirty),
+                            Err(_) => break,
+                        }
+                        handled += 1;
+                    }
+                    self.flush(&mut dirty);
+                }
+                Some((stream, address)) = accepted.recv() => {
+                    let address = canonical(address.ip());
+                    match self.neighbors.get(&address) {
+                        Some(neighbor) => neighbor.handle.send(SessionCommand::Incoming(stream)),
+                        None => self.report.log(false, format!("refused a BGP connection from {address}: not a configured neighbor")),
+                    }
+                }
+                _ = tick.tick() => {
+                    self.rib.interner.sweep();
+                    self.publish();
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let addresses: Vec<IpAddr> = self.neighbors.keys().copied().collect();
+        for address in addresses {
+            self.remove_neighbor(address, subcode::ADMINISTRATIVE_SHUTDOWN, &mut Vec::new())
+                .await;
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        config: Option<BgpConfig>,
+        dirty: &mut Vec<IpPrefix>,
+    ) -> Result<(), String> {
+        let Some(config) = config else {
+            if self.config.is_some() {
+                self.report.log(
+                    false,
+                    "bgp removed from the configuration: stopping every session".to_string(),
+                );
+            }
+            let addresses: Vec<IpAddr> = self.neighbors.keys().copied().collect();
+            for address in addresses {
+                self.remove_neighbor(address, subcode::PEER_DECONFIGURED, dirty)
+                    .await;
+            }
+            self.set_networks(&[], dirty);
+            self.listener = None;
+            self.config = None;
+            return Ok(());
+        };
+        let router_id = config.router_id.ok_or_else(|| {
+            "bgp.router_id is not set and no IPv4 address was found to take it from".to_string()
+        })?;
+        // A new identity or port restarts every session.
+        let restart = self.config.as_ref().is_some_and(|old| {
+            old.local_as != config.local_as
+                || self.router_id != router_id
+                || old.port() != config.port()
+        });
+        if restart {
+            self.report.log(
+                false,
+                "local AS, router id or port changed: restarting every BGP session".to_string(),
+            );
+            let addresses: Vec<IpAddr> = self.neighbors.keys().copied().collect();
+            for address in addresses {
+                self.remove_neighbor(address, subcode::OTHER_CONFIGURATION_CHANGE, dirty)
+                    .await;
+            }
+            self.set_networks(&[], dirty);
+            self.listener = None;
+        }
+        self.router_id = router_id;
+        self.local = Arc::new(SourceInfo::local(router_id));
+        self.config = Some(config.clone());
+
+        // The listener first, so that keys are in place before sessions start.
+        self.ensure_listener(&config).await?;
+
+        let wanted: HashMap<IpAddr, &NeighborConfig> = config
+            .neighbors
+            .iter()
+            .map(|n| (canonical(n.address), n))
+            .collect();
+        let running: Vec<IpAddr> = self.neighbors.keys().copied().collect();
+        for address in running {
+            match wanted.get(&address) {
+                None => {
+                    self.remove_neighbor(address, subcode::PEER_DECONFIGURED, dirty)
+                        .await
+                }
+                Some(new) => {
+                    let neighbor = &mut self.neighbors.get_mut(&address).expect("listed above");
+                    if !same_session(&neighbor.config, new) {
+                        self.remove_neighbor(address, subcode::OTHER_CONFIGURATION_CHANGE, dirty)
+                            .await;
+                    } else {
+                        neighbor.config = (*new).clone();
+                    }
+                }
+            }
+        }
+        for neighbor in &config.neighbors {
+            let address = canonical(neighbor.address);
+            if !self.neighbors.contains_key(&address) {
+                self.add_neighbor(neighbor.clone(), &config);
+            }
+        }
+        self.set_networks(&config.networks, dirty);
+        Ok(())
+    }
+
+    async fn ensure_listener(&mut self, config: &BgpConfig) -> Result<(), String> {
+        if config.neighbors.is_empty() {
+            self.listener = None;
+            return Ok(());
+        }
+        let port = config.port();
+        if self.listener.as_ref().is_none_or(|l| l.port != port) {
+            self.listener = None;
+            let address = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+            let socket = TcpSocket::new_v6()
+                .map_err(|e| format!("cannot create the BGP listening socket: {e}"))?;
+            socket
+                .set_reuseaddr(true)
+                .map_err(|e| format!("cannot set SO_REUSEADDR on the BGP socket: {e}"))?;
+            socket
+                .bind(address)
+                .map_err(|e| format!("cannot listen on port {port}: {e}"))?;
+            let listener = Arc::new(
+                socket
+                    .listen(128)
+                    .map_err(|e| format!("cannot listen on port {port}: {e}"))?,
+            );
+            let accept = listener.clone();
+            let accepted = self.accepted_tx.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    match accept.accept().await {
+                        Ok(connection) => {
+                            if accepted.send(connection).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("accepting a BGP connection failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
+            self.listener = Some(Listener {
+                port,
+                socket: listener,
+                task,
+                keys: HashMap::new(),
+            });
+        }
+        let Some(listener) = self.listener.as_mut() else {
+            return Ok(());
+        };
+        let wanted: HashMap<IpAddr, String> = config
+            .neighbors
+            .iter()
+            .filter_map(|n| n.password.clone().map(|p| (canonical(n.address), p)))
+            .collect();
+        let local = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+        for (address, key) in &wanted {
+            if listener.keys.get(address) != Some(key) {
+                crate::md5::set_key(listener.socket.as_ref(), local, *address, key.as_bytes())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        for address in listener.keys.keys() {
+            if !wanted.contains_key(address) {
+                crate::md5::set_key(listener.socket.as_ref(), local, *address, b"")
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        listener.keys = wanted;
+        Ok(())
+    }
+
+    fn add_neighbor(&mut self, config: NeighborConfig, bgp: &BgpConfig) {
+        let id = self.next_session;
+        self.next_session += 1;
+        let address = canonical(config.address);
+        let session = SessionConfig {
+            local_as: bgp.local_as,
+            router_id: self.router_id,
+            peer: address,
+            remote_as: config.remote_as,
+            port: bgp.port(),
+            passive: config.passive,
+            hold_time: config.hold_time(),
+            families: config.families(),
+            password: config.password.clone(),
+            connect_retry: CONNECT_RETRY,
+        };
+        let handle = SessionHandle::spawn(id, session, self.events_tx.clone());
+        self.sessions.insert(id, address);
+        self.neighbors.insert(
+            address,
+            Neighbor {
+                config,
+                session: id,
+                handle,
+                state: State::Idle,
+                up: None,
+                updates_received: 0,
+                updates_sent: 0,
+                last_error: None,
+                established_count: 0,
+            },
+        );
+    }
+
+    async fn remove_neighbor(&mut self, address: IpAddr, cease: u8, dirty: &mut Vec<IpPrefix>) {
+        let Some(mut neighbor) = self.neighbors.remove(&address) else {
+            return;
+        };
+        self.sessions.remove(&neighbor.session);
+        if let Some(up) = neighbor.up.take() {
+            self.session_down(address, up, dirty);
+            self.report.event(
+                "neighbor_down",
+                format!(
+                    "neighbor {address} went down: removed from the configuration or reconfigured"
+                ),
+            );
+        }
+        neighbor
+            .handle
+            .stop(Notification::new(code::CEASE, cease, Vec::new()))
+            .await;
+    }
+
+    fn set_networks(&mut self, networks: &[IpNet], dirty: &mut Vec<IpPrefix>) {
+        let wanted: HashSet<IpNet> = networks.iter().copied().collect();
+        let old: Vec<IpNet> = self.networks.iter().copied().collect();
+        for net in old {
+            if !wanted.contains(&net) {
+                if let Some(prefix) = prefix_of(&net) {
+                    let local = self.local.clone();
+                    let change = self.rib.set(&local, prefix, None);
+                    self.record(change, dirty);
+                }
+                self.networks.remove(&net);
+            }
+        }
+        for net in wanted {
+            let Some(prefix) = prefix_of(&net) else {
+                continue;
+            };
+            let next_hop = match net {
+                IpNet::V4(_) => NextHop::Ipv4(Ipv4Addr::UNSPECIFIED),
+                IpNet::V6(_) => NextHop::Ipv6 {
+                    global: Ipv6Addr::UNSPECIFIED,
+                    link_local: None,
+                },
+            };
+            let attributes = PathAttributes {
+                origin: Some(Origin::Igp),
+                as_path: Some(AsPath::sequence(Vec::new())),
+                next_hop: matches!(net, IpNet::V4(_)).then_some(Ipv4Addr::UNSPECIFIED),
+                ..PathAttributes::default()
+            };
+            let path = self.rib.interner.intern(Path {
+                attributes,
+                next_hop,
+            });
+            let local = self.local.clone();
+            let change = self.rib.set(
+                &local,
+                prefix,
+                Some(AdjIn {
+                    path,
+                    accepted: true,
+                }),
+            );
+            self.record(change, dirty);
+            self.networks.insert(net);
+        }
+    }
+
+    /// Notes a best-route change: the kernel is told at once, peers at the next flush.
+    fn record(&mut self, change: Option<BestChange>, dirty: &mut Vec<IpPrefix>) {
+        let Some(change) = change else { return };
+        let learned = |c: &Option<crate::rib::Candidate>| {
+            c.as_ref()
+                .filter(|c| c.source.peer.is_some())
+                .and_then(|c| c.path.next_hop_address())
+                .filter(|a| !a.is_unspecified())
+        };
+        if let Some(kernel) = &self.kernel {
+            match (learned(&change.old), learned(&change.new)) {
+                (_, Some(gateway)) => {
+                    if learned(&change.old) != Some(gateway) {
+                        let _ = kernel.send(KernelOp::Replace {
+                            prefix: change.prefix,
+                            gateway,
+                        });
+                    }
+                }
+                (Some(_), None) => {
+                    let _ = kernel.send(KernelOp::Remove {
+                        prefix: change.prefix,
+                    });
+                }
+                (None, None) => {}
+            }
+        }
+        dirty.push(change.prefix);
+    }
+
+    fn handle_event(&mut self, id: u64, event: SessionEvent, dirty: &mut Vec<IpPrefix>) {
+        let Some(&address) = self.sessions.get(&id) else {
+            return;
+        };
+        match event {
+            SessionEvent::State(state) => {
+                if let Some(n) = self.neighbors.get_mut(&address) {
+                    n.state = state;
+                }
+            }
+            SessionEvent::Log { warn, message } => self.report.log(warn, message),
+            SessionEvent::Established(info) => self.session_up(address, info),
+            SessionEvent::Down {
+                reason,
+                was_established,
+            } => {
+                let Some(neighbor) = self.neighbors.get_mut(&address) else {
+                    return;
+                };
+                let repeated = neighbor.last_error.as_deref() == Some(reason.as_str());
+                neighbor.last_error = Some(reason.clone());
+                if was_established {
+                    if let Some(up) = neighbor.up.take() {
+                        self.session_down(address, up, dirty);
+                    }
+                    self.report.event(
+                        "neighbor_down",
+                        format!("neighbor {address} went down: {reason}"),
+                    );
+                } else if !repeated {
+                    self.report
+                        .log(false, format!("neighbor {address}: {reason}"));
+                }
+            }
+            SessionEvent::Update(update) => {
+                if let Some(n) = self.neighbors.get_mut(&address) {
+                    n.updates_received += 1;
+                }
+                self.receive_update(address, *update, dirty);
+            }
+            SessionEvent::Withdraw(lists) => {
+                if let Some(n) = self.neighbors.get_mut(&address) {
+                    n.updates_received += 1;
+                }
+                let Some(source) = self.source_of(address) else {
+                    return;
+                };
+                for list in lists {
+                    for prefix in prefixes(&list) {
+                        let change = self.rib.set(&source, prefix, None);
+                        self.record(change, dirty);
+                    }
+                }
+            }
+            SessionEvent::RouteRefresh(family) => {
+                let Some(group) = self
+                    .neighbors
+                    .get(&address)
+                    .and_then(|n| n.up.as_ref())
+                    .map(|u| u.group)
+                else {
+                    return;
+                };
+                self.replay(group, address, Some(family), false);
+            }
+        }
+    }
+
+    fn source_of(&self, address: IpAddr) -> Option<Arc<SourceInfo>> {
+        self.neighbors
+            .get(&address)?
+            .up
+            .as_ref()
+            .map(|u| u.source.clone())
+    }
+
+    fn session_up(&mut self, address: IpAddr, info: Established) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let Some(neighbor) = self.neighbors.get(&address) else {
+            return;
+        };
+        let ebgp = neighbor.config.remote_as != config.local_as;
+        let rr_client = neighbor.config.route_reflector_client;
+        let source = Arc::new(SourceInfo {
+            peer: Some(neighbor.session),
+            address,
+            router_id: info.remote_router_id,
+            ebgp,
+            rr_client,
+        });
+        let (local_v4, local_v6) = match info.local_address {
+            IpAddr::V4(v4) => (Some(v4), None),
+            IpAddr::V6(v6) => (None, Some(v6)),
+        };
+        let mut families = info.families.clone();
+        families.sort();
+        let key = GroupKey {
+            target: ExportTarget {
+                ebgp,
+                rr_client,
+                local_v4,
+                local_v6,
+            },
+            context: info.negotiated.send,
+            families,
+        };
+        let existing = self
+            .groups
+            .iter()
+            .find(|(_, g)| g.key == key)
+            .map(|(id, _)| *id);
+        let (group, fresh) = match existing {
+            Some(id) => (id, false),
+            None => {
+                let id = self.next_group;
+                self.next_group += 1;
+                self.groups.insert(
+                    id,
+                    Group {
+                        key,
+                        members: Vec::new(),
+                        adj_out: HashMap::new(),
+                    },
+                );
+                (id, true)
+            }
+        };
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.members.push(address);
+        }
+        let families = info.families.clone();
+        let description = format!(
+            "neighbor {address} (AS {}, router id {}) is up: hold time {} s, families {}",
+            info.remote_as,
+            info.remote_router_id,
+            info.hold_time,
+            families
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let Some(n) = self.neighbors.get_mut(&address) {
+            n.up = Some(Up {
+                since: Instant::now(),
+                info,
+                source,
+                group,
+            });
+            n.last_error = None;
+            n.established_count += 1;
+        }
+        self.report.event("neighbor_up", description);
+        // The initial table: computed for a new group, the group's Adj-RIB-Out otherwise.
+        self.replay(group, address, None, fresh);
+    }
+
+    fn session_down(&mut self, address: IpAddr, up: Up, dirty: &mut Vec<IpPrefix>) {
+        for change in self.rib.drop_peer(&up.source) {
+            self.record(Some(change), dirty);
+        }
+        if let Some(group) = self.groups.get_mut(&up.group) {
+            group.members.retain(|m| *m != address);
+            if group.members.is_empty() {
+                self.groups.remove(&up.group);
+            }
+        }
+    }
+
+    fn receive_update(&mut self, address: IpAddr, update: Update, dirty: &mut Vec<IpPrefix>) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let Some(neighbor) = self.neighbors.get(&address) else {
+            return;
+        };
+        let Some(up) = neighbor.up.as_ref() else {
+            return;
+        };
+        let source = up.source.clone();
+        let families = up.info.families.clone();
+        let max_prefixes = neighbor.config.max_prefixes;
+        if let Some(family) = update.end_of_rib_family() {
+            tracing::debug!("neighbor {address}: End-of-RIB for {family}");
+            return;
+        }
+        let Update {
+            withdrawn,
+            attributes,
+            mp_reach,
+            mp_unreach,
+            nlri,
+        } = update;
+        for entry in withdrawn {
+            let change = self.rib.set(&source, IpPrefix::V4(entry.nlri), None);
+            self.record(change, dirty);
+        }
+        if let Some(unreach) = mp_unreach {
+            for prefix in prefixes(&unreach.withdrawn) {
+                let change = self.rib.set(&source, prefix, None);
+                self.record(change, dirty);
+            }
+        }
+        let mut announce = |speaker: &mut Speaker,
+                            list: Vec<IpPrefix>,
+                            next_hop: NextHop,
+                            attributes: PathAttributes| {
+            if list.is_empty() {
+                return;
+            }
+            let (path, verdict) = import(
+                attributes,
+                next_hop,
+                &source,
+                config.local_as,
+                speaker.router_id,
+                speaker.router_id,
+            );
+            let path = speaker.rib.interner.intern(path);
+            let accepted = verdict.is_ok();
+            for prefix in list {
+                if !families.contains(&family_of(&prefix)) {
+                    continue;
+                }
+                let change = speaker.rib.set(
+                    &source,
+                    prefix,
+                    Some(AdjIn {
+                        path: path.clone(),
+                        accepted,
+                    }),
+                );
+                speaker.record(change, dirty);
+            }
+        };
+        if !nlri.is_empty() {
+            if let Some(next_hop) = attributes.next_hop {
+                let list = nlri.into_iter().map(|e| IpPrefix::V4(e.nlri)).collect();
+                announce(self, list, NextHop::Ipv4(next_hop), attributes.clone());
+            }
+        }
+        if let Some(reach) = mp_reach {
+            let list = prefixes(&reach.nlri);
+            let mut attributes = attributes;
+            attributes.next_hop = match reach.next_hop {
+                NextHop::Ipv4(a) if reach.nlri.family() == Family::IPV4_UNICAST => Some(a),
+                _ => None,
+            };
+            announce(self, list, reach.next_hop, attributes);
+        }
+        if let Some(limit) = max_prefixes {
+            let (received, _) = self.rib.counts(source.peer.unwrap_or_default());
+            if received > limit as usize {
+                // RFC 4486 §4: AFI, SAFI and the limit.
+                let mut data = Family::IPV4_UNICAST.afi.to_be_bytes().to_vec();
+                data.push(Family::IPV4_UNICAST.safi);
+                data.extend_from_slice(&limit.to_be_bytes());
+                let reason = format!(
+                    "neighbor {address} sent {received} prefixes, more than max_prefixes {limit}"
+                );
+                self.report.log(true, reason.clone());
+                if let Some(n) = self.neighbors.get(&address) {
+                    n.handle.send(SessionCommand::Reset(
+                        Notification::new(
+                            code::CEASE,
+                            subcode::MAXIMUM_NUMBER_OF_PREFIXES_REACHED,
+                            data,
+                        ),
+                        reason,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Exports the changed prefixes to every group and sends the encoded differences.
+    fn flush(&mut self, dirty: &mut Vec<IpPrefix>) {
+        if dirty.is_empty() {
+            return;
+        }
+        let mut seen = HashSet::with_capacity(dirty.len());
+        dirty.retain(|p| seen.insert(*p));
+        let group_ids: Vec<u64> = self.groups.keys().copied().collect();
+        for id in group_ids {
+            let messages = self.export_group(id, dirty.iter().copied());
+            self.send_to_group(id, messages, None);
+        }
+        dirty.clear();
+    }
+
+    /// Brings group `id`'s Adj-RIB-Out up to date for `prefixes`; the UPDATEs to send.
+    fn export_group(
+        &mut self,
+        id: u64,
+        prefixes: impl Iterator<Item = IpPrefix>,
+    ) -> Vec<Arc<Vec<u8>>> {
+        let Some(config) = self.config.as_ref() else {
+            return Vec::new();
+        };
+        let local_as = config.local_as;
+        let cluster_id = self.router_id;
+        let Some(group) = self.groups.get_mut(&id) else {
+            return Vec::new();
+        };
+        let mut announce: HashMap<Arc<Path>, Vec<IpPrefix>> = HashMap::new();
+        let mut withdraw: Vec<IpPrefix> = Vec::new();
+        for prefix in prefixes {
+            if !group.key.families.contains(&family_of(&prefix)) {
+                continue;
+            }
+            let desired = self.rib.best(&prefix).and_then(|best| {
+                // A route is not sent back to the peer it came from.
+                if best.source.peer.is_some()
+                    && group.members.len() == 1
+                    && group.members[0] == best.source.address
+                {
+                    return None;
+                }
+                export(
+                    &best.path,
+                    &best.source,
+                    &group.key.target,
+                    local_as,
+                    cluster_id,
+                )
+            });
+            match desired {
+                Some(path) => {
+                    let path = self.rib.interner.intern(path);
+                    if group
+                        .adj_out
+                        .get(&prefix)
+                        .is_some_and(|p| Arc::ptr_eq(p, &path))
+                    {
+                        continue;
+                    }
+                    group.adj_out.insert(prefix, path.clone());
+                    announce.entry(path).or_default().push(prefix);
+                }
+                None => {
+                    if group.adj_out.remove(&prefix).is_some() {
+                        withdraw.push(prefix);
+                    }
+                }
+            }
+        }
+        encode(&group.key.context, &announce, &withdraw, &mut |e| {
+            self.report.log(true, e)
+        })
+    }
+
+    /// Sends a group's whole Adj-RIB-Out (computed first for a `fresh` group) to one member,
+    /// then End-of-RIB.
+    fn replay(&mut self, group: u64, to: IpAddr, family: Option<Family>, fresh: bool) {
+        let mut messages = if fresh {
+            let all: Vec<IpPrefix> = self.rib.entries().map(|(p, _)| *p).collect();
+            self.export_group(group, all.into_iter())
+        } else {
+            let Some(g) = self.groups.get(&group) else {
+                return;
+            };
+            let mut announce: HashMap<Arc<Path>, Vec<IpPrefix>> = HashMap::new();
+            for (prefix, path) in &g.adj_out {
+                if family.is_none_or(|f| f == family_of(prefix)) {
+                    announce.entry(path.clone()).or_default().push(*prefix);
+                }
+            }
+            let context = g.key.context;
+            encode(&context, &announce, &[], &mut |e| self.report.log(true, e))
+        };
+        if let Some(g) = self.groups.get(&group) {
+            for f in &g.key.families {
+                if family.is_none_or(|wanted| wanted == *f) {
+                    if let Ok(bytes) =
+                        Message::Update(Update::end_of_rib(*f)).to_bytes(&g.key.context)
+                    {
+                        messages.push(Arc::new(bytes));
+                    }
+                }
+            }
+        }
+        self.send_to_group(group, messages, Some(to));
+    }
+
+    fn send_to_group(&mut self, group: u64, messages: Vec<Arc<Vec<u8>>>, only: Option<IpAddr>) {
+        if messages.is_empty() {
+            return;
+        }
+        let Some(g) = self.groups.get(&group) else {
+            return;
+        };
+        for member in &g.members {
+            if only.is_some_and(|o| o != *member) {
+                continue;
+            }
+            if let Some(n) = self.neighbors.get_mut(member) {
+                for m in &messages {
+                    n.handle.send(SessionCommand::Send(m.clone()));
+                }
+                n.updates_sent += messages.len() as u64;
+            }
+        }
+    }
+
+    fn neighbor_json(&self, address: IpAddr, n: &Neighbor, detail: bool) -> Value {
+        let (received, accepted) = n.up.as_ref().map_or((0, 0), |u| {
+            self.rib.counts(u.source.peer.unwrap_or_default())
+        });
+        let advertised =
+            n.up.as_ref()
+                .and_then(|u| self.groups.get(&u.group))
+                .map_or(0, |g| g.adj_out.len());
+        let mut value = json!({
+            "address": address.to_string(),
+            "remote_as": n.config.remote_as,
+            "description": n.config.description,
+            "state": n.state.as_str(),
+            "uptime_seconds": n.up.as_ref().map(|u| u.since.elapsed().as_secs()),
+            "prefixes_received": received,
+            "prefixes_accepted": accepted,
+            "prefixes_advertised": advertised,
+            "updates_received": n.updates_received,
+            "updates_sent": n.updates_sent,
+            "last_error": n.last_error,
+        });
+        if detail {
+            let families: Vec<String> = n.config.families().iter().map(|f| f.to_string()).collect();
+            value["configured"] = json!({
+                "families": families,
+                "passive": n.config.passive,
+                "hold_time": n.config.hold_time(),
+                "max_prefixes": n.config.max_prefixes,
+                "route_reflector_client": n.config.route_reflector_client,
+                "md5": n.config.password.is_some(),
+            });
+            value["established_count"] = json!(n.established_count);
+            if let Some(up) = &n.up {
+                let families: Vec<String> =
+                    up.info.families.iter().map(|f| f.to_string()).collect();
+                value["session"] = json!({
+                    "local_address": up.info.local_address.to_string(),
+                    "remote_router_id": up.info.remote_router_id.to_string(),
+                    "hold_time": up.info.hold_time,
+                    "families": families,
+                    "four_octet_as": up.info.negotiated.send.four_octet_as,
+                    "extended_message": up.info.negotiated.send.extended_message,
+                    "route_refresh": up.info.route_refresh,
+                    "ebgp": up.source.ebgp,
+                    "update_group": up.group,
+                });
+            }
+        }
+        value
+    }
+
+    fn sorted_neighbors(&self) -> Vec<(&IpAddr, &Neighbor)> {
+        let mut list: Vec<(&IpAddr, &Neighbor)> = self.neighbors.iter().collect();
+        list.sort_by_key(|(a, _)| **a);
+        list
+    }
+
+    fn summary(&self) -> Value {
+        let Some(config) = &self.config else {
+            return json!({"configured": false, "neighbors": []});
+        };
+        let (mut v4, mut v6) = (0usize, 0usize);
+        for (prefix, _) in self.rib.entries() {
+            match prefix {
+                IpPrefix::V4(_) => v4 += 1,
+                IpPrefix::V6(_) => v6 += 1,
+            }
+        }
+        let neighbors: Vec<Value> = self
+            .sorted_neighbors()
+            .into_iter()
+            .map(|(a, n)| self.neighbor_json(*a, n, false))
+            .collect();
+        json!({
+            "configured": true,
+            "local_as": config.local_as,
+            "router_id": self.router_id.to_string(),
+            "port": config.port(),
+            "neighbors_established": self.neighbors.values().filter(|n| n.up.is_some()).count(),
+            "routes": {"ipv4-unicast": v4, "ipv6-unicast": v6},
+            "update_groups": self.groups.len(),
+            "attribute_sets": self.rib.interner.len(),
+            "neighbors": neighbors,
+        })
+    }
+
+    fn query(&self, query: &Query) -> Result<Value, String> {
+        match query {
+            Query::Summary => Ok(self.summary()),
+            Query::Neighbors(None) => Ok(json!({
+                "neighbors": self.sorted_neighbors().into_iter().map(|(a, n)| self.neighbor_json(*a, n, true)).collect::<Vec<_>>()
+            })),
+            Query::Neighbors(Some(address)) => {
+                let address = canonical(*address);
+                self.neighbors
+                    .get(&address)
+                    .map(|n| json!({"neighbors": [self.neighbor_json(address, n, true)]}))
+                    .ok_or_else(|| format!("{address} is not a configured BGP neighbor"))
+            }
+            Query::Routes { family, prefix } => {
+                if family.is_some_and(|f| f == Family::L2VPN_EVPN) {
+                    return Ok(json!({"routes": [], "truncated": false}));
+                }
+                let mut entries: Vec<(&IpPrefix, &Vec<crate::rib::Candidate>)> = self
+                    .rib
+                    .entries()
+                    .filter(|(p, _)| family.is_none_or(|f| f == family_of(p)))
+                    .filter(|(p, _)| prefix.is_none_or(|want| want.contains(&net_of(p))))
+                    .collect();
+                entries.sort_by_key(|(p, _)| **p);
+                let truncated = entries.len() > ROUTES_LIMIT;
+                let routes: Vec<Value> = entries
+                    .into_iter()
+                    .take(ROUTES_LIMIT)
+                    .map(|(p, candidates)| route_json(p, candidates))
+                    .collect();
+                Ok(json!({"routes": routes, "truncated": truncated}))
+            }
+        }
+    }
+
+    fn metrics(&self) -> Vec<Metric> {
+        let mut out = Vec::new();
+        let mut push =
+            |name: &str, help: &str, kind: MetricKind, address: Option<IpAddr>, value: f64| {
+                let mut labels = BTreeMap::new();
+                if let Some(address) = address {
+                    labels.insert("neighbor".to_string(), address.to_string());
+                }
+                out.push(Metric {
+                    name: name.to_string(),
+                    help: help.to_string(),
+                    kind,
+                    labels,
+                    value,
+                });
+            };
+        for (address, n) in self.sorted_neighbors() {
+            let a = Some(*address);
+            let (received, accepted) = n.up.as_ref().map_or((0, 0), |u| {
+                self.rib.counts(u.source.peer.unwrap_or_default())
+            });
+            let advertised =
+                n.up.as_ref()
+                    .and_then(|u| self.groups.get(&u.group))
+                    .map_or(0, |g| g.adj_out.len());
+            push(
+                "ztos_bgp_neighbor_up",
+                "1 while the BGP session is established.",
+                MetricKind::Gauge,
+                a,
+                if n.up.is_some() { 1.0 } else { 0.0 },
+            );
+            push(
+                "ztos_bgp_neighbor_uptime_seconds",
+                "Seconds since the session was established (0 when down).",
+                MetricKind::Gauge,
+                a,
+                n.up.as_ref()
+                    .map_or(0.0, |u| u.since.elapsed().as_secs_f64().floor()),
+            );
+            push(
+                "ztos_bgp_prefixes_received",
+                "Prefixes in the neighbor's Adj-RIB-In.",
+                MetricKind::Gauge,
+                a,
+                received as f64,
+            );
+            push(
+                "ztos_bgp_prefixes_accepted",
+                "Prefixes from the neighbor that passed import.",
+                MetricKind::Gauge,
+                a,
+                accepted as f64,
+            );
+            push(
+                "ztos_bgp_prefixes_advertised",
+                "Prefixes advertised to the neighbor.",
+                MetricKind::Gauge,
+                a,
+                advertised as f64,
+            );
+            push(
+                "ztos_bgp_updates_received_total",
+                "BGP UPDATE messages received.",
+                MetricKind::Counter,
+                a,
+                n.updates_received as f64,
+            );
+            push(
+                "ztos_bgp_updates_sent_total",
+                "BGP UPDATE messages sent.",
+                MetricKind::Counter,
+                a,
+                n.updates_sent as f64,
+            );
+            push(
+                "ztos_bgp_established_total",
+                "Times the session reached Established.",
+                MetricKind::Counter,
+                a,
+                n.established_count as f64,
+            );
+        }
+        push(
+            "ztos_bgp_routes",
+            "Prefixes in the Loc-RIB.",
+            MetricKind::Gauge,
+            None,
+            self.rib.len() as f64,
+        );
+        out
+    }
+
+    /// Sends status and metrics when they changed.
+    fn publish(&mut self) {
+        let mut status = self.summary();
+        // Uptimes change every second; the status shows them but does not resend for them.
+        let stable = {
+            let mut s = status.clone();
+            if let Some(list) = s["neighbors"].as_array_mut() {
+                for n in list {
+                    n["uptime_seconds"] = json!(n["uptime_seconds"].is_number());
+                }
+            }
+            s
+        };
+        if stable != self.last_status {
+            self.last_status = stable;
+            self.report.status(std::mem::take(&mut status));
+        }
+        self.report.metrics(self.metrics());
+    }
+}
+
+fn prefixes(list: &NlriList) -> Vec<IpPrefix> {
+    match list {
+        NlriList::Ipv4(v) => v.iter().map(|e| IpPrefix::V4(e.nlri)).collect(),
+        NlriList::Ipv6(v) => v.iter().map(|e| IpPrefix::V6(e.nlri)).collect(),
+        // EVPN is handled by the EVPN part of the speaker, not yet built; others are opaque.
+        NlriList::Evpn(_) | NlriList::Other { .. } => Vec::new(),
+    }
+}
+
+/// UPDATEs announcing `announce` (grouped by path) and withdrawing `withdraw`.
+fn encode(
+    context: &Context,
+    announce: &HashMap<Arc<Path>, Vec<IpPrefix>>,
+    withdraw: &[IpPrefix],
+    on_error: &mut dyn FnMut(String),
+) -> Vec<Arc<Vec<u8>>> {
+    let mut out = Vec::new();
+    let (mut w4, mut w6) = (Vec::new(), Vec::new());
+    for p in withdraw {
+        match p {
+            IpPrefix::V4(p) => w4.push(NlriEntry::new(*p)),
+            IpPrefix::V6(p) => w6.push(NlriEntry::new(*p)),
+        }
+    }
+    for list in [NlriList::Ipv4(w4), NlriList::Ipv6(w6)] {
+        if list.is_empty() {
+            continue;
+        }
+        match pack_withdrawals(context, &list) {
+            Ok(messages) => out.extend(messages.into_iter().map(Arc::new)),
+            Err(e) => on_error(format!("cannot encode withdrawals: {e}")),
+        }
+    }
+    for (path, list) in announce {
+        let (mut a4, mut a6) = (Vec::new(), Vec::new());
+        for p in list {
+            match p {
+                IpPrefix::V4(p) => a4.push(NlriEntry::new(*p)),
+                IpPrefix::V6(p) => a6.push(NlriEntry::new(*p)),
+            }
+        }
+        if !a4.is_empty() {
+            // IPv4 routes with an IPv4 next hop go in the NLRI field.
+            let mp = match path.next_hop {
+                NextHop::Ipv4(_) => None,
+                _ => Some(&path.next_hop),
+            };
+            match pack_announcements(context, &path.attributes, mp, &NlriList::Ipv4(a4)) {
+                Ok(messages) => out.extend(messages.into_iter().map(Arc::new)),
+                Err(e) => on_error(format!("cannot encode an IPv4 announcement: {e}")),
+            }
+        }
+        if !a6.is_empty() {
+            match pack_announcements(
+                context,
+                &path.attributes,
+                Some(&path.next_hop),
+                &NlriList::Ipv6(a6),
+            ) {
+                Ok(messages) => out.extend(messages.into_iter().map(Arc::new)),
+                Err(e) => on_error(format!("cannot encode an IPv6 announcement: {e}")),
+            }
+        }
+    }
+    out
+}
+
+fn route_json(prefix: &IpPrefix, candidates: &[crate::rib::Candidate]) -> Value {
+    let paths: Vec<Value> = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let a = &c.path.attributes;
+            json!({
+                "best": i == 0,
+                "from": c.source.peer.map(|_| c.source.address.to_string()).unwrap_or_else(|| "local".to_string()),
+                "next_hop": c.path.next_hop_address().map(|a| a.to_string()),
+                "as_path": a.as_path.as_ref().map(|p| serde_json::to_value(p).unwrap_or(Value::Null)),
+                "origin": a.origin,
+                "local_pref": a.local_pref,
+                "med": a.med,
+                "communities": a.communities.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                "originator_id": a.originator_id.map(|i| i.to_string()),
+                "cluster_list": a.cluster_list.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "prefix": prefix.to_string(),
+        "family": family_of(prefix).to_string(),
+        "paths": paths,
+    })
+}
+
+#[cfg(test)]
+#[path = "speaker_tests.rs"]
+mod tests;

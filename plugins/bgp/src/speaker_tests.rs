@@ -1,0 +1,384 @@
+//! The speaker against a scripted peer on the loopback: OPEN exchange, our originated
+//! network arriving with eBGP attributes, routes learned and withdrawn, RFC 7606
+//! treat-as-withdraw keeping the session up, the AS path loop check, max-prefix, and
+//! configuration changes that leave unaffected sessions alone.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::*;
+use crate::codec::{decode_message, message_length, Asn, Capability, Message, Open, Received};
+
+#[derive(Default)]
+struct Collect {
+    events: Mutex<Vec<String>>,
+    logs: Mutex<Vec<String>>,
+}
+
+impl Report for Collect {
+    fn event(&self, kind: &str, message: String) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("{kind}: {message}"));
+    }
+    fn log(&self, _warn: bool, message: String) {
+        self.logs.lock().unwrap().push(message);
+    }
+    fn status(&self, _status: Value) {}
+    fn metrics(&self, _metrics: Vec<Metric>) {}
+}
+
+struct Peer {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Peer {
+    async fn send(&mut self, message: &Message) {
+        let bytes = message.to_bytes(&Context::MODERN).unwrap();
+        self.stream.write_all(&bytes).await.unwrap();
+    }
+
+    async fn receive(&mut self) -> Received {
+        loop {
+            if let Some(length) = message_length(&self.buffer, &Context::MODERN).unwrap() {
+                if self.buffer.len() >= length {
+                    let bytes: Vec<u8> = self.buffer.drain(..length).collect();
+                    return decode_message(&bytes, &Context::MODERN).unwrap();
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+                .await
+                .expect("the speaker said nothing for 10 s")
+                .unwrap();
+            assert!(n > 0, "the speaker closed the connection");
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next UPDATE, skipping KEEPALIVEs.
+    async fn update(&mut self) -> Update {
+        loop {
+            match self.receive().await {
+                Received::Message(Message::Keepalive) => continue,
+                Received::Message(Message::Update(u)) => return u,
+                other => panic!("expected UPDATE, got {other:?}"),
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(port: u16, extra_neighbor: bool, max_prefixes: Option<u32>) -> BgpConfig {
+    let mut neighbors = vec![
+        json!({"address": "127.0.0.1", "remote_as": 65002, "passive": true,
+                                    "hold_time": 9, "max_prefixes": max_prefixes}),
+    ];
+    if extra_neighbor {
+        neighbors.push(json!({"address": "127.0.0.9", "remote_as": 65009, "passive": true}));
+    }
+    crate::config::parse(&json!({
+        "local_as": 65001, "router_id": "1.1.1.1", "port": port,
+        "networks": ["192.0.2.0/24"], "neighbors": neighbors,
+    }))
+    .unwrap()
+    .unwrap()
+}
+
+async fn connect(port: u16) -> Peer {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut peer = Peer {
+        stream,
+        buffer: Vec::new(),
+    };
+    let open = Open::new(
+        Asn(65002),
+        9,
+        Ipv4Addr::new(2, 2, 2, 2),
+        vec![
+            Capability::Multiprotocol {
+                family: Family::IPV4_UNICAST,
+            },
+            Capability::ExtendedMessage,
+        ],
+    );
+    peer.send(&Message::Open(open)).await;
+    match peer.receive().await {
+        Received::Message(Message::Open(open)) => {
+            assert_eq!(open.asn(), Asn(65001));
+            assert_eq!(open.bgp_identifier, Ipv4Addr::new(1, 1, 1, 1));
+        }
+        other => panic!("expected OPEN, got {other:?}"),
+    }
+    assert_eq!(peer.receive().await, Received::Message(Message::Keepalive));
+    peer.send(&Message::Keepalive).await;
+    peer
+}
+
+fn announce(prefix: [u8; 4], len: u8, asns: &[u32]) -> Message {
+    Message::Update(Update {
+        attributes: PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::sequence(asns.iter().map(|a| Asn(*a)).collect())),
+            next_hop: Some(Ipv4Addr::new(127, 0, 0, 1)),
+            ..PathAttributes::default()
+        },
+        nlri: vec![NlriEntry::new(Ipv4Prefix::new(prefix.into(), len).unwrap())],
+        ..Update::default()
+    })
+}
+
+async fn wait_for(
+    speaker: &SpeakerHandle,
+    query: Query,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = speaker.query(query.clone()).await.unwrap();
+        if check(&value) {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn routes_query() -> Query {
+    Query::Routes {
+        family: Some(Family::IPV4_UNICAST),
+        prefix: None,
+    }
+}
+
+fn has_route(value: &Value, prefix: &str) -> bool {
+    value["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["prefix"] == prefix)
+}
+
+#[tokio::test]
+async fn a_peer_learns_and_teaches_routes_and_survives_a_malformed_update() {
+    let report = Arc::new(Collect::default());
+    let speaker = SpeakerHandle::spawn(report.clone(), None);
+    let port = free_port();
+    speaker
+        .apply(Some(config(port, false, None)))
+        .await
+        .unwrap();
+    let mut peer = connect(port).await;
+
+    // Our network, as eBGP sends it: our AS prepended, next hop self.
+    let update = peer.update().await;
+    assert_eq!(
+        update.nlri,
+        vec![NlriEntry::new(
+            Ipv4Prefix::new(Ipv4Addr::new(192, 0, 2, 0), 24).unwrap()
+        )]
+    );
+    assert_eq!(
+        update.attributes.as_path,
+        Some(AsPath::sequence(vec![Asn(65001)]))
+    );
+    assert_eq!(
+        update.attributes.next_hop,
+        Some(Ipv4Addr::new(127, 0, 0, 1))
+    );
+    assert_eq!(update.attributes.local_pref, None);
+    assert_eq!(
+        peer.update().await.end_of_rib_family(),
+        Some(Family::IPV4_UNICAST)
+    );
+
+    // A route from the peer reaches the Loc-RIB.
+    peer.send(&announce([198, 51, 100, 0], 24, &[65002])).await;
+    wait_for(&speaker, routes_query(), "198.51.100.0/24", |v| {
+        has_route(v, "198.51.100.0/24")
+    })
+    .await;
+
+    // A route with our own AS in its path is received but not accepted.
+    peer.send(&announce([203, 0, 113, 0], 24, &[65002, 65001]))
+        .await;
+    let summary = wait_for(&speaker, Query::Summary, "two prefixes received", |v| {
+        v["neighbors"][0]["prefixes_received"] == 2
+    })
+    .await;
+    assert_eq!(summary["neighbors"][0]["prefixes_accepted"], 1);
+    assert!(!has_route(
+        &speaker.query(routes_query()).await.unwrap(),
+        "203.0.113.0/24"
+    ));
+
+    // An ORIGIN of 5 is malformed: RFC 7606 §7.1 treat-as-withdraw, the session stays up.
+    let mut bad = vec![0xff; 16];
+    bad.extend_from_slice(&[0, 0, 2, 0, 0]);
+    let attributes: Vec<u8> = [
+        &[0x40, 1, 1, 5][..],
+        &[0x40, 2, 6, 2, 1, 0, 0, 0xfe, 0x02],
+        &[0x40, 3, 4, 127, 0, 0, 1],
+    ]
+    .concat();
+    bad.extend_from_slice(&(attributes.len() as u16).to_be_bytes());
+    bad.extend_from_slice(&attributes);
+    bad.extend_from_slice(&[24, 198, 51, 100]);
+    let length = bad.len() as u16;
+    bad[16..18].copy_from_slice(&length.to_be_bytes());
+    peer.stream.write_all(&bad).await.unwrap();
+    wait_for(&speaker, routes_query(), "treat-as-withdraw", |v| {
+        !has_route(v, "198.51.100.0/24")
+    })
+    .await;
+    peer.send(&Message::Keepalive).await;
+    let summary = speaker.query(Query::Summary).await.unwrap();
+    assert_eq!(summary["neighbors"][0]["state"], "established", "{summary}");
+    assert!(report
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("treated as withdrawn")));
+
+    // Adding a neighbor leaves this session alone.
+    speaker.apply(Some(config(port, true, None))).await.unwrap();
+    peer.send(&announce([198, 51, 100, 0], 24, &[65002])).await;
+    wait_for(&speaker, routes_query(), "the route again", |v| {
+        has_route(v, "198.51.100.0/24")
+    })
+    .await;
+    let neighbors = speaker
+        .query(Query::Neighbors(Some("127.0.0.1".parse().unwrap())))
+        .await
+        .unwrap();
+    assert_eq!(neighbors["neighbors"][0]["established_count"], 1);
+
+    // Removing the neighbor sends Cease / peer de-configured and drops its routes.
+    speaker
+        .apply(Some(config(port, true, None)).map(|mut c| {
+            c.neighbors.remove(0);
+            c
+        }))
+        .await
+        .unwrap();
+    loop {
+        match peer.receive().await {
+            Received::Message(Message::Notification(n)) => {
+                assert_eq!(
+                    (n.code, n.subcode),
+                    (code::CEASE, subcode::PEER_DECONFIGURED)
+                );
+                break;
+            }
+            Received::Message(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    wait_for(&speaker, routes_query(), "routes dropped", |v| {
+        !has_route(v, "198.51.100.0/24")
+    })
+    .await;
+    assert!(report
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.starts_with("neighbor_up: neighbor 127.0.0.1")));
+}
+
+#[tokio::test]
+async fn max_prefixes_resets_the_session_with_cease() {
+    let report = Arc::new(Collect::default());
+    let speaker = SpeakerHandle::spawn(report.clone(), None);
+    let port = free_port();
+    speaker
+        .apply(Some(config(port, false, Some(1))))
+        .await
+        .unwrap();
+    let mut peer = connect(port).await;
+    peer.send(&announce([198, 51, 100, 0], 24, &[65002])).await;
+    peer.send(&announce([198, 51, 101, 0], 24, &[65002])).await;
+    loop {
+        match peer.receive().await {
+            Received::Message(Message::Notification(n)) => {
+                assert_eq!(
+                    (n.code, n.subcode),
+                    (code::CEASE, subcode::MAXIMUM_NUMBER_OF_PREFIXES_REACHED)
+                );
+                assert_eq!(n.data, vec![0, 1, 1, 0, 0, 0, 1]);
+                break;
+            }
+            Received::Message(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    wait_for(&speaker, Query::Summary, "session down", |v| {
+        v["neighbors"][0]["state"] != "established"
+    })
+    .await;
+    wait_for(&speaker, routes_query(), "routes dropped", |v| {
+        !has_route(v, "198.51.100.0/24")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_wrong_peer_as_gets_bad_peer_as() {
+    let speaker = SpeakerHandle::spawn(Arc::new(Collect::default()), None);
+    let port = free_port();
+    speaker
+        .apply(Some(config(port, false, None)))
+        .await
+        .unwrap();
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut peer = Peer {
+        stream,
+        buffer: Vec::new(),
+    };
+    peer.send(&Message::Open(Open::new(
+        Asn(65003),
+        9,
+        Ipv4Addr::new(2, 2, 2, 2),
+        vec![],
+    )))
+    .await;
+    loop {
+        match peer.receive().await {
+            Received::Message(Message::Notification(n)) => {
+                assert_eq!(
+                    (n.code, n.subcode),
+                    (code::OPEN_MESSAGE, subcode::BAD_PEER_AS)
+                );
+                break;
+            }
+            Received::Message(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    let summary = wait_for(&speaker, Query::Summary, "the error", |v| {
+        v["neighbors"][0]["last_error"].is_string()
+    })
+    .await;
+    assert!(summary["neighbors"][0]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("65003"));
+}
