@@ -1127,7 +1127,7 @@ impl crate::dhcp::LeaseSink for Daemon {
         &self,
         interface: String,
         lease: Option<crate::netlink::DhcpAddressing>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+    ) -> crate::dhcp::manager::SinkFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let mut state = self.inner.state.lock().await;
             let config = state.running_config.clone();
@@ -1137,6 +1137,18 @@ impl crate::dhcp::LeaseSink for Daemon {
                 .await
                 .map(|_| ())
                 .map_err(|error| error.to_string())
+        })
+    }
+
+    fn first_ethernet(&self) -> crate::dhcp::manager::SinkFuture<'_, Option<String>> {
+        Box::pin(async move {
+            let state = self.inner.state.lock().await;
+            let interfaces = state.reconciler.interfaces().await.ok()?;
+            interfaces
+                .into_iter()
+                .filter(|i| i.kind == "device" && i.name != "lo" && i.mac.is_some())
+                .min_by_key(|i| i.index)
+                .map(|i| i.name)
         })
     }
 }

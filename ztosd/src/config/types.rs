@@ -52,6 +52,11 @@ pub struct System {
     /// Address (with prefix length) the management API listens on, if not all addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_address: Option<IpNet>,
+    /// `auto`: when no interface has `dhcp = true`, run DHCP on the first Ethernet interface
+    /// the kernel has (lowest index), so a new box is reachable without the console. `off`
+    /// (the default): DHCP only where `dhcp = true`.
+    #[serde(default, skip_serializing_if = "ManagementDhcp::is_off")]
+    pub management_dhcp: ManagementDhcp,
     /// TCP port of the HTTPS API and web UI.
     #[serde(default = "default_https_port")]
     pub https_port: u16,
@@ -68,6 +73,7 @@ impl Default for System {
         System {
             hostname: default_hostname(),
             management_address: None,
+            management_dhcp: ManagementDhcp::Off,
             https_port: default_https_port(),
             users: Vec::new(),
             update: None,
@@ -142,6 +148,21 @@ pub struct Interface {
 
 fn is_false(value: &bool) -> bool {
     !*value
+}
+
+/// Whether ZTOS picks a management interface for DHCP by itself (`system.management_dhcp`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagementDhcp {
+    #[default]
+    Off,
+    Auto,
+}
+
+impl ManagementDhcp {
+    fn is_off(&self) -> bool {
+        *self == ManagementDhcp::Off
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

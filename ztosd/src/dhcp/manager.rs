@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::client::Lease;
 use super::runner::{run, LeaseEvent};
+use crate::config::ManagementDhcp;
 use crate::netlink::DhcpAddressing;
 use crate::plugin_host::CurrentConfig;
 
@@ -46,14 +47,24 @@ impl DhcpLeaseStatus {
 /// The leases in force, by interface.
 pub type LeaseTable = Arc<StdMutex<BTreeMap<String, DhcpLeaseStatus>>>;
 
-/// What the manager needs from the daemon: install or remove a lease's addressing.
+/// A boxed future of the sink's methods.
+pub type SinkFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What the manager needs from the daemon.
 pub trait LeaseSink: Send + Sync + 'static {
+    /// Installs (`Some`) or removes (`None`) a lease's addressing.
     fn apply(
         &self,
         interface: String,
         lease: Option<DhcpAddressing>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
+    ) -> SinkFuture<'_, Result<(), String>>;
+    /// The interface `system.management_dhcp = "auto"` uses: the kernel's first Ethernet
+    /// interface (lowest index), if there is one.
+    fn first_ethernet(&self) -> SinkFuture<'_, Option<String>>;
 }
+
+/// How often `auto` looks again for an Ethernet interface when there is none yet.
+const AUTO_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The resolver file for the DNS servers of the leases (nameserver lines, at most three as
 /// glibc reads, in interface order). Written atomically.
@@ -79,7 +90,8 @@ fn write_resolv_conf(path: &Path, leases: &BTreeMap<String, DhcpLeaseStatus>) {
 }
 
 /// Runs until `config` closes: starts a runner for each interface the configuration marks
-/// `dhcp = true`, stops the runners of interfaces that lose the flag (their lease is then
+/// `dhcp = true` (or, with `system.management_dhcp = "auto"` and none marked, for the first
+/// Ethernet interface, looked for every 5 s until there is one), stops the runners of interfaces that lose the flag (their lease is then
 /// reported lost and removed), and applies every lease event through `sink`.
 pub async fn manage(
     mut config: watch::Receiver<Arc<CurrentConfig>>,
@@ -90,14 +102,25 @@ pub async fn manage(
     let (events_tx, mut events) = mpsc::channel::<LeaseEvent>(32);
     let mut runners: BTreeMap<String, watch::Sender<bool>> = BTreeMap::new();
     loop {
-        let wanted: Vec<String> = config
-            .borrow_and_update()
-            .config
-            .interfaces
-            .iter()
-            .filter(|i| i.dhcp)
-            .map(|i| i.name.clone())
-            .collect();
+        let (mut wanted, auto) = {
+            let current = config.borrow_and_update();
+            let wanted: Vec<String> = current
+                .config
+                .interfaces
+                .iter()
+                .filter(|i| i.dhcp)
+                .map(|i| i.name.clone())
+                .collect();
+            let auto = current.config.system.management_dhcp == ManagementDhcp::Auto;
+            (wanted, auto)
+        };
+        let mut auto_pending = false;
+        if wanted.is_empty() && auto {
+            match sink.first_ethernet().await {
+                Some(name) => wanted.push(name),
+                None => auto_pending = true,
+            }
+        }
         runners.retain(|name, stop| {
             let keep = wanted.contains(name);
             if !keep {
@@ -115,6 +138,7 @@ pub async fn manage(
             }
         }
         tokio::select! {
+            _ = tokio::time::sleep(AUTO_RECHECK), if auto_pending => {}
             changed = config.changed() => {
                 if changed.is_err() {
                     for stop in runners.values() {

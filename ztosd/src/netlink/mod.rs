@@ -155,11 +155,11 @@ pub struct DhcpAddressing {
     pub router: Option<std::net::Ipv4Addr>,
 }
 
-/// The desired state of `config` with the DHCP leases of its `dhcp = true` interfaces: each
-/// lease's address on its interface, and its router as the default route of the main table
-/// unless the configuration has a static 0.0.0.0/0 there (the first lease, by interface
-/// name, wins when several have a router). Leases of interfaces the configuration does not
-/// mark `dhcp = true` are ignored.
+/// The desired state of `config` with the DHCP leases in force: each lease's address on its
+/// interface, and its router as the default route of the main table unless the
+/// configuration has a static 0.0.0.0/0 there (the first lease, by interface name, wins when
+/// several have a router). An interface with a lease that the configuration does not list
+/// (the one `system.management_dhcp = "auto"` picked) is also set up.
 pub fn desired_with_leases(
     config: &Config,
     leases: &std::collections::BTreeMap<String, DhcpAddressing>,
@@ -171,12 +171,14 @@ pub fn desired_with_leases(
         .iter()
         .any(|route| route.table == MAIN_TABLE && route.destination == default);
     for (interface, lease) in leases {
-        if !config
-            .interfaces
-            .iter()
-            .any(|i| &i.name == interface && i.dhcp)
-        {
-            continue;
+        if state.link(interface).is_none() {
+            state.links.push(DesiredLink {
+                name: interface.clone(),
+                create: None,
+                up: Some(true),
+                mtu: None,
+                master: None,
+            });
         }
         let Ok(net) = ipnet::Ipv4Net::new(lease.address, lease.prefix_len) else {
             continue;

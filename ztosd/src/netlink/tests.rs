@@ -422,7 +422,7 @@ fn dhcp_leases_are_installed_replaced_and_removed_through_the_plan() {
 }
 
 #[test]
-fn dhcp_a_static_default_route_wins_and_non_dhcp_interfaces_ignore_leases() {
+fn dhcp_a_static_default_route_wins_and_an_unlisted_interface_is_set_up() {
     let text =
         format!("{DHCP_ETH0}\n[[routes]]\ndestination = \"0.0.0.0/0\"\ngateway = \"10.0.2.254\"\n");
     let config = config(&text);
@@ -440,5 +440,11 @@ fn dhcp_a_static_default_route_wins_and_non_dhcp_interfaces_ignore_leases() {
     assert!(desired
         .addresses
         .contains(&("eth0".to_string(), "10.0.2.15/24".parse().unwrap())));
-    assert!(!desired.addresses.iter().any(|(link, _)| link == "eth9"));
+    // eth9 is not in the configuration (management_dhcp = "auto" picked it): it is set up
+    // and gets its address.
+    assert!(desired
+        .addresses
+        .contains(&("eth9".to_string(), "10.0.2.99/24".parse().unwrap())));
+    assert_eq!(desired.link("eth9").unwrap().up, Some(true));
+    assert_eq!(desired.link("eth9").unwrap().create, None);
 }
