@@ -62,6 +62,31 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum BgpCommand {
+    /// Local AS, router id, route counts and one line per neighbor.
+    Summary,
+    /// Neighbors in detail: state, negotiated session, counters, last error.
+    Neighbors {
+        /// Only this neighbor.
+        address: Option<String>,
+    },
+    /// The Loc-RIB: every prefix with its candidate paths, best first.
+    Routes {
+        /// ipv4, ipv6 or evpn.
+        #[arg(long)]
+        family: Option<String>,
+        /// Only routes within this prefix (or covering this address).
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// One BGP message in hex (with or without the marker) as JSON; needs no running plugin.
+    Decode {
+        /// The message's bytes in hex; spaces, `:` and `-` between digits are ignored.
+        hex: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Network services: BGP, VXLAN, WireGuard.
     #[command(subcommand)]
@@ -77,6 +102,9 @@ pub enum Command {
     Config(ConfigCommand),
     /// Kernel interfaces and their state.
     Interfaces,
+    /// BGP sessions and routes (plugin ztos-bgp); decoding captured BGP messages.
+    #[command(subcommand)]
+    Bgp(BgpCommand),
     /// Plugin processes and their state.
     Plugins {
         /// One plugin in detail.
@@ -421,6 +449,43 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Interfaces => {
             let list = client.json(Method::GET, "/api/v1/interfaces", None).await?;
             print(out, &list, &format_interfaces)?;
+        }
+        Command::Bgp(command) => {
+            let value = match command {
+                BgpCommand::Decode { hex } => {
+                    let message = ztos_bgp::decode_hex(&hex.join(" "))
+                        .map_err(|e| anyhow::anyhow!("cannot decode the message: {e}"))?;
+                    serde_json::to_value(message)?
+                }
+                BgpCommand::Summary => {
+                    client
+                        .json(Method::GET, "/api/v1/bgp/summary", None)
+                        .await?
+                }
+                BgpCommand::Neighbors { address } => {
+                    let path = match address {
+                        Some(a) => format!("/api/v1/bgp/neighbors/{}", url_escape(&a)),
+                        None => "/api/v1/bgp/neighbors".to_string(),
+                    };
+                    client.json(Method::GET, &path, None).await?
+                }
+                BgpCommand::Routes { family, prefix } => {
+                    let mut query = Vec::new();
+                    if let Some(family) = family {
+                        query.push(format!("family={}", url_escape(&family)));
+                    }
+                    if let Some(prefix) = prefix {
+                        query.push(format!("prefix={}", url_escape(&prefix)));
+                    }
+                    let path = if query.is_empty() {
+                        "/api/v1/bgp/routes".to_string()
+                    } else {
+                        format!("/api/v1/bgp/routes?{}", query.join("&"))
+                    };
+                    client.json(Method::GET, &path, None).await?
+                }
+            };
+            writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         }
         Command::Plugins { name } => match name {
             Some(name) => {

@@ -43,7 +43,7 @@ pub fn app(daemon: Daemon) -> Router {
         daemon,
         http: Arc::new(HttpMetrics::default()),
     };
-    use routes::{config, monitoring, network, plugins, security, system, tokens};
+    use routes::{bgp, config, monitoring, network, plugins, security, system, tokens};
     let api = Router::new()
         .route("/network/configure", post(network::configure))
         .route("/security/status", get(security::status))
@@ -79,6 +79,11 @@ pub fn app(daemon: Daemon) -> Router {
         .route("/system/update/history", get(routes::update::history))
         .route("/system/slots", get(routes::update::slots))
         .route("/system/rollback", post(routes::update::rollback))
+        .route("/bgp/summary", get(bgp::summary))
+        .route("/bgp/neighbors", get(bgp::neighbors))
+        .route("/bgp/neighbors/{address}", get(bgp::neighbor))
+        .route("/bgp/routes", get(bgp::routes))
+        .route("/bgp/decode", get(bgp::decode))
         .route("/plugins", get(plugins::list))
         .route("/plugins/{name}", get(plugins::get))
         .route("/tokens", get(tokens::list).post(tokens::create))

@@ -3,6 +3,7 @@
 //!
 //! [`Scope`]: super::auth::Scope
 
+pub mod bgp;
 pub mod config;
 pub mod monitoring;
 pub mod network;
