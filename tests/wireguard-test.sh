@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The spec's WireGuard test: ZTOS nodes in network namespaces with ztos-wireguard under real
+# ztosd daemons; ping and an iperf3 transfer through the tunnel, the zero-trust policy (TCP 443
+# from one peer only, counters), garbage on the listen port. Needs root.
+# Installs iperf3 (and wireguard-go/wireguard-tools for the interop tests) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+for tool in iperf3:iperf3 wireguard-go:wireguard-go wg:wireguard-tools python3:python3; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt-get install -y "${missing[@]}"
+fi
+cargo build --workspace --bins
+cargo test -p ztos-tests --test wireguard -- --nocapture --test-threads 1
