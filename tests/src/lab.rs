@@ -222,6 +222,8 @@ impl Node {
             .args(["--plugin-socket", &path(&self.dir.join("plugin.sock"))])
             .args(["--https-listen", "0.0.0.0:8443"])
             .args(["--initial-config", &path(&initial)])
+            // DHCP's DNS servers go to the node, never to the host's /run/resolv.conf.
+            .args(["--resolv-conf", &path(&self.dir.join("resolv.conf"))])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
