@@ -130,11 +130,11 @@ pub async fn manage(
             keep
         });
         for name in wanted {
-            if !runners.contains_key(&name) {
-                tracing::info!(interface = %name, "DHCP started");
+            if let std::collections::btree_map::Entry::Vacant(entry) = runners.entry(name) {
+                tracing::info!(interface = %entry.key(), "DHCP started");
                 let (stop_tx, stop_rx) = watch::channel(false);
-                tokio::spawn(run(name.clone(), events_tx.clone(), stop_rx));
-                runners.insert(name, stop_tx);
+                tokio::spawn(run(entry.key().clone(), events_tx.clone(), stop_rx));
+                entry.insert(stop_tx);
             }
         }
         tokio::select! {
