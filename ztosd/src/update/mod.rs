@@ -246,6 +246,11 @@ pub struct UpdateOutcome {
     pub entry: String,
     /// `now`, `never` or the RFC 3339 time of the reboot.
     pub reboot: String,
+    /// Bytes of the root image written into the slot.
+    pub root_bytes: u64,
+    /// Seconds the writing-root step took: the root image streamed from the bundle into the
+    /// partition while hashed, up to its data being synced (the re-read comes after).
+    pub root_write_seconds: f64,
 }
 
 /// Why an update, or a rollback, did not happen. Each variant is one HTTP status.
@@ -705,7 +710,12 @@ impl UpdateService {
         self.record(
             HistoryEntry::now(
                 UpdateEvent::Written,
-                format!("boot entry {}", written.entry),
+                format!(
+                    "boot entry {}; root image {:.1} MiB written in {:.2} s",
+                    written.entry,
+                    written.root_bytes as f64 / 1_048_576.0,
+                    written.root_write_seconds
+                ),
             )
             .version(written.version.clone())
             .slot(written.slot),
@@ -717,6 +727,8 @@ impl UpdateService {
             slot: written.slot.letter().to_string(),
             entry: written.entry,
             reboot,
+            root_bytes: written.root_bytes,
+            root_write_seconds: written.root_write_seconds,
         })
     }
 
@@ -861,19 +873,22 @@ impl UpdateService {
             );
         })?;
         let result = self.write_and_check_root(bundle, &manifest, &root_target);
-        if let Err(err) = result {
-            let reason = err.to_string();
-            let _ = self.save_state(|state| {
-                state.slots.insert(
-                    target,
-                    SlotRecord::Overwritten {
-                        version: version.clone(),
-                        reason,
-                    },
-                );
-            });
-            return Err(err);
-        }
+        let root_write_seconds = match result {
+            Ok(seconds) => seconds,
+            Err(err) => {
+                let reason = err.to_string();
+                let _ = self.save_state(|state| {
+                    state.slots.insert(
+                        target,
+                        SlotRecord::Overwritten {
+                            version: version.clone(),
+                            reason,
+                        },
+                    );
+                });
+                return Err(err);
+            }
+        };
 
         // Only now the ESP.
         self.set_progress(|p| {
@@ -918,17 +933,21 @@ impl UpdateService {
             version,
             slot: target,
             entry: entry.file_name(),
+            root_bytes: manifest.root.size,
+            root_write_seconds,
         })
     }
 
-    /// Writes the root, makes sure nothing follows it in the bundle, re-reads it.
+    /// Writes the root, makes sure nothing follows it in the bundle, re-reads it; returns the
+    /// seconds the write (up to the data being synced) took.
     fn write_and_check_root<R: Read>(
         &self,
         mut bundle: BundleReader<R>,
         manifest: &Manifest,
         target: &Path,
-    ) -> Result<(), UpdateError> {
+    ) -> Result<f64, UpdateError> {
         let size = manifest.root.size;
+        let started = std::time::Instant::now();
         self.set_progress(|p| {
             p.state = UpdatePhase::WritingRoot;
             p.bytes_done = 0;
@@ -945,6 +964,7 @@ impl UpdateService {
             })
             .map_err(UpdateError::from_write)?;
         }
+        let write_seconds = started.elapsed().as_secs_f64();
         bundle.finish().map_err(UpdateError::from_bundle)?;
         self.set_progress(|p| {
             p.state = UpdatePhase::Checking;
@@ -957,7 +977,8 @@ impl UpdateService {
             &hex::encode(manifest.root.sha256),
             &move |done| service.set_progress(|p| p.bytes_done = done),
         )
-        .map_err(UpdateError::from_write)
+        .map_err(UpdateError::from_write)?;
+        Ok(write_seconds)
     }
 
     /// The device node (or file) of `slot`'s root partition.
@@ -1214,6 +1235,8 @@ struct Written {
     version: String,
     slot: Slot,
     entry: String,
+    root_bytes: u64,
+    root_write_seconds: f64,
 }
 
 /// Upper bound on what is read and dropped after a refusal: the largest bundle there can
