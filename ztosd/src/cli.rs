@@ -249,6 +249,30 @@ pub struct NetworkConfigureArgs {
 pub enum SecurityCommand {
     /// Encryption status of WireGuard and MACsec.
     Status,
+    /// WireGuard keys and peers (plugin ztos-wireguard); private keys never leave the box.
+    #[command(subcommand)]
+    Wireguard(WireguardCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WireguardCommand {
+    /// Generate the interface's private key on the box (it must have none) and print its
+    /// public key.
+    Genkey {
+        /// The WireGuard interface, e.g. wg0.
+        interface: String,
+    },
+    /// Interfaces and peers like `wg show`: public keys, endpoints, handshakes, transfer.
+    Show {
+        /// Only this interface.
+        interface: Option<String>,
+    },
+    /// Replace the interface's private key; prints the new public key and what every peer
+    /// must then be told.
+    RotateKey {
+        /// The WireGuard interface, e.g. wg0.
+        interface: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -407,6 +431,36 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 .json(Method::GET, "/api/v1/security/status", None)
                 .await?;
             print(out, &status, &format_security)?;
+        }
+        Command::Security(SecurityCommand::Wireguard(command)) => {
+            let (method, path, human): (_, _, fn(&Value) -> String) = match &command {
+                WireguardCommand::Genkey { interface } => (
+                    Method::POST,
+                    format!(
+                        "/api/v1/security/wireguard/{}/genkey",
+                        url_escape(interface)
+                    ),
+                    format_wireguard_key,
+                ),
+                WireguardCommand::RotateKey { interface } => (
+                    Method::POST,
+                    format!(
+                        "/api/v1/security/wireguard/{}/rotate-key",
+                        url_escape(interface)
+                    ),
+                    format_wireguard_key,
+                ),
+                WireguardCommand::Show { interface } => (
+                    Method::GET,
+                    match interface {
+                        Some(i) => format!("/api/v1/security/wireguard/{}", url_escape(i)),
+                        None => "/api/v1/security/wireguard".to_string(),
+                    },
+                    format_wireguard_show,
+                ),
+            };
+            let value = client.json(method, &path, None).await?;
+            print(out, &value, &human)?;
         }
         Command::Monitoring(MonitoringCommand::Logs {
             follow,
@@ -1168,6 +1222,124 @@ fn format_security(v: &Value) -> String {
     text
 }
 
+/// `genkey` and `rotate-key` answers: the public key, and after a rotation the old one and
+/// what the peers must be told.
+fn format_wireguard_key(v: &Value) -> String {
+    let mut text = format!(
+        "interface: {}\npublic key: {}\n",
+        field(v, "interface"),
+        field(v, "public_key")
+    );
+    if v.get("old_public_key").is_some() {
+        text.push_str(&format!("old public key: {}\n", field(v, "old_public_key")));
+    }
+    if let Some(notice) = v.get("notice").and_then(Value::as_str) {
+        text.push_str(&format!("\n{notice}\n"));
+    }
+    text
+}
+
+/// Seconds since a Unix time as `1h 2m 3s ago`.
+fn ago(unix: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut left = now.saturating_sub(unix);
+    let mut parts = Vec::new();
+    for (unit, seconds) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if left >= seconds {
+            parts.push(format!("{}{unit}", left / seconds));
+            left %= seconds;
+        }
+    }
+    if left > 0 || parts.is_empty() {
+        parts.push(format!("{left}s"));
+    }
+    format!("{} ago", parts.join(" "))
+}
+
+/// Bytes as `wg show` prints them: `1.50 MiB`.
+fn bytes_text(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+/// `ztos security wireguard show`: a `wg show`-like view (no private keys).
+fn format_wireguard_show(v: &Value) -> String {
+    let mut text = String::new();
+    let interfaces = v["interfaces"].as_array().cloned().unwrap_or_default();
+    if interfaces.is_empty() {
+        return "no WireGuard interfaces\n".into();
+    }
+    for (n, interface) in interfaces.iter().enumerate() {
+        if n > 0 {
+            text.push('\n');
+        }
+        text.push_str(&format!("interface: {}\n", field(interface, "name")));
+        text.push_str(&format!(
+            "  public key: {}\n",
+            field(interface, "public_key")
+        ));
+        if interface.get("configured").and_then(Value::as_bool) == Some(false) {
+            text.push_str("  (has a key but is not configured)\n");
+            continue;
+        }
+        text.push_str(&format!(
+            "  listening port: {}\n",
+            field(interface, "listen_port")
+        ));
+        for peer in interface["peers"].as_array().into_iter().flatten() {
+            text.push('\n');
+            text.push_str(&format!("peer: {}", field(peer, "public_key")));
+            if let Some(name) = peer.get("name").and_then(Value::as_str) {
+                text.push_str(&format!(" ({name})"));
+            }
+            text.push('\n');
+            if peer.get("preshared_key").and_then(Value::as_bool) == Some(true) {
+                text.push_str("  preshared key: (hidden)\n");
+            }
+            if !peer["endpoint"].is_null() {
+                text.push_str(&format!("  endpoint: {}\n", field(peer, "endpoint")));
+            }
+            text.push_str(&format!("  allowed ips: {}\n", field(peer, "allowed_ips")));
+            if let Some(time) = peer["latest_handshake"].as_u64() {
+                text.push_str(&format!("  latest handshake: {}\n", ago(time)));
+            }
+            let rx = peer["rx_bytes"].as_u64().unwrap_or(0);
+            let tx = peer["tx_bytes"].as_u64().unwrap_or(0);
+            if rx > 0 || tx > 0 {
+                text.push_str(&format!(
+                    "  transfer: {} received, {} sent\n",
+                    bytes_text(rx),
+                    bytes_text(tx)
+                ));
+            }
+            if let Some(keepalive) = peer["persistent_keepalive"].as_u64() {
+                text.push_str(&format!(
+                    "  persistent keepalive: every {keepalive} seconds\n"
+                ));
+            }
+            text.push_str(&format!(
+                "  policy: {} allowed, {} denied in, {} denied out\n",
+                field(peer, "policy_allowed"),
+                field(peer, "policy_denied_in"),
+                field(peer, "policy_denied_out")
+            ));
+        }
+    }
+    text
+}
+
 /// An interface's DHCP lease for the table: `10.0.2.15/24 via 10.0.2.2 from 10.0.2.2 until
 /// <time>`, or `-`.
 fn dhcp_cell(interface: &Value) -> String {
@@ -1339,6 +1511,68 @@ mod tests {
         assert!(lines[1].starts_with("ztosd  running     42   1"), "{text}");
         assert!(lines[2].starts_with("flaky  crash-loop  -    7"), "{text}");
         assert_eq!(lines[3], "UNHEALTHY: a critical service is crash-looping");
+    }
+
+    #[test]
+    fn wireguard_commands_parse() {
+        let cli =
+            Cli::try_parse_from(["ztos", "security", "wireguard", "rotate-key", "wg0"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Security(SecurityCommand::Wireguard(WireguardCommand::RotateKey { ref interface }))
+                if interface == "wg0"
+        ));
+        let cli = Cli::try_parse_from(["ztos", "security", "wireguard", "show"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Security(SecurityCommand::Wireguard(WireguardCommand::Show {
+                interface: None
+            }))
+        ));
+        assert!(Cli::try_parse_from(["ztos", "security", "wireguard", "genkey"]).is_err());
+    }
+
+    #[test]
+    fn wireguard_show_reads_like_wg_show() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let v = json!({"interfaces": [
+            {"name": "wg0", "public_key": "PUB0", "listen_port": 51820, "configured": true,
+             "peers": [{"public_key": "PEER", "name": "laptop", "endpoint": "192.0.2.1:51820",
+                        "allowed_ips": ["10.9.0.2/32", "10.9.1.0/24"], "latest_handshake": now - 75,
+                        "rx_bytes": 1536, "tx_bytes": 3 * 1024 * 1024, "persistent_keepalive": 25,
+                        "preshared_key": true,
+                        "policy_allowed": 4, "policy_denied_in": 1, "policy_denied_out": 0}]},
+            {"name": "wg1", "public_key": "PUB1", "configured": false, "peers": []}]});
+        assert_eq!(
+            format_wireguard_show(&v),
+            "interface: wg0\n  public key: PUB0\n  listening port: 51820\n\n\
+             peer: PEER (laptop)\n  preshared key: (hidden)\n  endpoint: 192.0.2.1:51820\n\
+             \x20 allowed ips: 10.9.0.2/32,10.9.1.0/24\n  latest handshake: 1m 15s ago\n\
+             \x20 transfer: 1.50 KiB received, 3.00 MiB sent\n\
+             \x20 persistent keepalive: every 25 seconds\n\
+             \x20 policy: 4 allowed, 1 denied in, 0 denied out\n\n\
+             interface: wg1\n  public key: PUB1\n  (has a key but is not configured)\n"
+        );
+        assert_eq!(
+            format_wireguard_show(&json!({"interfaces": []})),
+            "no WireGuard interfaces\n"
+        );
+        assert_eq!(bytes_text(512), "512 B");
+    }
+
+    #[test]
+    fn rotate_key_prints_the_notice() {
+        let text = format_wireguard_key(&json!({"interface": "wg0", "public_key": "NEW",
+            "old_public_key": "OLD", "notice": "Tell the peers."}));
+        assert_eq!(
+            text,
+            "interface: wg0\npublic key: NEW\nold public key: OLD\n\nTell the peers.\n"
+        );
+        let text = format_wireguard_key(&json!({"interface": "wg0", "public_key": "NEW"}));
+        assert_eq!(text, "interface: wg0\npublic key: NEW\n");
     }
 
     #[test]

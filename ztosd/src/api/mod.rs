@@ -47,6 +47,19 @@ pub fn app(daemon: Daemon) -> Router {
     let api = Router::new()
         .route("/network/configure", post(network::configure))
         .route("/security/status", get(security::status))
+        .route("/security/wireguard", get(security::wireguard_show))
+        .route(
+            "/security/wireguard/{interface}",
+            get(security::wireguard_show_interface),
+        )
+        .route(
+            "/security/wireguard/{interface}/genkey",
+            post(security::wireguard_genkey),
+        )
+        .route(
+            "/security/wireguard/{interface}/rotate-key",
+            post(security::wireguard_rotate_key),
+        )
         .route("/monitoring/logs", get(monitoring::logs))
         .route("/config", get(config::running))
         .route(

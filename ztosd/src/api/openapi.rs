@@ -31,6 +31,10 @@ pub struct RevisionMetaSchema {
     paths(
         routes::network::configure,
         routes::security::status,
+        routes::security::wireguard_show,
+        routes::security::wireguard_show_interface,
+        routes::security::wireguard_genkey,
+        routes::security::wireguard_rotate_key,
         routes::monitoring::logs,
         routes::config::running,
         routes::config::get_candidate,
@@ -81,7 +85,7 @@ pub struct RevisionMetaSchema {
     security(("bearer" = [])),
     tags(
         (name = "network", description = "The seed's network API: BGP peers, VXLAN, WireGuard peers"),
-        (name = "security", description = "The seed's security API: encryption status"),
+        (name = "security", description = "The seed's security API: encryption status; WireGuard public keys, peers, key generation and rotation (plugin ztos-wireguard)"),
         (name = "monitoring", description = "The seed's monitoring API: logs"),
         (name = "config", description = "Candidate, commit, confirm, rollback, revisions"),
         (name = "bgp", description = "BGP sessions and routes (plugin ztos-bgp)"),
