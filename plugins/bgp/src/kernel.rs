@@ -1,7 +1,8 @@
 //! Best routes into the kernel's main table over rtnetlink. Every route ztos-bgp installs
-//! carries ZTOS's routing protocol id (196) and the metric [`BGP_METRIC`]; ztosd's reconciler
-//! leaves routes with that metric alone, and ztos-bgp removes every such route when it starts
-//! (a stale route from an earlier run must not outlive the session that taught it).
+//! carries its own routing protocol id, [`RTPROT_ZTOS_BGP`] (197; ztosd's static and DHCP
+//! routes carry 196 and its reconciler removes only those), so ownership never depends on the
+//! metric. ztos-bgp removes every protocol-197 route in the main table when it starts (a stale
+//! route from an earlier run must not outlive the session that taught it).
 //!
 //! The plugin opens its own rtnetlink socket in its own network namespace; see ARCHITECTURE.md.
 
@@ -17,9 +18,10 @@ use tokio::sync::mpsc;
 
 use crate::codec::IpPrefix;
 
-/// ZTOS's routing protocol id (`proto 196` in `ip route`).
-pub const RTPROT_ZTOS: u8 = 196;
-/// The metric of BGP routes (as FRR installs them), which tells them from ztosd's static routes.
+/// The routing protocol id of ztos-bgp's routes (`proto 197` in `ip route`), next to ztosd's
+/// `RTPROT_ZTOS` (196) in ztosd/src/netlink/model.rs.
+pub const RTPROT_ZTOS_BGP: u8 = 197;
+/// The metric of BGP routes, as FRR installs them. Not an ownership marker: the protocol is.
 pub const BGP_METRIC: u32 = 20;
 const MAIN_TABLE: u8 = 254;
 
@@ -44,7 +46,7 @@ fn message(prefix: &IpPrefix, gateway: Option<IpAddr>) -> RouteMessage {
     message.header.address_family = family;
     message.header.destination_prefix_length = len;
     message.header.table = MAIN_TABLE;
-    message.header.protocol = RouteProtocol::from(RTPROT_ZTOS);
+    message.header.protocol = RouteProtocol::from(RTPROT_ZTOS_BGP);
     message.header.scope = RouteScope::Universe;
     message.header.kind = RouteType::Unicast;
     message
@@ -104,7 +106,7 @@ impl Kernel {
         }
     }
 
-    /// The BGP routes (protocol 196, metric 20, main table) now in the kernel.
+    /// ztos-bgp's routes (protocol 197, main table) now in the kernel, whatever their metric.
     pub async fn bgp_routes(&self) -> Result<Vec<RouteMessage>, String> {
         let mut found = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
@@ -117,12 +119,7 @@ impl Kernel {
                     || route.attributes.iter().any(
                         |a| matches!(a, RouteAttribute::Table(t) if *t == u32::from(MAIN_TABLE)),
                     );
-                let ours = u8::from(route.header.protocol) == RTPROT_ZTOS
-                    && main_table
-                    && route
-                        .attributes
-                        .iter()
-                        .any(|a| matches!(a, RouteAttribute::Priority(m) if *m == BGP_METRIC));
+                let ours = u8::from(route.header.protocol) == RTPROT_ZTOS_BGP && main_table;
                 if ours {
                     found.push(route);
                 }
@@ -217,7 +214,7 @@ mod tests {
     fn route_messages_carry_protocol_metric_and_table() {
         let prefix = IpPrefix::V4(Ipv4Prefix::new(Ipv4Addr::new(192, 0, 2, 0), 24).unwrap());
         let m = message(&prefix, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))));
-        assert_eq!(u8::from(m.header.protocol), 196);
+        assert_eq!(u8::from(m.header.protocol), 197);
         assert_eq!(m.header.destination_prefix_length, 24);
         assert_eq!(m.header.table, MAIN_TABLE);
         assert!(m.attributes.contains(&RouteAttribute::Priority(BGP_METRIC)));

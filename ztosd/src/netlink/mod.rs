@@ -32,7 +32,7 @@ use crate::config::Config;
 
 pub use model::{
     DesiredLink, DesiredState, FloodEntry, KernelLink, KernelRoute, KernelState, LinkChange,
-    LinkKind, Op, Route, VxlanParams, MAIN_TABLE, MANAGED_ALIAS, RTPROT_ZTOS,
+    LinkKind, Op, Route, VxlanParams, MAIN_TABLE, MANAGED_ALIAS, RTPROT_ZTOS, RTPROT_ZTOS_BGP,
 };
 pub use plan::{plan, route_matches};
 pub use recording::RecordingKernel;

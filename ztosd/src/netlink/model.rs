@@ -15,9 +15,10 @@ use crate::config::{Config, InterfaceKind};
 /// Only routes carrying it are ever removed by the reconciler.
 pub const RTPROT_ZTOS: u8 = 196;
 
-/// The metric of the routes the ztos-bgp plugin installs (with [`RTPROT_ZTOS`], as FRR's
-/// `metric 20`). They are the plugin's to add and remove: the reconciler never deletes them.
-pub const PLUGIN_ROUTE_METRIC: u32 = 20;
+/// The routing protocol id of the routes the ztos-bgp plugin installs (`proto 197`). They are
+/// the plugin's to add and remove: the reconciler, which only removes [`RTPROT_ZTOS`] routes,
+/// never touches them, whatever their metric (plugins/bgp/src/kernel.rs has the same value).
+pub const RTPROT_ZTOS_BGP: u8 = 197;
 
 /// The interface alias (IFLA_IFALIAS) put on every link ZTOS creates. Only links carrying it
 /// are ever deleted by the reconciler.

@@ -4,8 +4,8 @@
 //! What the plan may touch is deliberately narrow, so that ZTOS can share a kernel with
 //! anything else running on the host:
 //! - links are deleted only if they carry the `ztos-managed` alias;
-//! - routes are deleted only if they carry the ZTOS routing protocol (`RTPROT_ZTOS`), and
-//!   never those with `PLUGIN_ROUTE_METRIC` (ztos-bgp's learned routes);
+//! - routes are deleted only if they carry the ZTOS routing protocol (`RTPROT_ZTOS`, 196);
+//!   ztos-bgp's learned routes carry their own (`RTPROT_ZTOS_BGP`, 197) and are never touched;
 //! - addresses are deleted on managed links, and on existing interfaces only if the previous
 //!   configuration listed them;
 //! - flood-list entries are deleted on managed VXLAN devices only if the previous
@@ -18,7 +18,7 @@ use ipnet::IpNet;
 
 use super::model::{
     DesiredState, FloodEntry, KernelRoute, KernelState, LinkChange, LinkKind, Op, Route,
-    PLUGIN_ROUTE_METRIC, RTPROT_ZTOS,
+    RTPROT_ZTOS,
 };
 use super::ReconcileError;
 
@@ -107,15 +107,6 @@ pub fn plan(
 
     // 1. Stale routes, flood entries and addresses.
     for kernel_route in &actual_routes {
-        // Routes ztos-bgp installed belong to the plugin, not to the configuration.
-        if kernel_route.route.metric == PLUGIN_ROUTE_METRIC
-            && !desired
-                .routes
-                .iter()
-                .any(|route| route_matches(route, &kernel_route.route))
-        {
-            continue;
-        }
         if !desired
             .routes
             .iter()

@@ -109,7 +109,7 @@ fn unchanged_recommit_touches_nothing() {
 fn removal_removes_only_what_ztos_put_there() {
     let kernel = RecordingKernel::with_interfaces(&["eth1", "eth2"]);
     // Objects someone else put on the host: a dummy link, an address on a configured
-    // interface, a static route and a route with ZTOS's metric but another protocol.
+    // interface, a static route, and a route ztos-bgp learned.
     kernel.modify(|state| {
         state.links.push(KernelLink {
             index: 50,
@@ -135,16 +135,16 @@ fn removal_removes_only_what_ztos_put_there() {
             },
             protocol: 4,
         });
-        // A route ztos-bgp learned: ZTOS's protocol with the plugin's metric.
+        // A route ztos-bgp learned: the plugin's own protocol, with FRR's BGP metric.
         state.routes.push(KernelRoute {
             route: Route {
                 destination: "203.0.113.0/24".parse().unwrap(),
                 gateway: Some("192.0.2.2".parse().unwrap()),
                 device: None,
                 table: MAIN_TABLE,
-                metric: super::model::PLUGIN_ROUTE_METRIC,
+                metric: 20,
             },
-            protocol: RTPROT_ZTOS,
+            protocol: RTPROT_ZTOS_BGP,
         });
     });
     let before = kernel.state();
@@ -177,6 +177,34 @@ fn removal_removes_only_what_ztos_put_there() {
     assert_eq!(after.addresses, before.addresses);
     assert_eq!(after.routes, before.routes);
     assert!(after.flood.is_empty());
+}
+
+#[test]
+fn stale_ztos_routes_are_removed_whatever_their_metric() {
+    // Metric 20 is what BGP routes get; a ZTOS static route left from an earlier
+    // configuration with that metric is still ZTOS's to remove. Ownership is the protocol.
+    let kernel = RecordingKernel::with_interfaces(&["eth1", "eth2"]);
+    kernel.modify(|state| {
+        state.routes.push(KernelRoute {
+            route: Route {
+                destination: "203.0.113.0/24".parse().unwrap(),
+                gateway: Some("192.0.2.2".parse().unwrap()),
+                device: None,
+                table: MAIN_TABLE,
+                metric: 20,
+            },
+            protocol: RTPROT_ZTOS,
+        });
+    });
+    let report = run(reconciler(&kernel).apply(&Config::default(), &config(LO0))).expect("apply");
+    assert!(
+        report
+            .changes
+            .contains(&"delete route 203.0.113.0/24 via 192.0.2.2 metric 20".to_string()),
+        "{:?}",
+        report.changes
+    );
+    assert!(kernel.state().routes.is_empty());
 }
 
 #[test]
