@@ -1140,6 +1140,23 @@ impl crate::dhcp::LeaseSink for Daemon {
         })
     }
 
+    fn activate(
+        &self,
+        interface: String,
+        active: bool,
+    ) -> crate::dhcp::manager::SinkFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut state = self.inner.state.lock().await;
+            let config = state.running_config.clone();
+            state
+                .reconciler
+                .set_dhcp_link(&config, &interface, active)
+                .await
+                .map(|_| ())
+                .map_err(|error| error.to_string())
+        })
+    }
+
     fn first_ethernet(&self) -> crate::dhcp::manager::SinkFuture<'_, Option<String>> {
         Box::pin(async move {
             let state = self.inner.state.lock().await;

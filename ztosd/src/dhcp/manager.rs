@@ -58,6 +58,8 @@ pub trait LeaseSink: Send + Sync + 'static {
         interface: String,
         lease: Option<DhcpAddressing>,
     ) -> SinkFuture<'_, Result<(), String>>;
+    /// Marks an interface as running a DHCP client (it is set up) or no longer.
+    fn activate(&self, interface: String, active: bool) -> SinkFuture<'_, Result<(), String>>;
     /// The interface `system.management_dhcp = "auto"` uses: the kernel's first Ethernet
     /// interface (lowest index), if there is one.
     fn first_ethernet(&self) -> SinkFuture<'_, Option<String>>;
@@ -121,17 +123,27 @@ pub async fn manage(
                 None => auto_pending = true,
             }
         }
-        runners.retain(|name, stop| {
-            let keep = wanted.contains(name);
-            if !keep {
-                tracing::info!(interface = %name, "DHCP stopped");
+        let stopped: Vec<String> = runners
+            .keys()
+            .filter(|name| !wanted.contains(name))
+            .cloned()
+            .collect();
+        for name in stopped {
+            tracing::info!(interface = %name, "DHCP stopped");
+            if let Some(stop) = runners.remove(&name) {
                 let _ = stop.send(true);
             }
-            keep
-        });
+            if let Err(error) = sink.activate(name.clone(), false).await {
+                tracing::warn!(interface = %name, %error, "DHCP interface not released");
+            }
+        }
         for name in wanted {
             if let std::collections::btree_map::Entry::Vacant(entry) = runners.entry(name) {
                 tracing::info!(interface = %entry.key(), "DHCP started");
+                // The link must be up before the client can send.
+                if let Err(error) = sink.activate(entry.key().clone(), true).await {
+                    tracing::warn!(interface = %entry.key(), %error, "cannot set the DHCP interface up");
+                }
                 let (stop_tx, stop_rx) = watch::channel(false);
                 tokio::spawn(run(entry.key().clone(), events_tx.clone(), stop_rx));
                 entry.insert(stop_tx);

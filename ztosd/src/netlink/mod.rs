@@ -205,6 +205,28 @@ pub struct Reconciler {
     kernel: Box<dyn Kernel>,
     /// The DHCP leases in force, by interface; part of every desired state.
     leases: std::collections::BTreeMap<String, DhcpAddressing>,
+    /// Interfaces a DHCP client runs on; set up even when the configuration does not list
+    /// them (`system.management_dhcp = "auto"`), so the client can talk before its lease.
+    dhcp_links: std::collections::BTreeSet<String>,
+}
+
+/// Adds an up link for each DHCP interface the desired state does not have yet.
+fn with_dhcp_links(
+    mut state: DesiredState,
+    links: &std::collections::BTreeSet<String>,
+) -> DesiredState {
+    for name in links {
+        if state.link(name).is_none() {
+            state.links.push(DesiredLink {
+                name: name.clone(),
+                create: None,
+                up: Some(true),
+                mtu: None,
+                master: None,
+            });
+        }
+    }
+    state
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -218,6 +240,7 @@ impl Reconciler {
         Reconciler {
             kernel,
             leases: std::collections::BTreeMap::new(),
+            dhcp_links: std::collections::BTreeSet::new(),
         }
     }
 
@@ -233,11 +256,13 @@ impl Reconciler {
         previous: &Config,
         next: &Config,
     ) -> Result<ApplyReport, ReconcileError> {
-        let desired = desired_with_leases(next, &self.leases)?;
-        let before = desired_with_leases(previous, &self.leases).unwrap_or_else(|error| {
-            tracing::warn!(%error, "the previous configuration cannot be applied; not using it");
-            DesiredState::default()
-        });
+        let desired = with_dhcp_links(desired_with_leases(next, &self.leases)?, &self.dhcp_links);
+        let before = desired_with_leases(previous, &self.leases)
+            .map(|state| with_dhcp_links(state, &self.dhcp_links))
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "the previous configuration cannot be applied; not using it");
+                DesiredState::default()
+            });
         self.execute_plan(&before, &desired).await
     }
 
@@ -250,15 +275,38 @@ impl Reconciler {
         interface: &str,
         lease: Option<DhcpAddressing>,
     ) -> Result<ApplyReport, ReconcileError> {
-        let before = desired_with_leases(config, &self.leases)?;
+        let before = with_dhcp_links(desired_with_leases(config, &self.leases)?, &self.dhcp_links);
         let mut leases = self.leases.clone();
         match lease {
             Some(lease) => leases.insert(interface.to_string(), lease),
             None => leases.remove(interface),
         };
-        let desired = desired_with_leases(config, &leases)?;
+        let desired = with_dhcp_links(desired_with_leases(config, &leases)?, &self.dhcp_links);
         let report = self.execute_plan(&before, &desired).await?;
         self.leases = leases;
+        Ok(report)
+    }
+
+    /// Marks `interface` as running a DHCP client (`active`) or not: an active interface is
+    /// set up, even when the running `config` does not list it. Leaving it does not set it
+    /// down.
+    pub async fn set_dhcp_link(
+        &mut self,
+        config: &Config,
+        interface: &str,
+        active: bool,
+    ) -> Result<ApplyReport, ReconcileError> {
+        let mut links = self.dhcp_links.clone();
+        if active {
+            links.insert(interface.to_string());
+        } else {
+            links.remove(interface);
+        }
+        let state = desired_with_leases(config, &self.leases)?;
+        let before = with_dhcp_links(state.clone(), &self.dhcp_links);
+        let desired = with_dhcp_links(state, &links);
+        let report = self.execute_plan(&before, &desired).await?;
+        self.dhcp_links = links;
         Ok(report)
     }
 

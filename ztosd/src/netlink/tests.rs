@@ -476,3 +476,18 @@ fn dhcp_a_static_default_route_wins_and_an_unlisted_interface_is_set_up() {
     assert_eq!(desired.link("eth9").unwrap().up, Some(true));
     assert_eq!(desired.link("eth9").unwrap().create, None);
 }
+
+#[test]
+fn dhcp_an_active_interface_is_set_up_before_its_lease() {
+    let kernel = RecordingKernel::with_interfaces(&["eth0"]);
+    kernel.modify(|state| state.links.iter_mut().for_each(|link| link.up = false));
+    let mut reconciler = reconciler(&kernel);
+    let config = Config::default();
+    run(reconciler.apply(&config, &config)).unwrap();
+    run(reconciler.set_dhcp_link(&config, "eth0", true)).unwrap();
+    assert!(kernel.state().link("eth0").unwrap().up);
+    // A commit keeps it up while the client runs.
+    kernel.clear_executed();
+    run(reconciler.apply(&config, &config)).unwrap();
+    assert_eq!(ops_of(&kernel), Vec::<String>::new());
+}
