@@ -273,6 +273,14 @@ pub enum WireguardCommand {
         /// The WireGuard interface, e.g. wg0.
         interface: String,
     },
+    /// Print the preshared key of a peer configured with `preshared_key = true`, to give to
+    /// that peer (a shared secret: handle it like a password).
+    PresharedKey {
+        /// The WireGuard interface, e.g. wg0.
+        interface: String,
+        /// The peer's public key.
+        peer: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -433,7 +441,19 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             print(out, &status, &format_security)?;
         }
         Command::Security(SecurityCommand::Wireguard(command)) => {
+            let mut body = None;
             let (method, path, human): (_, _, fn(&Value) -> String) = match &command {
+                WireguardCommand::PresharedKey { interface, peer } => {
+                    body = Some(json!({ "peer": peer }));
+                    (
+                        Method::POST,
+                        format!(
+                            "/api/v1/security/wireguard/{}/preshared-key",
+                            url_escape(interface)
+                        ),
+                        |v: &Value| format!("{}\n", field(v, "preshared_key")),
+                    )
+                }
                 WireguardCommand::Genkey { interface } => (
                     Method::POST,
                     format!(
@@ -459,7 +479,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                     format_wireguard_show,
                 ),
             };
-            let value = client.json(method, &path, None).await?;
+            let value = client.json(method, &path, body.as_ref()).await?;
             print(out, &value, &human)?;
         }
         Command::Monitoring(MonitoringCommand::Logs {

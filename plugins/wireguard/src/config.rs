@@ -41,6 +41,9 @@ pub struct Peer {
     pub allowed_ips: Vec<IpNet>,
     #[serde(default)]
     pub persistent_keepalive: Option<u16>,
+    /// Mix a preshared key into the handshake; the key itself lives in the state dir.
+    #[serde(default)]
+    pub preshared_key: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -252,7 +255,8 @@ mod tests {
             "wireguard": {"interfaces": [{"name": "wg0", "listen_port": 51820,
                 "addresses": ["10.9.0.1/24"], "mtu": 1420,
                 "peers": [{"public_key": KEY, "endpoint": "192.0.2.1:51820",
-                           "allowed_ips": ["10.9.0.2/32"], "persistent_keepalive": 25}]}]},
+                           "allowed_ips": ["10.9.0.2/32"], "persistent_keepalive": 25,
+                           "preshared_key": true}]}]},
             "policy": {"groups": [{"name": "ops", "members": [KEY]}],
                        "rules": [{"name": "https", "action": "allow", "from": ["group:ops"],
                                   "protocol": "tcp", "ports": ["443", "8000-8100"]}]}
@@ -262,6 +266,7 @@ mod tests {
             parsed.wireguard.interfaces[0].peers[0].persistent_keepalive,
             Some(25)
         );
+        assert!(parsed.wireguard.interfaces[0].peers[0].preshared_key);
         assert_eq!(parsed.policy.rules[0].action, Action::Allow);
     }
 

@@ -62,6 +62,7 @@ pub struct PeerState {
     pub name: Option<String>,
     pub keepalive: Option<u16>,
     pub configured_endpoint: Option<SocketAddr>,
+    preshared: Option<[u8; 32]>,
     tunn: Mutex<Tunn>,
     endpoint: Mutex<Option<SocketAddr>>,
     identity: AtomicU32,
@@ -490,6 +491,7 @@ impl Interface {
     pub fn start(
         spec: &config::Interface,
         key: PrivateKey,
+        psks: &HashMap<[u8; 32], [u8; 32]>,
         policy: Arc<Enforcer>,
     ) -> Result<Interface, DatapathError> {
         let mut tun_config = tun::Configuration::default();
@@ -526,7 +528,7 @@ impl Interface {
             listen_port,
             config: spec.clone(),
         };
-        interface.set_peers(&spec.peers)?;
+        interface.set_peers(&spec.peers, psks)?;
         for (role, run) in [
             ("tun", Shared::tun_loop as fn(Arc<Shared>)),
             ("udp", Shared::udp_loop),
@@ -554,8 +556,14 @@ impl Interface {
     }
 
     /// Replaces the peer set. Peers whose public key stays keep their tunnel state (and their
-    /// current session); a changed keepalive or a new configured endpoint is applied in place.
-    pub fn set_peers(&mut self, peers: &[config::Peer]) -> Result<(), DatapathError> {
+    /// current session); a changed keepalive or a new configured endpoint is applied in place;
+    /// a changed preshared key starts a new session. `psks` holds the preshared key of every
+    /// peer with `preshared_key = true` (by public key); such a peer without one is an error.
+    pub fn set_peers(
+        &mut self,
+        peers: &[config::Peer],
+        psks: &HashMap<[u8; 32], [u8; 32]>,
+    ) -> Result<(), DatapathError> {
         let Some(keys) = self.shared.keys() else {
             return Err(DatapathError::Other("key lock poisoned".into()));
         };
@@ -568,11 +576,22 @@ impl Interface {
                 Some(e) => Some(config::resolve_endpoint(e).map_err(DatapathError::Other)?),
                 None => None,
             };
+            let preshared = match (spec.preshared_key, psks.get(&public_key)) {
+                (false, _) => None,
+                (true, Some(psk)) => Some(*psk),
+                (true, None) => {
+                    return Err(DatapathError::Other(format!(
+                        "peer {} has preshared_key = true but no preshared key was loaded",
+                        spec.public_key
+                    )))
+                }
+            };
             let peer = match old.by_key.get(&public_key) {
                 Some(existing)
                     if existing.keepalive == spec.persistent_keepalive
                         && existing.configured_endpoint == configured_endpoint
-                        && existing.name == spec.name =>
+                        && existing.name == spec.name
+                        && existing.preshared == preshared =>
                 {
                     existing.clone()
                 }
@@ -585,12 +604,15 @@ impl Interface {
                     };
                     let tunn = match existing {
                         // Same key: keep the session; the settings below are re-read.
-                        Some(e) if e.keepalive == spec.persistent_keepalive => {
+                        Some(e)
+                            if e.keepalive == spec.persistent_keepalive
+                                && e.preshared == preshared =>
+                        {
                             // Tunn has no keepalive setter; take the old one over as is.
                             let placeholder = Tunn::new(
                                 keys.private.secret(),
                                 PublicKey::from(public_key),
-                                None,
+                                preshared,
                                 spec.persistent_keepalive,
                                 index,
                                 Some(keys.limiter.clone()),
@@ -604,7 +626,7 @@ impl Interface {
                         _ => Tunn::new(
                             keys.private.secret(),
                             PublicKey::from(public_key),
-                            None,
+                            preshared,
                             spec.persistent_keepalive,
                             index,
                             Some(keys.limiter.clone()),
@@ -618,6 +640,7 @@ impl Interface {
                         name: spec.name.clone(),
                         keepalive: spec.persistent_keepalive,
                         configured_endpoint,
+                        preshared,
                         tunn: Mutex::new(tunn),
                         endpoint: Mutex::new(endpoint),
                         identity: AtomicU32::new(
@@ -717,6 +740,7 @@ impl Interface {
                     rx_packets: peer.rx_packets.load(Ordering::Relaxed),
                     tx_packets: peer.tx_packets.load(Ordering::Relaxed),
                     persistent_keepalive: peer.keepalive,
+                    preshared_key: peer.preshared.is_some(),
                     policy_allowed: peer.allowed_in.load(Ordering::Relaxed),
                     policy_denied_in: peer.denied_in.load(Ordering::Relaxed),
                     policy_denied_out: peer.denied_out.load(Ordering::Relaxed),
@@ -773,6 +797,8 @@ pub struct PeerStatus {
     pub rx_packets: u64,
     pub tx_packets: u64,
     pub persistent_keepalive: Option<u16>,
+    /// Whether a preshared key is in use (the key itself is never shown).
+    pub preshared_key: bool,
     pub policy_allowed: u64,
     pub policy_denied_in: u64,
     pub policy_denied_out: u64,

@@ -1,7 +1,7 @@
 //! The ztosd side: validate and apply `[wireguard]` and `[policy]`, answer the
 //! `wireguard genkey|rotate-key|show` requests, report status and Prometheus metrics.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use ztos_plugin::{FieldError, Handler, LogLevel, Metric, MetricKind, PluginSende
 
 use crate::config;
 use crate::datapath::Interface;
-use crate::keys::KeyStore;
+use crate::keys::{decode_key, encode_key, KeyStore};
 use crate::policy::Enforcer;
 
 /// What runs now.
@@ -91,6 +91,48 @@ impl WireguardPlugin {
             .map_err(|_| "internal error: state lock poisoned".to_string())
     }
 
+    /// The preshared keys of `spec`'s peers with `preshared_key = true`, generated (with an
+    /// event) where missing; the PSKs of its other peers are deleted.
+    fn preshared_keys(
+        &self,
+        spec: &config::Interface,
+    ) -> Result<HashMap<[u8; 32], [u8; 32]>, String> {
+        let mut psks = HashMap::new();
+        for peer in spec.peers.iter().filter(|p| p.preshared_key) {
+            let public = decode_key(&peer.public_key)?;
+            let (psk, generated) = self
+                .keys
+                .load_or_generate_psk(&spec.name, &public)
+                .map_err(|e| e.to_string())?;
+            if generated {
+                self.sender.event(
+                    "psk_generated",
+                    format!(
+                        "generated the preshared key for peer {} of {}; give it to the peer \
+                         (ztos security wireguard preshared-key {} {})",
+                        peer.public_key, spec.name, spec.name, peer.public_key
+                    ),
+                );
+            }
+            psks.insert(public, psk);
+        }
+        let keep: HashSet<[u8; 32]> = psks.keys().copied().collect();
+        let removed = self
+            .keys
+            .remove_psks_except(&spec.name, &keep)
+            .map_err(|e| e.to_string())?;
+        if removed > 0 {
+            self.sender.log(
+                LogLevel::Info,
+                format!(
+                    "{}: deleted {removed} preshared key(s) of peers without preshared_key",
+                    spec.name
+                ),
+            );
+        }
+        Ok(psks)
+    }
+
     async fn apply_sections(&self, revision: u64, parsed: config::Sections) -> Result<(), String> {
         let mut link_work = Vec::new();
         let mut problems = Vec::new();
@@ -122,6 +164,13 @@ impl WireguardPlugin {
                     .log(LogLevel::Info, format!("interface {name} removed"));
             }
             for spec in &parsed.wireguard.interfaces {
+                let psks = match self.preshared_keys(spec) {
+                    Ok(psks) => psks,
+                    Err(e) => {
+                        problems.push(format!("{}: {e}", spec.name));
+                        continue;
+                    }
+                };
                 let policy = running.policy.clone();
                 let restart = running
                     .interfaces
@@ -135,7 +184,7 @@ impl WireguardPlugin {
                         let before_routes = interface.allowed_ips();
                         let before = interface.config.clone();
                         if before.peers != spec.peers {
-                            if let Err(e) = interface.set_peers(&spec.peers) {
+                            if let Err(e) = interface.set_peers(&spec.peers, &psks) {
                                 problems.push(format!("{}: {e}", spec.name));
                                 continue;
                             }
@@ -171,7 +220,7 @@ impl WireguardPlugin {
                                 ),
                             );
                         }
-                        match Interface::start(spec, key, policy) {
+                        match Interface::start(spec, key, &psks, policy) {
                             Ok(interface) => {
                                 link_work.push(LinkWork {
                                     name: spec.name.clone(),
@@ -285,6 +334,39 @@ impl Handler for WireguardPlugin {
                     "public_key": key.public_base64(),
                     "notice": ROTATE_NOTICE,
                 }))
+            }
+            "wireguard preshared-key" => {
+                let name = interface()?;
+                let peer = params
+                    .get("peer")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("{method} needs params.peer (a public key)"))?
+                    .to_string();
+                let public = decode_key(&peer).map_err(|e| format!("peer: {e}"))?;
+                let configured = {
+                    let running = self.lock()?;
+                    running.interfaces.get(&name).is_some_and(|i| {
+                        i.config
+                            .peers
+                            .iter()
+                            .any(|p| p.preshared_key && decode_key(&p.public_key) == Ok(public))
+                    })
+                };
+                if !configured {
+                    return Err(format!(
+                        "{peer} is not a peer of {name} with preshared_key = true in the running configuration"
+                    ));
+                }
+                let psk = self
+                    .keys
+                    .load_psk(&name, &public)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("{name} has no preshared key for {peer}"))?;
+                self.sender.event(
+                    "psk_exported",
+                    format!("the preshared key for peer {peer} of {name} was exported"),
+                );
+                Ok(json!({"interface": name, "peer": peer, "preshared_key": encode_key(&psk)}))
             }
             "wireguard show" => {
                 let only = params.get("interface").and_then(Value::as_str);

@@ -60,6 +60,10 @@ pub fn app(daemon: Daemon) -> Router {
             "/security/wireguard/{interface}/rotate-key",
             post(security::wireguard_rotate_key),
         )
+        .route(
+            "/security/wireguard/{interface}/preshared-key",
+            post(security::wireguard_preshared_key),
+        )
         .route("/monitoring/logs", get(monitoring::logs))
         .route("/config", get(config::running))
         .route(

@@ -35,6 +35,7 @@ pub struct RevisionMetaSchema {
         routes::security::wireguard_show_interface,
         routes::security::wireguard_genkey,
         routes::security::wireguard_rotate_key,
+        routes::security::wireguard_preshared_key,
         routes::monitoring::logs,
         routes::config::running,
         routes::config::get_candidate,

@@ -363,6 +363,11 @@ pub struct WireguardPeer {
     pub allowed_ips: Vec<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_keepalive: Option<u16>,
+    /// Mix a preshared key into this peer's handshakes (an extra symmetric layer). The key is
+    /// generated on the box and kept in ztos-wireguard's state directory, never in this
+    /// document; hand it to the peer with `ztos security wireguard preshared-key IFACE KEY`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preshared_key: bool,
 }
 
 /// MACsec on Ethernet links (plugin `ztos-macsec`). Connectivity association keys are

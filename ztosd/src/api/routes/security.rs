@@ -7,10 +7,11 @@
 
 use axum::extract::State;
 use axum::Json;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::auth::{AdminScope, Auth, ReadScope};
-use crate::api::error::{ApiError, ApiPath, ErrorBody};
+use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::api::ApiState;
 use crate::daemon::SecurityStatus;
 use crate::plugin_host::PluginError;
@@ -129,12 +130,45 @@ pub async fn wireguard_rotate_key(
     .await
 }
 
+/// Which peer's preshared key to export.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresharedKeyRequest {
+    /// The peer's public key (base64), as in `wireguard.interfaces[].peers[].public_key`.
+    pub peer: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/security/wireguard/{interface}/preshared-key", tag = "security",
+    params(("interface" = String, Path, description = "The WireGuard interface, e.g. `wg0`")),
+    request_body = PresharedKeyRequest,
+    responses((status = 200, description = "`{interface, peer, preshared_key}`: the preshared key \
+        of a peer configured with `preshared_key = true`, to be given to that peer (it is a \
+        shared secret: handle it like a password)", body = Object),
+              (status = 400, description = "Not an interface name, not a key, or not a peer of the interface with preshared_key = true", body = ErrorBody),
+              (status = 503, description = "ztos-wireguard is not connected", body = ErrorBody)))]
+pub async fn wireguard_preshared_key(
+    _auth: Auth<AdminScope>,
+    State(state): State<ApiState>,
+    ApiPath(interface): ApiPath<String>,
+    ApiJson(request): ApiJson<PresharedKeyRequest>,
+) -> Result<Json<Value>, ApiError> {
+    check_interface(&interface)?;
+    ask_wireguard(
+        &state,
+        "wireguard preshared-key",
+        json!({ "interface": interface, "peer": request.peer }),
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+
     use crate::api::tests::Harness;
     use crate::api::Transport;
     use crate::config::Role;
-    use axum::http::{Method, StatusCode};
 
     const LOCAL: Transport = Transport::Local { uid: 0 };
 
@@ -148,13 +182,15 @@ mod tests {
         for path in [
             "/api/v1/security/wireguard/wg0/genkey",
             "/api/v1/security/wireguard/wg0/rotate-key",
+            "/api/v1/security/wireguard/wg0/preshared-key",
         ] {
-            let (status, body) = h
-                .send_as(remote, Method::POST, path, Some(&reader), None)
+            let body = Some(json!({"peer": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="}));
+            let (status, answer) = h
+                .send_as(remote, Method::POST, path, Some(&reader), body.clone())
                 .await;
-            assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {answer}");
             // Admin, but no plugin: 503 naming the plugin.
-            let (status, body) = h.send_as(LOCAL, Method::POST, path, None, None).await;
+            let (status, body) = h.send_as(LOCAL, Method::POST, path, None, body).await;
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
             assert!(
                 body["error"].as_str().unwrap().contains("ztos-wireguard"),
@@ -188,6 +224,19 @@ mod tests {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
             let message = body["error"].as_str().unwrap();
             assert!(message.contains("not a valid interface name"), "{body}");
+        }
+        // The preshared-key body names the peer and nothing else.
+        for body in [json!({}), json!({"peer": "K", "extra": 1})] {
+            let (status, answer) = h
+                .send_as(
+                    LOCAL,
+                    Method::POST,
+                    "/api/v1/security/wireguard/wg0/preshared-key",
+                    None,
+                    Some(body.clone()),
+                )
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
         }
     }
 }
