@@ -3,13 +3,16 @@
 //! hears from it through [`SessionEvent`]s. The session knows nothing of routes: it turns bytes
 //! into decoded messages (with the codec's RFC 7606 outcomes) and sends what it is given.
 //!
-//! - Idle → Connect/Active: an active session connects at once and again every
-//!   `connect_retry` after a failure; every session (passive or not) takes connections the
-//!   speaker's listener hands it.
+//! - Idle → Connect/Active: an active session connects at once, and after a failure again
+//!   after the ConnectRetry wait, which doubles with every failure up to a cap, with jitter
+//!   ([`ConnectRetry`]), and starts over once a session is established; every session
+//!   (passive or not) takes connections the speaker's listener hands it.
 //! - OpenSent → OpenConfirm → Established: OPEN exchanged and checked (peer AS, BGP
 //!   identifier, hold time), capabilities negotiated through [`codec::negotiate`], KEEPALIVE
 //!   exchanged. Two connections at once are resolved as RFC 4271 §6.8 says: the one initiated
-//!   by the speaker with the higher BGP identifier stays.
+//!   by the speaker with the higher BGP identifier stays, and the other is closed with
+//!   NOTIFICATION Cease / Connection Collision Resolution (6/7), also when it is still in
+//!   OpenSent.
 //! - Established: the hold timer is reset by every message; KEEPALIVEs go out every third of
 //!   the negotiated hold time; errors send the NOTIFICATION the codec names and go back to Idle.
 
@@ -23,7 +26,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::codec::notification::{code, subcode};
@@ -82,7 +85,53 @@ pub struct SessionConfig {
     pub hold_time: u16,
     pub families: Vec<Family>,
     pub password: Option<String>,
-    pub connect_retry: Duration,
+    pub connect_retry: ConnectRetry,
+}
+
+/// The ConnectRetry timer (RFC 4271 §8, §10) as a capped exponential backoff: after the n-th
+/// failure in a row the next attempt waits `first * 2^(n-1)`, at most `cap`, scaled by a random
+/// factor between 0.75 and 1 (RFC 4271 §10's jitter, so that two speakers restarted together
+/// do not keep colliding). An established session starts the sequence over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectRetry {
+    pub first: Duration,
+    pub cap: Duration,
+}
+
+impl ConnectRetry {
+    /// The wait after `failures` (at least 1) failures in a row, for `jitter` in [0, 1].
+    pub fn delay(&self, failures: u32, jitter: f64) -> Duration {
+        let doublings = failures.saturating_sub(1).min(20);
+        let base = self
+            .first
+            .checked_mul(1 << doublings)
+            .unwrap_or(self.cap)
+            .min(self.cap);
+        base.mul_f64(0.75 + 0.25 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// Failures in a row and the next ConnectRetry wait.
+#[derive(Debug)]
+struct Backoff {
+    retry: ConnectRetry,
+    failures: u32,
+}
+
+impl Backoff {
+    fn new(retry: ConnectRetry) -> Backoff {
+        Backoff { retry, failures: 0 }
+    }
+
+    /// Counts a failure and returns the wait before the next attempt.
+    fn next_delay(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        self.retry.delay(self.failures, rand::random::<f64>())
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
 }
 
 impl SessionConfig {
@@ -146,7 +195,7 @@ pub enum SessionCommand {
     Send(Arc<Vec<u8>>),
     /// A connection the listener accepted from this neighbor.
     Incoming(TcpStream),
-    /// Send this NOTIFICATION and go back to Idle (the session restarts after connect_retry).
+    /// Send this NOTIFICATION and go back to Idle (the session restarts after ConnectRetry).
     Reset(Notification, String),
     /// Send this NOTIFICATION (if Established) and end the task.
     Stop(Notification),
@@ -206,22 +255,37 @@ async fn run(
     events: mpsc::UnboundedSender<(u64, SessionEvent)>,
 ) {
     let emitter = Arc::new(Emitter { id, events });
-    let mut first = true;
+    let mut backoff = Backoff::new(config.connect_retry);
     let mut incoming: Option<TcpStream> = None;
     loop {
-        let connection =
-            match establish(&config, &mut commands, &emitter, first, incoming.take()).await {
-                Ok(Some(connection)) => connection,
-                Ok(None) => return,
-                Err(reason) => {
-                    emitter.emit(SessionEvent::Down {
-                        reason,
-                        was_established: false,
-                    });
-                    return;
-                }
-            };
-        first = false;
+        // After the Idle wait an active session connects at once, unless the peer's own
+        // connection ended the wait: then that one goes first.
+        let first_attempt = if incoming.is_some() {
+            backoff.next_delay()
+        } else {
+            Duration::ZERO
+        };
+        let connection = match establish(
+            &config,
+            &mut commands,
+            &emitter,
+            &mut backoff,
+            first_attempt,
+            incoming.take(),
+        )
+        .await
+        {
+            Ok(Some(connection)) => connection,
+            Ok(None) => return,
+            Err(reason) => {
+                emitter.emit(SessionEvent::Down {
+                    reason,
+                    was_established: false,
+                });
+                return;
+            }
+        };
+        backoff.reset();
         emitter.emit(SessionEvent::Established(connection.established.clone()));
         emitter.state(State::Established);
         match established(connection, &config, &mut commands, &emitter).await {
@@ -234,8 +298,8 @@ async fn run(
                 });
             }
         }
-        // Idle until the connect retry timer fires; a connection from the peer ends the wait.
-        let deadline = Instant::now() + config.connect_retry;
+        // Idle until the ConnectRetry timer fires; a connection from the peer ends the wait.
+        let deadline = Instant::now() + backoff.next_delay();
         loop {
             tokio::select! {
                 () = sleep_until(deadline) => break,
@@ -265,22 +329,24 @@ enum Origin {
 type Handshake = BoxFuture<'static, (Origin, Result<Connection, String>)>;
 
 /// Connect, Active, OpenSent and OpenConfirm: returns the connection that reached
-/// Established, `Ok(None)` when stopped.
+/// Established, `Ok(None)` when stopped. An active session first connects after
+/// `first_attempt`, and after each failure after `backoff`'s next wait.
 async fn establish(
     config: &SessionConfig,
     commands: &mut mpsc::UnboundedReceiver<SessionCommand>,
     emitter: &Arc<Emitter>,
-    connect_now: bool,
+    backoff: &mut Backoff,
+    first_attempt: Duration,
     incoming: Option<TcpStream>,
 ) -> Result<Option<Connection>, String> {
     let mut handshakes: FuturesUnordered<Handshake> = FuturesUnordered::new();
+    // Set when a connection wins: the handshakes still running close with Cease 6/7.
+    let (abandon, abandoned) = watch::channel(false);
     let mut outgoing_pending = false;
     let mut retry_at: Option<Instant> = if config.passive {
         None
-    } else if connect_now {
-        Some(Instant::now())
     } else {
-        Some(Instant::now() + config.connect_retry)
+        Some(Instant::now() + first_attempt)
     };
     if let Some(stream) = incoming {
         handshakes.push(start_handshake(
@@ -288,6 +354,7 @@ async fn establish(
             Ok(stream),
             config,
             emitter,
+            &abandoned,
         ));
     }
     emitter.state(
@@ -307,9 +374,10 @@ async fn establish(
                 let connecting = connect(config.clone());
                 let config = config.clone();
                 let emitter = emitter.clone();
+                let abandoned = abandoned.clone();
                 handshakes.push(Box::pin(async move {
                     match connecting.await {
-                        Ok(stream) => handshake(Origin::Outgoing, stream, &config, &emitter).await,
+                        Ok(stream) => handshake(Origin::Outgoing, stream, &config, &emitter, abandoned).await,
                         Err(e) => (Origin::Outgoing, Err(e)),
                     }
                 }));
@@ -317,7 +385,7 @@ async fn establish(
             command = commands.recv() => match command {
                 None | Some(SessionCommand::Stop(_)) => return Ok(None),
                 Some(SessionCommand::Incoming(stream)) => {
-                    handshakes.push(start_handshake(Origin::Incoming, Ok(stream), config, emitter));
+                    handshakes.push(start_handshake(Origin::Incoming, Ok(stream), config, emitter, &abandoned));
                 }
                 Some(SessionCommand::Reset(..)) | Some(SessionCommand::Send(_)) => {}
             },
@@ -334,16 +402,16 @@ async fn establish(
                         let keep_outgoing = u32::from(config.router_id)
                             > u32::from(connection.established.remote_router_id);
                         if (origin == Origin::Outgoing) == keep_outgoing {
+                            abandon_others(handshakes, abandon);
                             return Ok(Some(connection));
                         }
                         let mut writer = connection.writer;
-                        let cease = Notification::new(code::CEASE, subcode::CONNECTION_COLLISION_RESOLUTION, Vec::new());
-                        send_notification(&mut writer, &cease).await;
+                        send_notification(&mut writer, &collision_cease()).await;
                     }
                     Err(reason) => {
                         emitter.emit(SessionEvent::Down { reason, was_established: false });
                         if !config.passive && retry_at.is_none() && !outgoing_pending {
-                            retry_at = Some(Instant::now() + config.connect_retry);
+                            retry_at = Some(Instant::now() + backoff.next_delay());
                         }
                         if handshakes.is_empty() {
                             emitter.state(if config.passive { State::Active } else { State::Connect });
@@ -355,17 +423,39 @@ async fn establish(
     }
 }
 
+fn collision_cease() -> Notification {
+    Notification::new(
+        code::CEASE,
+        subcode::CONNECTION_COLLISION_RESOLUTION,
+        Vec::new(),
+    )
+}
+
+/// A connection won the collision: the handshakes still running close their connections with
+/// Cease 6/7 (on a task of their own, so the winner does not wait for them); their outcomes
+/// are not the session's any more and are not reported.
+fn abandon_others(mut handshakes: FuturesUnordered<Handshake>, abandon: watch::Sender<bool>) {
+    let _ = abandon.send(true);
+    tokio::spawn(async move {
+        let drain = async { while handshakes.next().await.is_some() {} };
+        let _ = timeout(CLOSE_TIMEOUT * 2, drain).await;
+        drop(abandon);
+    });
+}
+
 fn start_handshake(
     origin: Origin,
     stream: Result<TcpStream, String>,
     config: &SessionConfig,
     emitter: &Arc<Emitter>,
+    abandoned: &watch::Receiver<bool>,
 ) -> Handshake {
     let config = config.clone();
     let emitter = emitter.clone();
+    let abandoned = abandoned.clone();
     Box::pin(async move {
         match stream {
-            Ok(stream) => handshake(origin, stream, &config, &emitter).await,
+            Ok(stream) => handshake(origin, stream, &config, &emitter, abandoned).await,
             Err(e) => (origin, Err(e)),
         }
     })
@@ -402,14 +492,19 @@ async fn handshake(
     stream: TcpStream,
     config: &SessionConfig,
     emitter: &Emitter,
+    mut abandoned: watch::Receiver<bool>,
 ) -> (Origin, Result<Connection, String>) {
-    (origin, handshake_inner(stream, config, emitter).await)
+    (
+        origin,
+        handshake_inner(stream, config, emitter, &mut abandoned).await,
+    )
 }
 
 async fn handshake_inner(
     stream: TcpStream,
     config: &SessionConfig,
     emitter: &Emitter,
+    abandoned: &mut watch::Receiver<bool>,
 ) -> Result<Connection, String> {
     let _ = stream.set_nodelay(true);
     let local_address = stream
@@ -417,6 +512,15 @@ async fn handshake_inner(
         .map(|a| crate::config::canonical(a.ip()))
         .map_err(|e| format!("connection lost: {e}"))?;
     let (read, mut writer) = stream.into_split();
+    if *abandoned.borrow() {
+        // Connected after another connection won.
+        return Err(fail(
+            &mut writer,
+            collision_cease(),
+            "connection collision: another connection was kept".to_string(),
+        )
+        .await);
+    }
     let mut reader = MessageReader::new(read);
     let ours = config.open();
     let bytes = Message::Open(ours.clone())
@@ -426,13 +530,16 @@ async fn handshake_inner(
         .write_all(&bytes)
         .await
         .map_err(|e| format!("cannot send OPEN: {e}"))?;
-    emitter.state(State::OpenSent);
+    if !*abandoned.borrow() {
+        emitter.state(State::OpenSent);
+    }
 
     let theirs = match read_one(
         &mut reader,
         &Context::default(),
         OPEN_HOLD_TIME,
         &mut writer,
+        abandoned,
     )
     .await?
     {
@@ -509,13 +616,23 @@ async fn handshake_inner(
         .write_all(&keepalive())
         .await
         .map_err(|e| format!("cannot send KEEPALIVE: {e}"))?;
-    emitter.state(State::OpenConfirm);
+    if !*abandoned.borrow() {
+        emitter.state(State::OpenConfirm);
+    }
     let wait = if hold_time == 0 {
         OPEN_HOLD_TIME
     } else {
         Duration::from_secs(u64::from(hold_time))
     };
-    match read_one(&mut reader, &negotiated.receive, wait, &mut writer).await? {
+    match read_one(
+        &mut reader,
+        &negotiated.receive,
+        wait,
+        &mut writer,
+        abandoned,
+    )
+    .await?
+    {
         Message::Keepalive => {}
         other => {
             return Err(fail(
@@ -545,14 +662,31 @@ async fn handshake_inner(
     })
 }
 
-/// Reads one message before Established: NOTIFICATIONs and decode errors end the handshake.
+/// Reads one message before Established: NOTIFICATIONs and decode errors end the handshake,
+/// and so does another connection winning a collision (Cease 6/7 on this one).
 async fn read_one(
     reader: &mut MessageReader,
     ctx: &Context,
     wait: Duration,
     writer: &mut OwnedWriteHalf,
+    abandoned: &mut watch::Receiver<bool>,
 ) -> Result<Message, String> {
-    let read = match timeout(wait, reader.next(ctx)).await {
+    let read = tokio::select! {
+        read = timeout(wait, reader.next(ctx)) => read,
+        // Also when the sender is gone: nothing waits for this handshake any more.
+        () = async {
+            // The guard `wait_for` returns is not Send: drop it here.
+            let _ = abandoned.wait_for(|abandoned| *abandoned).await;
+        } => {
+            return Err(fail(
+                writer,
+                collision_cease(),
+                "connection collision: another connection was kept".to_string(),
+            )
+            .await)
+        }
+    };
+    let read = match read {
         Ok(read) => read,
         Err(_) => {
             return Err(fail(
@@ -809,5 +943,160 @@ impl MessageReader {
             }
             self.buffer.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn connect_retry_doubles_up_to_the_cap_with_jitter_down_to_three_quarters() {
+        let retry = ConnectRetry {
+            first: Duration::from_secs(2),
+            cap: Duration::from_secs(60),
+        };
+        let secs = |failures, jitter| retry.delay(failures, jitter).as_secs_f64();
+        assert_eq!(secs(1, 1.0), 2.0);
+        assert_eq!(secs(2, 1.0), 4.0);
+        assert_eq!(secs(5, 1.0), 32.0);
+        assert_eq!(secs(6, 1.0), 60.0, "64 s is capped");
+        assert_eq!(secs(u32::MAX, 1.0), 60.0);
+        assert_eq!(secs(0, 1.0), 2.0, "no failure yet waits like the first");
+        assert_eq!(secs(1, 0.0), 1.5);
+        assert_eq!(secs(6, 0.0), 45.0);
+        assert_eq!(secs(1, 7.0), 2.0, "jitter is clamped to [0, 1]");
+        assert_eq!(secs(1, -1.0), 1.5);
+        let mut backoff = Backoff::new(retry);
+        let waits: Vec<Duration> = (0..8).map(|_| backoff.next_delay()).collect();
+        for (n, wait) in waits.iter().enumerate() {
+            let full = retry.delay(n as u32 + 1, 1.0);
+            assert!(
+                *wait <= full && *wait >= full.mul_f64(0.75),
+                "{n}: {wait:?}"
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_secs(2));
+    }
+
+    async fn receive(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Message> {
+        loop {
+            if let Some(length) = message_length(buffer, &Context::default()).unwrap() {
+                if buffer.len() >= length {
+                    let bytes: Vec<u8> = buffer.drain(..length).collect();
+                    return match decode_message(&bytes, &Context::default()).unwrap() {
+                        Received::Message(message) => Some(message),
+                        other => panic!("unexpected {other:?}"),
+                    };
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = timeout(Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .expect("the session said nothing for 10 s")
+                .unwrap();
+            if n == 0 {
+                return None;
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn send(stream: &mut TcpStream, message: Message) {
+        let bytes = message.to_bytes(&Context::default()).unwrap();
+        stream.write_all(&bytes).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_connection_losing_a_collision_gets_cease_connection_collision_resolution() {
+        let outgoing = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let incoming = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = SessionConfig {
+            local_as: 65001,
+            // Higher than the peer's: our own (outgoing) connection wins.
+            router_id: Ipv4Addr::new(10, 0, 0, 2),
+            peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            remote_as: 65002,
+            port: outgoing.local_addr().unwrap().port(),
+            passive: false,
+            hold_time: 9,
+            families: vec![Family::IPV4_UNICAST],
+            password: None,
+            connect_retry: ConnectRetry {
+                first: Duration::from_secs(2),
+                cap: Duration::from_secs(60),
+            },
+        };
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let session = SessionHandle::spawn(7, config, events_tx);
+
+        // The peer's connection reaches the session first and stays in OpenSent.
+        let mut peer_side = TcpStream::connect(incoming.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = incoming.accept().await.unwrap();
+        session.send(SessionCommand::Incoming(accepted));
+        let mut peer_buffer = Vec::new();
+        assert!(matches!(
+            receive(&mut peer_side, &mut peer_buffer).await,
+            Some(Message::Open(_))
+        ));
+
+        // Our connection completes the handshake and wins.
+        let (mut ours, _) = outgoing.accept().await.unwrap();
+        let mut our_buffer = Vec::new();
+        assert!(matches!(
+            receive(&mut ours, &mut our_buffer).await,
+            Some(Message::Open(_))
+        ));
+        let open = Open::new(
+            Asn(65002),
+            9,
+            Ipv4Addr::new(10, 0, 0, 1),
+            vec![Capability::Multiprotocol {
+                family: Family::IPV4_UNICAST,
+            }],
+        );
+        send(&mut ours, Message::Open(open)).await;
+        assert_eq!(
+            receive(&mut ours, &mut our_buffer).await,
+            Some(Message::Keepalive)
+        );
+        send(&mut ours, Message::Keepalive).await;
+
+        // The other connection is closed with Cease / Connection Collision Resolution.
+        match receive(&mut peer_side, &mut peer_buffer).await {
+            Some(Message::Notification(n)) => {
+                assert_eq!((n.code, n.subcode), (6, 7), "{n}");
+            }
+            other => panic!("expected NOTIFICATION 6/7, got {other:?}"),
+        }
+        assert_eq!(receive(&mut peer_side, &mut peer_buffer).await, None);
+
+        // The session is up on our connection, and the loser was never reported as a failure.
+        loop {
+            let (id, event) = timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("no Established event")
+                .expect("events end");
+            assert_eq!(id, 7);
+            match event {
+                SessionEvent::Established(e) => {
+                    assert_eq!(e.remote_router_id, Ipv4Addr::new(10, 0, 0, 1));
+                    break;
+                }
+                SessionEvent::Down { reason, .. } => panic!("unexpected Down: {reason}"),
+                _ => {}
+            }
+        }
+        session
+            .stop(Notification::new(
+                code::CEASE,
+                subcode::ADMINISTRATIVE_SHUTDOWN,
+                Vec::new(),
+            ))
+            .await;
     }
 }

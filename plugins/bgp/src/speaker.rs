@@ -30,11 +30,15 @@ use crate::kernel::KernelOp;
 use crate::policy::{export, import, ExportTarget};
 use crate::rib::{AdjIn, BestChange, Path, Rib, SourceInfo};
 use crate::session::{
-    Established, SessionCommand, SessionConfig, SessionEvent, SessionHandle, State,
+    ConnectRetry, Established, SessionCommand, SessionConfig, SessionEvent, SessionHandle, State,
 };
 
-/// How long after a failure an active session connects again.
-pub const CONNECT_RETRY: Duration = Duration::from_secs(5);
+/// How long after a failure an active session connects again: 2 s after the first failure,
+/// doubling up to 60 s (with jitter); see [`ConnectRetry`].
+pub const CONNECT_RETRY: ConnectRetry = ConnectRetry {
+    first: Duration::from_secs(2),
+    cap: Duration::from_secs(60),
+};
 /// Most routes `routes` answers with.
 const ROUTES_LIMIT: usize = 10_000;
 /// How many queued events are handled before changes are flushed to peers and kernel.
