@@ -2,6 +2,9 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+# The last commit's time, read once per `just` run: every file in the image carries it.
+source_date_epoch := `git log -1 --format=%ct`
+
 # List the recipes.
 default:
     @just --list
@@ -66,8 +69,8 @@ dev-key:
 image: deps dev-key
     test -d .cache/kernel/linux-image || just kernel
     cargo build --release --workspace --bins
-    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) target/release/ztos-image build --out target/image --kernel-dir .cache/kernel/linux-image --bin-dir target/release --trust-key target/keys/dev.pub
-    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) target/release/ztos-image build --out target/image-check --kernel-dir .cache/kernel/linux-image --bin-dir target/release --trust-key target/keys/dev.pub --no-qcow2 >/dev/null
+    SOURCE_DATE_EPOCH={{source_date_epoch}} target/release/ztos-image build --out target/image --kernel-dir .cache/kernel/linux-image --bin-dir target/release --trust-key target/keys/dev.pub
+    SOURCE_DATE_EPOCH={{source_date_epoch}} target/release/ztos-image build --out target/image-check --kernel-dir .cache/kernel/linux-image --bin-dir target/release --trust-key target/keys/dev.pub --no-qcow2 >/dev/null
     cmp target/image/ztos.img target/image-check/ztos.img && echo "reproducible: $(sha256sum target/image/ztos.img)"
     rm -rf target/image-check
     target/release/ztos-image inspect target/image/ztos.img
