@@ -806,22 +806,38 @@ impl Daemon {
                 text = config::set_value(&text, "bgp.local_as", &local_as.to_string())
                     .map_err(invalid)?;
             }
-            let index = neighbors.iter().position(|n| n.address == bgp.peer);
-            let mut entry = format!(
-                "{{ address = \"{}\", remote_as = {}",
-                bgp.peer, bgp.remote_as
-            );
-            let existing = index.map(|i| &neighbors[i]);
-            let description = bgp
-                .description
-                .clone()
-                .or_else(|| existing.and_then(|n| n.description.clone()));
-            if let Some(description) = description {
-                entry.push_str(&format!(", description = {}", toml_string(&description)));
+            match neighbors.iter().position(|n| n.address == bgp.peer) {
+                // An existing neighbor keeps its other settings (families, password, ...).
+                Some(index) => {
+                    let path = format!("bgp.neighbors[{index}]");
+                    text = config::set_value(
+                        &text,
+                        &format!("{path}.remote_as"),
+                        &bgp.remote_as.to_string(),
+                    )
+                    .map_err(invalid)?;
+                    if let Some(description) = &bgp.description {
+                        text = config::set_value(
+                            &text,
+                            &format!("{path}.description"),
+                            &toml_string(description),
+                        )
+                        .map_err(invalid)?;
+                    }
+                }
+                None => {
+                    let mut entry = format!(
+                        "{{ address = \"{}\", remote_as = {}",
+                        bgp.peer, bgp.remote_as
+                    );
+                    if let Some(description) = &bgp.description {
+                        entry.push_str(&format!(", description = {}", toml_string(description)));
+                    }
+                    entry.push_str(" }");
+                    let path = format!("bgp.neighbors[{}]", neighbors.len());
+                    text = config::set_value(&text, &path, &entry).map_err(invalid)?;
+                }
             }
-            entry.push_str(" }");
-            let path = format!("bgp.neighbors[{}]", index.unwrap_or(neighbors.len()));
-            text = config::set_value(&text, &path, &entry).map_err(invalid)?;
             what.push(format!("bgp peer {} AS {}", bgp.peer, bgp.remote_as));
         }
         if let Some(vxlan) = &request.vxlan {
@@ -1384,6 +1400,19 @@ mod tests {
             "iBGP by default when bgp was absent"
         );
         assert_eq!(bgp.neighbors.len(), 1);
+        // Settings network configure does not know stay when the AS changes.
+        let text = daemon.running().await.text;
+        let text = config::set_value(&text, "bgp.neighbors[0].passive", "true").unwrap();
+        let text = config::set_value(&text, "bgp.neighbors[0].hold_time", "30").unwrap();
+        daemon
+            .commit(CommitRequest {
+                text: Some(text),
+                author: "tester".into(),
+                comment: None,
+                confirm_minutes: None,
+            })
+            .await
+            .unwrap();
         daemon
             .network_configure(request(64513), "tester")
             .await
@@ -1391,6 +1420,8 @@ mod tests {
         let bgp = daemon.running().await.config.bgp.unwrap();
         assert_eq!(bgp.neighbors.len(), 1);
         assert_eq!(bgp.neighbors[0].remote_as.get(), 64513);
+        assert!(bgp.neighbors[0].passive, "passive kept");
+        assert_eq!(bgp.neighbors[0].hold_time, Some(30));
         // The operator's text is edited, not regenerated: the bridge stays as written.
         assert!(daemon.running().await.text.starts_with(BASE));
         let err = daemon
