@@ -1,8 +1,11 @@
 //! Boots the real ZTOS image under qemu (TCG) as an operator would meet it: UEFI,
-//! systemd-boot, kernel, initramfs, ztos-init, the serial console. At first boot the console
-//! asks for the admin password; the operator logs in, gives the management interface an
-//! address (QEMU's user network: 10.0.2.15/24 via 10.0.2.2), and the HTTPS API answers through
-//! the forwarded port. A committed change survives a reboot, and the box powers off cleanly.
+//! systemd-boot, kernel, initramfs, ztos-init, the serial console, on a disk larger than the
+//! image (as after `dd` to a bigger disk): init grows the perm partition to the end of the disk.
+//! At first boot the console asks for the admin password; the management interface gets its
+//! address by DHCP from QEMU's user network (10.0.2.15/24 via 10.0.2.2; the factory
+//! configuration's `management_dhcp = "auto"`), and the HTTPS API answers through the
+//! forwarded port without typing an address. A committed change survives a reboot, and the
+//! box powers off cleanly.
 //!
 //! A second test boots a copy of the image whose perm filesystem is corrupted: the box still
 //! comes up (perm on a tmpfs), reports it in `health` and after login, and `system
@@ -60,7 +63,19 @@ fn run(vm: &mut Vm, hostname: &str, command: &str, expect: &str) {
 #[test]
 #[ignore = "boots the real image under TCG (minutes); `just vm-test` runs it, and `just test` runs that"]
 fn first_boot_console_api_reboot_persistence_and_poweroff() {
-    let mut vm = Vm::start(&image()).unwrap();
+    // A 3 GiB disk holding the image (a qcow2 overlay with a larger virtual size): the image
+    // is 1410 MiB, so the backup GPT is in the middle of the disk and perm can grow.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("big.qcow2");
+    let status = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(image().canonicalize().unwrap())
+        .arg(&disk)
+        .arg("3G")
+        .status()
+        .unwrap();
+    assert!(status.success(), "qemu-img create of a 3 GiB disk");
+    let mut vm = Vm::start(&disk).unwrap();
 
     // First boot: no admin password yet; the console asks for one (twice).
     let at = vm.wait_for("new password for admin: ", BOOT_LIMIT).unwrap();
@@ -71,21 +86,24 @@ fn first_boot_console_api_reboot_persistence_and_poweroff() {
     vm.send_line(PASSWORD).unwrap();
     vm.wait_for("admin password set", STEP).unwrap();
 
+    // The initramfs grew perm to the end of the 3 GiB disk (6291456 sectors: perm now ends
+    // 1 MiB before it, at sector 6289407) and moved the backup GPT there.
+    let console = vm.console_text();
+    assert!(
+        console.contains("grew ztos-perm")
+            && console.contains("-> 6289407, backup GPT moved to the end of the disk"),
+        "no perm growth on the console:\n{console}"
+    );
+
     login(&mut vm, "ztos");
     run(&mut vm, "ztos", "security status", "not configured");
 
-    // The management address, as an operator sets it on the console of a fresh box.
+    // The management address comes by DHCP (no typing): the lease is in `interfaces`.
     run(
         &mut vm,
         "ztos",
-        r#"config set interfaces[1] '{ name = "eth0", addresses = ["10.0.2.15/24"] }'"#,
-        "candidate: interfaces[1] set",
-    );
-    run(
-        &mut vm,
-        "ztos",
-        r#"config set routes[0] '{ destination = "0.0.0.0/0", gateway = "10.0.2.2" }'"#,
-        "candidate: routes[0] set",
+        "interfaces",
+        "10.0.2.15/24 via 10.0.2.2 from 10.0.2.2",
     );
     run(
         &mut vm,
@@ -138,7 +156,11 @@ fn first_boot_console_api_reboot_persistence_and_poweroff() {
     vm.wait_for("reboot", STEP).unwrap();
     login(&mut vm, "vmtest");
     run(&mut vm, "vmtest", "config revisions", "management address");
+    run(&mut vm, "vmtest", "interfaces", "10.0.2.15/24 via 10.0.2.2");
     vm.wait_for_https("/health", STEP).unwrap();
+    // Grown once: the second boot finds nothing to do.
+    let text = vm.console_text();
+    assert_eq!(text.matches("grew ztos-perm").count(), 1, "{text}");
 
     vm.send_line("system poweroff --yes").unwrap();
     vm.wait_for("poweroff", STEP).unwrap();
