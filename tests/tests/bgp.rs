@@ -466,6 +466,25 @@ fn two_ztos_nodes_peer_over_ebgp_configured_with_network_configure() {
     assert_eq!(summary["local_as"], 65012, "{summary}");
     assert_eq!(summary["router_id"], "10.81.0.2", "{summary}");
 
+    // Without --json the CLI prints tables.
+    let out = d2.ztos(&["bgp", "summary"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("BGP AS 65012, router id 10.81.0.2")
+            && text
+                .lines()
+                .any(|l| l.starts_with("10.81.0.1") && l.contains("established")),
+        "{text}"
+    );
+    let out = d2.ztos(&["bgp", "routes"]);
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.starts_with("*  192.0.2.0/24") && l.ends_with("65011")),
+        "{out:?}"
+    );
+
     // The route at z2 carries z1's AS in its path.
     let routes = ztos_json(&d2, &["bgp", "routes", "--prefix", "192.0.2.0/24"]);
     assert!(routes.to_string().contains("65011"), "{routes}");

@@ -529,19 +529,26 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 BgpCommand::Decode { hex } => {
                     let message = ztos_bgp::decode_hex(&hex.join(" "))
                         .map_err(|e| anyhow::anyhow!("cannot decode the message: {e}"))?;
+                    // A decoded message is printed as JSON, with or without --json.
                     serde_json::to_value(message)?
                 }
                 BgpCommand::Summary => {
-                    client
+                    let value = client
                         .json(Method::GET, "/api/v1/bgp/summary", None)
-                        .await?
+                        .await?;
+                    return print(out, &value, &format_bgp_summary);
                 }
                 BgpCommand::Neighbors { address } => {
-                    let path = match address {
-                        Some(a) => format!("/api/v1/bgp/neighbors/{}", url_escape(&a)),
+                    let path = match &address {
+                        Some(a) => format!("/api/v1/bgp/neighbors/{}", url_escape(a)),
                         None => "/api/v1/bgp/neighbors".to_string(),
                     };
-                    client.json(Method::GET, &path, None).await?
+                    let value = client.json(Method::GET, &path, None).await?;
+                    return if address.is_some() {
+                        print(out, &value, &format_bgp_neighbor_detail)
+                    } else {
+                        print(out, &value, &|v| format_bgp_neighbors(&v["neighbors"]))
+                    };
                 }
                 BgpCommand::Routes { family, prefix } => {
                     let mut query = Vec::new();
@@ -556,7 +563,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                     } else {
                         format!("/api/v1/bgp/routes?{}", query.join("&"))
                     };
-                    client.json(Method::GET, &path, None).await?
+                    let value = client.json(Method::GET, &path, None).await?;
+                    return print(out, &value, &format_bgp_routes);
                 }
             };
             writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
@@ -1385,6 +1393,212 @@ fn dhcp_cell(interface: &Value) -> String {
     cell
 }
 
+/// `3725` as `1h02m05s`, `59` as `59s`; `-` when absent (the session is down).
+fn format_uptime(seconds: Option<u64>) -> String {
+    let Some(s) = seconds else {
+        return "-".into();
+    };
+    let (d, h, m, s) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}d{h:02}h{m:02}m")
+    } else if h > 0 {
+        format!("{h}h{m:02}m{s:02}s")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `ztos bgp neighbors` (and the summary's neighbor list) as a table.
+fn format_bgp_neighbors(list: &Value) -> String {
+    let rows = list
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|n| {
+                    vec![
+                        field(n, "address"),
+                        field(n, "remote_as"),
+                        field(n, "state"),
+                        format_uptime(n["uptime_seconds"].as_u64()),
+                        field(n, "prefixes_received"),
+                        field(n, "prefixes_accepted"),
+                        field(n, "prefixes_advertised"),
+                        field(n, "description"),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(
+        &[
+            "NEIGHBOR",
+            "AS",
+            "STATE",
+            "UP",
+            "RECEIVED",
+            "ACCEPTED",
+            "ADVERTISED",
+            "DESCRIPTION",
+        ],
+        rows,
+    )
+}
+
+fn format_bgp_summary(v: &Value) -> String {
+    if v["configured"] != Value::Bool(true) {
+        return "BGP is not configured\n".into();
+    }
+    let total = v["neighbors"].as_array().map_or(0, Vec::len);
+    let mut text = format!(
+        "BGP AS {}, router id {}, port {}\nroutes: {} IPv4, {} IPv6; {} of {} neighbors established\n",
+        field(v, "local_as"),
+        field(v, "router_id"),
+        field(v, "port"),
+        display(&v["routes"]["ipv4-unicast"]),
+        display(&v["routes"]["ipv6-unicast"]),
+        field(v, "neighbors_established"),
+        total,
+    );
+    if total > 0 {
+        text.push('\n');
+        text.push_str(&format_bgp_neighbors(&v["neighbors"]));
+    }
+    text
+}
+
+/// `ztos bgp neighbors ADDR`: one neighbor, one `key: value` per line.
+fn format_bgp_neighbor_detail(v: &Value) -> String {
+    let n = &v["neighbors"][0];
+    let mut lines = vec![
+        ("neighbor", field(n, "address")),
+        ("remote AS", field(n, "remote_as")),
+        ("description", field(n, "description")),
+        ("state", field(n, "state")),
+        ("up for", format_uptime(n["uptime_seconds"].as_u64())),
+        (
+            "established",
+            format!("{} times", display(&n["established_count"])),
+        ),
+        (
+            "prefixes",
+            format!(
+                "{} received, {} accepted, {} advertised",
+                display(&n["prefixes_received"]),
+                display(&n["prefixes_accepted"]),
+                display(&n["prefixes_advertised"])
+            ),
+        ),
+        (
+            "updates",
+            format!(
+                "{} received, {} sent",
+                display(&n["updates_received"]),
+                display(&n["updates_sent"])
+            ),
+        ),
+        ("last error", field(n, "last_error")),
+    ];
+    let c = &n["configured"];
+    lines.push(("configured families", field(c, "families")));
+    lines.push(("hold time", field(c, "hold_time")));
+    lines.push(("passive", field(c, "passive")));
+    lines.push(("max prefixes", field(c, "max_prefixes")));
+    lines.push(("route reflector client", field(c, "route_reflector_client")));
+    lines.push(("TCP MD5", field(c, "md5")));
+    let session = &n["session"];
+    if session.is_object() {
+        lines.push(("local address", field(session, "local_address")));
+        lines.push(("remote router id", field(session, "remote_router_id")));
+        lines.push(("negotiated hold time", field(session, "hold_time")));
+        lines.push(("families", field(session, "families")));
+        lines.push(("eBGP", field(session, "ebgp")));
+        lines.push(("four-octet AS", field(session, "four_octet_as")));
+        lines.push(("route refresh", field(session, "route_refresh")));
+        lines.push(("extended message", field(session, "extended_message")));
+        lines.push(("update group", field(session, "update_group")));
+    }
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    lines
+        .into_iter()
+        .map(|(k, v)| format!("{:<width$}  {v}\n", format!("{k}:"), width = width + 1))
+        .collect()
+}
+
+/// An AS_PATH as the API gives it (segments of `kind` and `asns`) the way routers print
+/// it: `65001 65002 {65003,65004} (65010)`.
+fn format_as_path(path: &Value) -> String {
+    let Some(segments) = path.as_array() else {
+        return "-".into();
+    };
+    if segments.is_empty() {
+        return "(empty)".into();
+    }
+    segments
+        .iter()
+        .map(|segment| {
+            let asns: Vec<String> = segment["asns"]
+                .as_array()
+                .map(|a| a.iter().map(display).collect())
+                .unwrap_or_default();
+            match segment["kind"].as_str() {
+                Some("set") => format!("{{{}}}", asns.join(",")),
+                Some("confed_sequence") => format!("({})", asns.join(" ")),
+                Some("confed_set") => format!("[{}]", asns.join(",")),
+                _ => asns.join(" "),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `ztos bgp routes`: one line per path, `*` on the best, the prefix on its first path.
+fn format_bgp_routes(v: &Value) -> String {
+    let mut rows = Vec::new();
+    for route in v["routes"].as_array().into_iter().flatten() {
+        for (i, path) in route["paths"].as_array().into_iter().flatten().enumerate() {
+            rows.push(vec![
+                if path["best"] == Value::Bool(true) {
+                    "*"
+                } else {
+                    ""
+                }
+                .to_string(),
+                if i == 0 {
+                    field(route, "prefix")
+                } else {
+                    String::new()
+                },
+                field(path, "next_hop"),
+                field(path, "from"),
+                field(path, "local_pref"),
+                field(path, "med"),
+                field(path, "origin"),
+                format_as_path(&path["as_path"]),
+            ]);
+        }
+    }
+    let mut text = table(
+        &[
+            "",
+            "PREFIX",
+            "NEXT HOP",
+            "FROM",
+            "LOCAL PREF",
+            "MED",
+            "ORIGIN",
+            "AS PATH",
+        ],
+        rows,
+    );
+    if v["truncated"] == Value::Bool(true) {
+        text.push_str("(more routes: narrow with --prefix or --family, or use --json)\n");
+    }
+    text
+}
+
 fn format_interfaces(v: &Value) -> String {
     let rows = v
         .as_array()
@@ -1602,6 +1816,79 @@ mod tests {
         assert!(format_security(&status).ends_with("update: rolled back from 0.2.0\n"));
         let status = json!({"wireguard": {}, "macsec": {}, "policy_rules": 0});
         assert!(!format_security(&status).contains("update:"));
+    }
+
+    #[test]
+    fn bgp_summary_neighbors_and_routes_print_as_tables() {
+        let neighbor = json!({
+            "address": "10.0.0.2", "remote_as": 65002, "description": "bird",
+            "state": "established", "uptime_seconds": 3725, "prefixes_received": 3,
+            "prefixes_accepted": 2, "prefixes_advertised": 1, "updates_received": 4,
+            "updates_sent": 1, "last_error": null,
+        });
+        let summary = json!({
+            "configured": true, "local_as": 65001, "router_id": "10.0.0.1", "port": 179,
+            "neighbors_established": 1, "routes": {"ipv4-unicast": 3, "ipv6-unicast": 0},
+            "neighbors": [neighbor.clone()],
+        });
+        assert_eq!(
+            format_bgp_summary(&summary),
+            "BGP AS 65001, router id 10.0.0.1, port 179\n\
+             routes: 3 IPv4, 0 IPv6; 1 of 1 neighbors established\n\n\
+             NEIGHBOR  AS     STATE        UP        RECEIVED  ACCEPTED  ADVERTISED  DESCRIPTION\n\
+             10.0.0.2  65002  established  1h02m05s  3         2         1           bird\n"
+        );
+        assert_eq!(
+            format_bgp_summary(&json!({"configured": false, "neighbors": []})),
+            "BGP is not configured\n"
+        );
+        let mut detail = neighbor;
+        detail["established_count"] = json!(2);
+        detail["configured"] = json!({"families": ["ipv4-unicast"], "hold_time": 90,
+            "passive": false, "max_prefixes": null, "route_reflector_client": false, "md5": true});
+        let text = format_bgp_neighbor_detail(&json!({"neighbors": [detail]}));
+        assert!(
+            text.starts_with("neighbor:                10.0.0.2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("established:             2 times\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("prefixes:                3 received, 2 accepted, 1 advertised\n"),
+            "{text}"
+        );
+        assert!(text.contains("max prefixes:            -\n"), "{text}");
+        assert!(
+            !text.contains("local address"),
+            "no session, no session lines: {text}"
+        );
+
+        let routes = json!({"truncated": true, "routes": [{
+        "prefix": "198.51.100.0/24", "family": "ipv4-unicast", "paths": [
+            {"best": true, "from": "10.0.0.2", "next_hop": "10.0.0.2", "origin": "igp",
+             "local_pref": null, "med": 5, "as_path": [
+                {"kind": "sequence", "asns": [65002, 65003]},
+                {"kind": "set", "asns": [65004, 65005]}]},
+            {"best": false, "from": "local", "next_hop": null, "origin": "incomplete",
+             "local_pref": 100, "med": null, "as_path": []},
+        ]}]});
+        assert_eq!(
+            format_bgp_routes(&routes),
+            "   PREFIX           NEXT HOP  FROM      LOCAL PREF  MED  ORIGIN      AS PATH\n\
+             *  198.51.100.0/24  10.0.0.2  10.0.0.2  -           5    igp         65002 65003 {65004,65005}\n\
+             \x20                   -         local     100         -    incomplete  (empty)\n\
+             (more routes: narrow with --prefix or --family, or use --json)\n"
+        );
+        assert_eq!(
+            format_as_path(&json!([{"kind": "confed_sequence", "asns": [1, 2]},
+                {"kind": "confed_set", "asns": [3]}])),
+            "(1 2) [3]"
+        );
+        assert_eq!(format_uptime(None), "-");
+        assert_eq!(format_uptime(Some(59)), "59s");
+        assert_eq!(format_uptime(Some(90061)), "1d01h01m");
     }
 
     #[test]
