@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The spec's WireGuard test: ZTOS nodes in network namespaces with ztos-wireguard under real
 # ztosd daemons; ping and an iperf3 transfer through the tunnel, the zero-trust policy (TCP 443
-# from one peer only, counters), garbage on the listen port. Needs root.
+# from one peer only, counters), garbage on the listen port; interop with wireguard-go/wg(8)
+# both ways with a preshared key, roaming, key rotation, replayed packets, a handshake flood
+# (cookies), kill -9 of the plugin under the supervisor. Needs root.
 # Installs iperf3 (and wireguard-go/wireguard-tools for the interop tests) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
