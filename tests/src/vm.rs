@@ -527,26 +527,12 @@ impl Vm {
     }
 
     /// First boot of a factory box as an operator does it on the console: the admin
-    /// `password`, login, the management address (QEMU's user network: 10.0.2.15/24 via
-    /// 10.0.2.2), and an admin API token, whose secret is returned once the HTTPS API answers.
+    /// `password`, login, and an admin API token, whose secret is returned once the HTTPS API
+    /// answers through the forwarded port. The management address comes by DHCP from QEMU's
+    /// user network (the factory configuration's `management_dhcp = "auto"`).
     pub fn first_boot(&mut self, password: &str, timeout: Duration) -> anyhow::Result<String> {
         self.set_first_password(password, timeout)?;
         self.login("ztos", password, timeout)?;
-        self.run_console(
-            "ztos",
-            r#"config set interfaces[1] '{ name = "eth0", addresses = ["10.0.2.15/24"] }'"#,
-            "candidate: interfaces[1] set",
-        )?;
-        self.run_console(
-            "ztos",
-            r#"config set routes[0] '{ destination = "0.0.0.0/0", gateway = "10.0.2.2" }'"#,
-            "candidate: routes[0] set",
-        )?;
-        self.run_console(
-            "ztos",
-            "config commit -m 'management address'",
-            "committed revision",
-        )?;
         let token = self.create_token("ztos", "admin-api", "admin")?;
         self.wait_for_https("/health", timeout)?;
         Ok(token)
