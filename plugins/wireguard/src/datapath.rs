@@ -12,11 +12,14 @@
 //!   keepalives, session expiry), resets the rate limiter's count every second and expires
 //!   flows.
 //!
-//! Buffers are allocated once per thread. Configuration changes swap the peer table; peers whose
+//! Buffers are allocated once per thread; the udp thread takes datagrams in batches with
+//! `recvmmsg`. Configuration changes swap the peer table; peers whose
 //! key stays keep their `Tunn` (and so their session).
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::io::IoSliceMut;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -27,6 +30,8 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::PublicKey;
 use ipnet::IpNet;
+use nix::errno::Errno;
+use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use serde::Serialize;
 
 use crate::config;
@@ -39,6 +44,13 @@ use crate::trie::PrefixTrie;
 /// handshake passes the limiter twice (our routing check and `Tunn::decapsulate`).
 pub const HANDSHAKES_PER_SECOND: u64 = 50;
 const BUFFER: usize = 65536 + 256;
+/// Datagrams taken per `recvmmsg`.
+const RECV_BATCH: usize = 32;
+/// The largest datagram received: a data message for the largest MTU (65535) plus its
+/// 32 bytes of header and tag. Anything longer is not WireGuard.
+const DATAGRAM: usize = 65535 + 32;
+/// Requested socket buffer sizes (bytes), for bursts at high rates.
+const SOCKET_BUFFER: usize = 4 << 20;
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +130,8 @@ struct Shared {
     name: String,
     tun: tun::Device,
     udp: UdpSocket,
+    /// Whether `udp` is an IPv6 (dual-stack) socket: IPv4 destinations are then mapped.
+    udp_v6: bool,
     peers: RwLock<Arc<PeerTable>>,
     keys: RwLock<Arc<Keys>>,
     policy: RwLock<Arc<Enforcer>>,
@@ -166,7 +180,29 @@ fn bind_udp(name: &str, port: u16) -> Result<UdpSocket, DatapathError> {
     socket
         .set_read_timeout(Some(POLL))
         .map_err(|e| DatapathError::Other(format!("{name}: cannot set a read timeout: {e}")))?;
+    // Room for bursts: the forced variants pass net.core.[rw]mem_max (they need
+    // CAP_NET_ADMIN, which the appliance's plugin has); without it the plain ones are capped
+    // by those limits. A refusal leaves the kernel's defaults, which work, only slower.
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(&socket, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&socket, sockopt::RcvBuf, &SOCKET_BUFFER);
+    }
+    if setsockopt(&socket, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&socket, sockopt::SndBuf, &SOCKET_BUFFER);
+    }
     Ok(socket)
+}
+
+/// A datagram's source from `recvmmsg`, as a std address (IPv4-mapped shown as IPv4).
+fn source_of(address: Option<SockaddrStorage>) -> Option<SocketAddr> {
+    let address = address?;
+    if let Some(v6) = address.as_sockaddr_in6() {
+        Some(canonical(SocketAddr::V6(SocketAddrV6::from(*v6))))
+    } else {
+        address
+            .as_sockaddr_in()
+            .map(|v4| SocketAddr::V4(SocketAddrV4::from(*v4)))
+    }
 }
 
 /// IPv4-mapped IPv6 addresses (what a dual-stack socket reports) as plain IPv4.
@@ -182,8 +218,8 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 
 impl Shared {
     fn send_to(&self, data: &[u8], to: SocketAddr) {
-        let target = match (to, self.udp.local_addr()) {
-            (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
+        let target = match (to, self.udp_v6) {
+            (SocketAddr::V4(v4), true) => {
                 SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
             }
             _ => to,
@@ -307,32 +343,54 @@ impl Shared {
         }
     }
 
-    /// udp thread: datagrams from peers to the kernel.
+    /// udp thread: datagrams from peers to the kernel, up to [`RECV_BATCH`] per `recvmmsg`
+    /// (it waits for the first, then takes what is queued). Buffers and message headers are
+    /// allocated once.
     fn udp_loop(self: Arc<Self>) {
-        let mut src = vec![0u8; BUFFER];
+        let mut bufs = vec![0u8; DATAGRAM * RECV_BATCH];
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
+        let mut received: [(usize, Option<SocketAddr>); RECV_BATCH] = [(0, None); RECV_BATCH];
         let mut dst = vec![0u8; BUFFER];
         let mut cookie = [0u8; 64];
+        let fd = self.udp.as_raw_fd();
         while !self.stop.load(Ordering::Relaxed) {
-            let (len, from) = match self.udp.recv_from(&mut src) {
-                Ok(received) => received,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => {
-                    tracing::error!(interface = %self.name, "receiving: {e}");
-                    std::thread::sleep(POLL);
-                    continue;
+            let count = {
+                let mut chunks = bufs.chunks_exact_mut(DATAGRAM);
+                let mut iovs: [[IoSliceMut; 1]; RECV_BATCH] =
+                    std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
+                match recvmmsg(
+                    fd,
+                    &mut headers,
+                    iovs.iter_mut(),
+                    MsgFlags::MSG_WAITFORONE,
+                    None,
+                ) {
+                    Ok(results) => {
+                        let mut count = 0;
+                        for (slot, message) in received.iter_mut().zip(results) {
+                            *slot = (message.bytes, source_of(message.address));
+                            count += 1;
+                        }
+                        count
+                    }
+                    Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                    Err(e) => {
+                        tracing::error!(interface = %self.name, "receiving: {e}");
+                        std::thread::sleep(POLL);
+                        continue;
+                    }
                 }
             };
-            let from = canonical(from);
-            self.datagram(&src[..len], from, &mut dst, &mut cookie);
+            // A datagram longer than DATAGRAM arrives truncated and fails authentication:
+            // no WireGuard message is that long.
+            for (buf, &(len, from)) in bufs.chunks_exact(DATAGRAM).zip(&received[..count]) {
+                match from {
+                    Some(from) => self.datagram(&buf[..len], from, &mut dst, &mut cookie),
+                    None => {
+                        self.stats.invalid_datagrams.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
         }
     }
 
@@ -509,6 +567,7 @@ impl Interface {
         let shared = Arc::new(Shared {
             name: spec.name.clone(),
             tun: device,
+            udp_v6: matches!(udp.local_addr(), Ok(SocketAddr::V6(_))),
             udp,
             peers: RwLock::new(Arc::new(PeerTable::default())),
             keys: RwLock::new(Arc::new(Keys {
