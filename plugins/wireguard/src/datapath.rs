@@ -13,11 +13,11 @@
 //!   flows.
 //!
 //! Buffers are allocated once per thread; the udp thread takes datagrams in batches with
-//! `recvmmsg`. Configuration changes swap the peer table; peers whose
+//! `recvmmsg`, the tun thread sends what it has encrypted in batches with `sendmmsg`. Configuration changes swap the peer table; peers whose
 //! key stays keep their `Tunn` (and so their session).
 
 use std::collections::{HashMap, HashSet};
-use std::io::IoSliceMut;
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -31,7 +31,9 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::PublicKey;
 use ipnet::IpNet;
 use nix::errno::Errno;
-use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{
+    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
+};
 use serde::Serialize;
 
 use crate::config;
@@ -46,6 +48,8 @@ pub const HANDSHAKES_PER_SECOND: u64 = 50;
 const BUFFER: usize = 65536 + 256;
 /// Datagrams taken per `recvmmsg`.
 const RECV_BATCH: usize = 32;
+/// Datagrams sent per `sendmmsg`.
+const SEND_BATCH: usize = 32;
 /// The largest datagram received: a data message for the largest MTU (65535) plus its
 /// 32 bytes of header and tag. Anything longer is not WireGuard.
 const DATAGRAM: usize = 65535 + 32;
@@ -193,6 +197,32 @@ fn bind_udp(name: &str, port: u16) -> Result<UdpSocket, DatapathError> {
     Ok(socket)
 }
 
+/// Encrypted datagrams waiting for one `sendmmsg`: their lengths and destinations (the
+/// bytes are in the tun thread's slots), and the preallocated message headers.
+struct SendBatch {
+    len: usize,
+    lens: [usize; SEND_BATCH],
+    addresses: [Option<SockaddrStorage>; SEND_BATCH],
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl SendBatch {
+    fn new() -> SendBatch {
+        SendBatch {
+            len: 0,
+            lens: [0; SEND_BATCH],
+            addresses: [None; SEND_BATCH],
+            headers: MultiHeaders::preallocate(SEND_BATCH, None),
+        }
+    }
+
+    fn push(&mut self, len: usize, to: SockaddrStorage) {
+        self.lens[self.len] = len;
+        self.addresses[self.len] = Some(to);
+        self.len += 1;
+    }
+}
+
 /// A datagram's source from `recvmmsg`, as a std address (IPv4-mapped shown as IPv4).
 fn source_of(address: Option<SockaddrStorage>) -> Option<SocketAddr> {
     let address = address?;
@@ -278,69 +308,130 @@ impl Shared {
         }
     }
 
-    /// tun thread: plaintext from the kernel to peers.
+    /// tun thread: plaintext from the kernel to peers. It waits for a packet, then takes the
+    /// ones already queued (up to [`SEND_BATCH`]), encrypts each into its own slot and sends
+    /// them with one `sendmmsg`. Buffers and message headers are allocated once.
     fn tun_loop(self: Arc<Self>) {
         let mut src = vec![0u8; BUFFER];
-        let mut dst = vec![0u8; BUFFER];
+        let mut out = vec![0u8; DATAGRAM * SEND_BATCH];
+        let mut batch = SendBatch::new();
         while !self.stop.load(Ordering::Relaxed) {
-            let len = match self.tun.recv_timeout(&mut src, POLL) {
+            let wait = if batch.len == 0 { POLL } else { Duration::ZERO };
+            let len = match self.tun.recv_timeout(&mut src, wait) {
                 Ok(len) => len,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::error!(interface = %self.name, "reading the TUN device: {e}");
-                    std::thread::sleep(POLL);
-                    continue;
-                }
-            };
-            let packet = &src[..len];
-            let Some(tuple) = packet::parse(packet) else {
-                continue;
-            };
-            let peers = self.peers();
-            let Some(peer) = peers
-                .routes
-                .longest_match(tuple.dst)
-                .and_then(|index| peers.by_index.get(index))
-            else {
-                self.stats.no_route.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            if let Some(policy) = self.policy() {
-                let decision = policy.outbound(
-                    peer.index,
-                    peer.identity(),
-                    &tuple,
-                    len,
-                    &self.flows,
-                    Instant::now(),
-                );
-                if let Decision::Deny(_) = decision {
-                    peer.denied_out.fetch_add(1, Ordering::Relaxed);
-                    self.log_denied(&policy, "to", peer, decision, &tuple);
-                    continue;
-                }
-            }
-            let Some(endpoint) = peer.endpoint() else {
-                self.stats.no_endpoint.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let result = match peer.tunn.lock() {
-                Ok(mut tunn) => match tunn.encapsulate(packet, &mut dst) {
-                    TunnResult::WriteToNetwork(out) => Some(out.len()),
-                    TunnResult::Err(e) => {
-                        tracing::debug!(interface = %self.name, "encapsulate: {e:?}");
-                        None
+                    if e.kind() != std::io::ErrorKind::TimedOut {
+                        tracing::error!(interface = %self.name, "reading the TUN device: {e}");
+                        std::thread::sleep(POLL);
                     }
-                    _ => None,
-                },
-                Err(_) => None,
+                    self.flush(&mut batch, &out);
+                    continue;
+                }
             };
-            if let Some(out_len) = result {
-                peer.tx_packets.fetch_add(1, Ordering::Relaxed);
-                self.send_to(&dst[..out_len], endpoint);
+            let slot = batch.len * DATAGRAM;
+            if let Some((out_len, endpoint)) =
+                self.outgoing(&src[..len], &mut out[slot..slot + DATAGRAM])
+            {
+                batch.push(out_len, self.target(endpoint));
+                if batch.len == SEND_BATCH {
+                    self.flush(&mut batch, &out);
+                }
             }
         }
+    }
+
+    /// One packet from the TUN device: routes it to a peer, checks the outgoing policy and
+    /// encrypts it into `out`. The datagram's length and where to send it, unless dropped.
+    fn outgoing(&self, packet: &[u8], out: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let tuple = packet::parse(packet)?;
+        let peers = self.peers();
+        let Some(peer) = peers
+            .routes
+            .longest_match(tuple.dst)
+            .and_then(|index| peers.by_index.get(index))
+        else {
+            self.stats.no_route.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        if let Some(policy) = self.policy() {
+            let decision = policy.outbound(
+                peer.index,
+                peer.identity(),
+                &tuple,
+                packet.len(),
+                &self.flows,
+                Instant::now(),
+            );
+            if let Decision::Deny(_) = decision {
+                peer.denied_out.fetch_add(1, Ordering::Relaxed);
+                self.log_denied(&policy, "to", peer, decision, &tuple);
+                return None;
+            }
+        }
+        let Some(endpoint) = peer.endpoint() else {
+            self.stats.no_endpoint.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let mut tunn = peer.tunn.lock().ok()?;
+        match tunn.encapsulate(packet, out) {
+            TunnResult::WriteToNetwork(datagram) => {
+                peer.tx_packets.fetch_add(1, Ordering::Relaxed);
+                Some((datagram.len(), endpoint))
+            }
+            TunnResult::Err(e) => {
+                tracing::debug!(interface = %self.name, "encapsulate: {e:?}");
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The socket address to send to: IPv4 mapped into IPv6 on a dual-stack socket.
+    fn target(&self, to: SocketAddr) -> SockaddrStorage {
+        let to = match (to, self.udp_v6) {
+            (SocketAddr::V4(v4), true) => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            _ => to,
+        };
+        SockaddrStorage::from(to)
+    }
+
+    /// Sends the batch's datagrams (slot `i` of `out` holds datagram `i`) with `sendmmsg`,
+    /// again from the first one not sent when the kernel takes only part; empties the batch.
+    fn flush(&self, batch: &mut SendBatch, out: &[u8]) {
+        let fd = self.udp.as_raw_fd();
+        let mut start = 0;
+        while start < batch.len {
+            let mut slots = out.chunks_exact(DATAGRAM).zip(&batch.lens).skip(start);
+            let iovs: [[IoSlice; 1]; SEND_BATCH] = std::array::from_fn(|_| {
+                [IoSlice::new(
+                    slots.next().map_or(&[][..], |(slot, &len)| &slot[..len]),
+                )]
+            });
+            let no_control: [ControlMessage; 0] = [];
+            let sent = sendmmsg(
+                fd,
+                &mut batch.headers,
+                &iovs[..batch.len - start],
+                &batch.addresses[start..batch.len],
+                no_control,
+                MsgFlags::empty(),
+            );
+            match sent.map(Iterator::count) {
+                Ok(0) => break,
+                Ok(n) => start += n,
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    // The first datagram not sent is dropped (like a lost packet, which the
+                    // protocol tolerates); the rest are tried again.
+                    tracing::debug!(interface = %self.name, "sendmmsg: {e}");
+                    start += 1;
+                }
+            }
+        }
+        batch.len = 0;
     }
 
     /// udp thread: datagrams from peers to the kernel, up to [`RECV_BATCH`] per `recvmmsg`
