@@ -381,20 +381,36 @@ fn power_cuts_while_an_update_is_written_leave_the_old_version_booting() {
         ("writing-root", 0.9),
     ];
     for (state, fraction) in points {
-        // A slow upload (1 MiB/s) so the cut lands where wanted.
+        // A slow upload, paced here at 1 MiB/s (curl's --limit-rate averages and bursts to
+        // catch up after a slow start), so the cut lands where wanted: curl streams stdin
+        // (chunked) and a thread feeds it 64 KiB every 62 ms.
         let mut curl = Command::new("curl")
-            .args(["-sk", "-o", "/dev/null", "--limit-rate", "1M", "-X", "POST"])
+            .args(["-sk", "-o", "/dev/null", "-X", "POST", "-T", "-"])
             .arg("-H")
             .arg(format!("Authorization: Bearer {token}"))
             .args(["-H", "Content-Type: application/octet-stream"])
-            .arg("--data-binary")
-            .arg(format!("@{}", fixtures.good.display()))
             .arg(format!(
                 "https://127.0.0.1:{}/api/v1/system/update?reboot=now",
                 vm.https_port()
             ))
+            .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        let mut stdin = curl.stdin.take().unwrap();
+        let bundle = fixtures.good.clone();
+        let feeder = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut file = std::fs::File::open(bundle).unwrap();
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let n = file.read(&mut chunk).unwrap();
+                // A write error is the cut: curl lost its connection.
+                if n == 0 || stdin.write_all(&chunk[..n]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(62));
+            }
+        });
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let progress = vm.api_json(&token, "/api/v1/system/update");
@@ -419,6 +435,7 @@ fn power_cuts_while_an_update_is_written_leave_the_old_version_booting() {
         vm.power_cut().unwrap();
         let _ = curl.kill();
         let _ = curl.wait();
+        feeder.join().unwrap();
 
         vm.restart().unwrap();
         vm.wait_for("ztos login: ", BOOT_LIMIT).unwrap();
