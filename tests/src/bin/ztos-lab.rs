@@ -59,11 +59,9 @@ fn vm(image: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("ztos-vm-").tempdir()?;
     println!(
         "Booting {} under qemu (TCG: about a minute to the console).\n\
-         First boot asks for the admin password; then log in as admin and give the management\n\
-         interface an address, for example:\n  \
-         config set interfaces[1] '{{ name = \"eth0\", addresses = [\"10.0.2.15/24\"] }}'\n  \
-         config set routes[0] '{{ destination = \"0.0.0.0/0\", gateway = \"10.0.2.2\" }}'\n  \
-         config commit\n\
+         First boot asks for the admin password; then log in as admin. The management\n\
+         interface gets its address by DHCP from qemu's user network (`interfaces` shows the\n\
+         lease; `token create NAME --role admin` makes an API token),\n\
          and the API answers on https://127.0.0.1:8443. `system poweroff --yes` ends it\n\
          (Ctrl-A X kills qemu).\n",
         image.display()
