@@ -309,8 +309,9 @@ const G_PORT: &str = "51821";
 struct WireguardGo {
     child: Child,
     node: Node,
-    /// The device name: unique per test process, because wireguard-go's UAPI sockets
-    /// (`/var/run/wireguard/<name>.sock`) are not per namespace.
+    /// The device name: unique per test process and per instance (tests run in parallel
+    /// threads), because wireguard-go's UAPI sockets (`/var/run/wireguard/<name>.sock`) are
+    /// not per namespace.
     name: String,
     log: PathBuf,
     public_key: String,
@@ -320,7 +321,10 @@ impl WireguardGo {
     /// Starts wireguard-go in `node` with a fresh key, `address` on the device, and
     /// `listen_port`; returns once wg(8) can talk to it.
     fn start(node: &Node, address: &str) -> WireguardGo {
-        let name = format!("wgo{}", std::process::id() % 1_000_000);
+        static INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let instance = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // At most 15 characters: "wgo" + 6 digits + "i" + the instance.
+        let name = format!("wgo{}i{instance}", std::process::id() % 1_000_000);
         let log = node.dir().join("wireguard-go.log");
         let file = fs::File::create(&log).unwrap();
         let child = Command::new("ip")
