@@ -43,12 +43,6 @@ impl Slot {
         format!("ztos-{}", self.letter())
     }
 
-    /// The systemd-boot entry id of this slot (`ztos-a`; on disk `ztos-a.conf`, or
-    /// `ztos-a+3.conf` while it has boot tries left to prove itself).
-    pub fn entry_id(self) -> String {
-        format!("ztos-{}", self.letter())
-    }
-
     pub fn parse(text: &str) -> Option<Slot> {
         match text {
             "a" | "A" => Some(Slot::A),
