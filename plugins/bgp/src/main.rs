@@ -24,6 +24,10 @@ struct Args {
     /// ztosd's plugin socket.
     #[arg(long, default_value = DEFAULT_SOCKET_PATH)]
     socket: PathBuf,
+    /// Do not touch the kernel's routing tables (route-server use and benchmarks): learned
+    /// routes stay in the RIB only, and stale routes of an earlier run are not swept.
+    #[arg(long)]
+    no_kernel: bool,
 }
 
 struct Reporter(PluginSender);
@@ -165,7 +169,12 @@ async fn main() {
         .reads("tenants");
     let report: Arc<dyn Report> = Arc::new(Reporter(client.sender()));
 
-    let (kernel, ops) = match Kernel::open() {
+    let opened = if args.no_kernel {
+        Err("started with --no-kernel".to_string())
+    } else {
+        Kernel::open()
+    };
+    let (kernel, ops) = match opened {
         Ok(kernel) => {
             match kernel.sweep().await {
                 Ok(0) => {}
