@@ -3,6 +3,7 @@
 //! down; the `ztos-lab` binary uses it for the interactive two-leaf demo.
 
 pub mod lab;
+pub mod peers;
 pub mod release;
 pub mod update_bench;
 pub mod vm;

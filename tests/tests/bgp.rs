@@ -10,137 +10,14 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use serde_json::Value;
-use ztos_tests::lab::{binary, Lab, Node, ZtosdHandle};
-
-/// A process in a node (ztos-bgp or bird), killed when dropped; its log is shown when the
-/// test fails.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn spawn(node: &Node, log_name: &str, args: &[&str]) -> Daemon {
-        let log = node.dir().join(log_name);
-        let file = fs::File::create(&log).expect("creating the daemon's log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", node.namespace()])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log handle"))
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {args:?} in {}: {e}", node.name()));
-        Daemon { child, log }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// SIGTERM, then SIGKILL after 5 s.
-    fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "===== {} =====\n{}===== end =====",
-                self.log.display(),
-                fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-fn start_ztos_bgp(node: &Node) -> Daemon {
-    let plugin = binary("ztos-bgp");
-    let socket = node.dir().join("plugin.sock");
-    Daemon::spawn(
-        node,
-        "ztos-bgp.log",
-        &[&path(&plugin), "--socket", &path(&socket)],
-    )
-}
-
-fn path(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
-fn poll(what: &str, seconds: u64, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {seconds} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// `ip [-6] route show proto 197` in the node: ztos-bgp's routes.
-fn bgp_routes(node: &Node, v6: bool) -> String {
-    let family = if v6 { "-6" } else { "-4" };
-    node.ip(&[family, "route", "show", "proto", "197"])
-}
-
-/// Turns IPv6 duplicate address detection off in the node, so that addresses are usable (and
-/// BGP can bind and connect) as soon as they are added.
-fn no_dad(node: &Node) {
-    for key in [
-        "net.ipv6.conf.all.accept_dad=0",
-        "net.ipv6.conf.default.accept_dad=0",
-    ] {
-        let out = node.exec(&["sysctl", "-q", "-w", key]);
-        assert!(out.status.success(), "sysctl {key}: {out:?}");
-    }
-}
-
-fn ztos_json(daemon: &ZtosdHandle, args: &[&str]) -> Value {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    let out = daemon.ztos(&full);
-    assert!(out.status.success(), "ztos {args:?}: {out:?}");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("ztos {args:?} printed no JSON ({e}): {}", stdout(&out)))
-}
-
-/// The neighbor's entry in `ztos bgp neighbors ADDR`, or `Null` while the plugin is not there.
-fn neighbor(daemon: &ZtosdHandle, address: &str) -> Value {
-    let out = daemon.ztos(&["--json", "bgp", "neighbors", address]);
-    if !out.status.success() {
-        return Value::Null;
-    }
-    serde_json::from_slice::<Value>(&out.stdout).map_or(Value::Null, |v| v["neighbors"][0].clone())
-}
-
-fn established(daemon: &ZtosdHandle, address: &str) -> bool {
-    neighbor(daemon, address)["state"] == "established"
-}
+use ztos_tests::lab::{Lab, Node};
+use ztos_tests::peers::{
+    bgp_routes, ensure_packages, established, neighbor, no_dad, path, poll, start_ztos_bgp, stdout,
+    ztos_json, Daemon,
+};
 
 // ---------------------------------------------------------------------------------------------
 // BIRD 2
@@ -148,34 +25,7 @@ fn established(daemon: &ZtosdHandle, address: &str) -> bool {
 /// Installs Debian's bird2 when `bird` is not on the PATH, as the other system tests install
 /// their tools.
 fn ensure_bird() {
-    let have = |tool: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if have("bird") && have("birdc") {
-        return;
-    }
-    let install = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "bird2"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output()
-        .expect("running apt-get");
-    if !install.status.success() {
-        let update = Command::new("apt-get")
-            .args(["update", "-qq"])
-            .output()
-            .expect("running apt-get update");
-        assert!(update.status.success(), "apt-get update: {update:?}");
-        let install = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "bird2"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .expect("running apt-get");
-        assert!(install.status.success(), "installing bird2: {install:?}");
-    }
-    assert!(have("bird") && have("birdc"), "bird2 installed but no bird");
+    ensure_packages(&["bird2"], &["bird", "birdc"]);
 }
 
 struct Bird {
