@@ -78,6 +78,9 @@ pub enum BgpCommand {
         /// Only routes within this prefix (or covering this address).
         #[arg(long)]
         prefix: Option<String>,
+        /// Only EVPN routes of this VNI (implies --family evpn).
+        #[arg(long)]
+        vni: Option<u32>,
     },
     /// One BGP message in hex (with or without the marker) as JSON; needs no running plugin.
     Decode {
@@ -550,8 +553,16 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                         print(out, &value, &|v| format_bgp_neighbors(&v["neighbors"]))
                     };
                 }
-                BgpCommand::Routes { family, prefix } => {
+                BgpCommand::Routes {
+                    family,
+                    prefix,
+                    vni,
+                } => {
+                    let evpn = vni.is_some() || family.as_deref() == Some("evpn");
                     let mut query = Vec::new();
+                    if let Some(vni) = vni {
+                        query.push(format!("vni={vni}"));
+                    }
                     if let Some(family) = family {
                         query.push(format!("family={}", url_escape(&family)));
                     }
@@ -564,7 +575,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                         format!("/api/v1/bgp/routes?{}", query.join("&"))
                     };
                     let value = client.json(Method::GET, &path, None).await?;
-                    return print(out, &value, &format_bgp_routes);
+                    return if evpn {
+                        print(out, &value, &format_evpn_routes)
+                    } else {
+                        print(out, &value, &format_bgp_routes)
+                    };
                 }
             };
             writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
@@ -1552,6 +1567,53 @@ fn format_as_path(path: &Value) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `ztos bgp routes --family evpn`: one line per path, `*` on the best; the route (type, RD
+/// and its key fields) on its first path.
+fn format_evpn_routes(v: &Value) -> String {
+    let mut rows = Vec::new();
+    for route in v["routes"].as_array().into_iter().flatten() {
+        let r = &route["route"];
+        let what = match route["route_type"].as_u64() {
+            Some(2) => format!(
+                "[2] {}{}",
+                field(r, "mac"),
+                r.get("ip").map(|ip| format!(" {}", display(ip))).unwrap_or_default()
+            ),
+            Some(3) => format!("[3] {}", field(r, "originator")),
+            Some(5) => format!("[5] {}", field(r, "prefix")),
+            Some(t) => format!("[{t}]"),
+            None => String::new(),
+        };
+        for (i, path) in route["paths"].as_array().into_iter().flatten().enumerate() {
+            rows.push(vec![
+                if path["best"] == Value::Bool(true) {
+                    "*"
+                } else {
+                    ""
+                }
+                .to_string(),
+                if i == 0 { field(route, "rd") } else { String::new() },
+                if i == 0 { what.clone() } else { String::new() },
+                field(path, "vni"),
+                field(path, "next_hop"),
+                field(path, "from"),
+                path["extended_communities"]
+                    .as_array()
+                    .map(|c| c.iter().map(display).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default(),
+            ]);
+        }
+    }
+    let mut text = table(
+        &["", "RD", "ROUTE", "VNI", "NEXT HOP", "FROM", "EXTENDED COMMUNITIES"],
+        rows,
+    );
+    if v["truncated"] == Value::Bool(true) {
+        text.push_str("(more routes: narrow with --vni or --prefix, or use --json)\n");
+    }
+    text
 }
 
 /// `ztos bgp routes`: one line per path, `*` on the best, the prefix on its first path.

@@ -12,6 +12,7 @@ use serde_json::Value;
 use ztos_plugin::FieldError;
 
 use crate::codec::Family;
+use crate::evpn_kernel::L2Segment;
 
 /// The well-known BGP port.
 pub const DEFAULT_PORT: u16 = 179;
@@ -30,6 +31,10 @@ pub struct BgpConfig {
     pub networks: Vec<IpNet>,
     #[serde(default)]
     pub neighbors: Vec<NeighborConfig>,
+    /// The L2 segments EVPN advertises: filled by the plugin from the `[[vxlan]]` section
+    /// (see [`segments`]) when a neighbor negotiates L2VPN EVPN; not part of `[bgp]`.
+    #[serde(skip)]
+    pub segments: Vec<L2Segment>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -91,6 +96,14 @@ impl BgpConfig {
         self.port.unwrap_or(DEFAULT_PORT)
     }
 
+    /// Whether some neighbor is configured for L2VPN EVPN (then the L2 segments are
+    /// advertised and routes for them imported).
+    pub fn evpn(&self) -> bool {
+        self.neighbors
+            .iter()
+            .any(|n| n.families.contains(&FamilyName::L2vpnEvpn))
+    }
+
     /// The neighbor with `address` (IPv4-mapped IPv6 addresses match their IPv4 form).
     pub fn neighbor(&self, address: IpAddr) -> Option<&NeighborConfig> {
         let address = canonical(address);
@@ -124,6 +137,67 @@ pub fn parse(section: &Value) -> Result<Option<BgpConfig>, Vec<FieldError>> {
     let errors = validate(&config);
     if errors.is_empty() {
         Ok(Some(config))
+    } else {
+        Err(errors)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct VxlanEntry {
+    vni: u32,
+    #[serde(default)]
+    name: Option<String>,
+    local_vtep: IpAddr,
+    #[serde(default)]
+    bridge: Option<String>,
+}
+
+/// The L2 segments of ztosd's `[[vxlan]]` section (`null` when absent): the entries with a
+/// bridge. ztosd validates the section itself; the check here is EVPN's own: two segments
+/// whose VNIs share their low 16 bits would share a route distinguisher.
+pub fn segments(section: &Value) -> Result<Vec<L2Segment>, Vec<FieldError>> {
+    if section.is_null() {
+        return Ok(Vec::new());
+    }
+    // ztosd's own schema has more fields; only these matter here.
+    let entries: Vec<Value> = serde_json::from_value(section.clone())
+        .map_err(|e| vec![error("vxlan", format!("not a list of VXLAN entries: {e}"))])?;
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut by_rd: std::collections::HashMap<u16, usize> = std::collections::HashMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let entry: VxlanEntry = match serde_json::from_value(entry.clone()) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(error(
+                    format!("vxlan[{i}]"),
+                    format!("not a VXLAN entry: {e}"),
+                ));
+                continue;
+            }
+        };
+        let Some(bridge) = entry.bridge else {
+            continue;
+        };
+        let low = (entry.vni & 0xffff) as u16;
+        if let Some(first) = by_rd.insert(low, i) {
+            errors.push(error(
+                format!("vxlan[{i}].vni"),
+                format!(
+                    "VNI {} and vxlan[{first}]'s VNI share their low 16 bits ({low}), which EVPN's route distinguisher (router-id:{low}) is made of",
+                    entry.vni
+                ),
+            ));
+        }
+        out.push(L2Segment {
+            vni: entry.vni,
+            vxlan: entry.name.unwrap_or_else(|| format!("vx{}", entry.vni)),
+            bridge,
+            local_vtep: entry.local_vtep,
+        });
+    }
+    if errors.is_empty() {
+        Ok(out)
     } else {
         Err(errors)
     }

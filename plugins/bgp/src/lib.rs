@@ -10,6 +10,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod evpn;
 pub mod evpn_kernel;
 mod hex;
 pub mod kernel;

@@ -13,8 +13,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use ztos_bgp::codec::Family;
 use ztos_bgp::config::{self, BgpConfig};
+use ztos_bgp::evpn_kernel::{self, EvpnKernel};
 use ztos_bgp::kernel::{self, Kernel};
-use ztos_bgp::speaker::{Query, Report, SpeakerHandle};
+use ztos_bgp::speaker::{EvpnIo, Query, Report, SpeakerHandle};
 use ztos_plugin::protocol::DEFAULT_SOCKET_PATH;
 use ztos_plugin::{FieldError, Handler, LogLevel, Metric, PluginClient, PluginSender, Sections};
 
@@ -77,28 +78,38 @@ impl Bgp {
     }
 }
 
-fn section(sections: &Sections) -> &Value {
-    sections.get("bgp").unwrap_or(&Value::Null)
+fn section<'a>(sections: &'a Sections, name: &str) -> &'a Value {
+    sections.get(name).unwrap_or(&Value::Null)
+}
+
+fn joined(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Handler for Bgp {
     async fn validate(&mut self, sections: Sections) -> Vec<FieldError> {
-        match config::parse(section(&sections)) {
+        let mut errors = match config::parse(section(&sections, "bgp")) {
             Ok(_) => Vec::new(),
             Err(errors) => errors,
+        };
+        if let Err(more) = config::segments(section(&sections, "vxlan")) {
+            errors.extend(more);
         }
+        errors
     }
 
     async fn apply(&mut self, _revision: u64, sections: Sections) -> Result<(), String> {
-        let parsed = config::parse(section(&sections)).map_err(|errors| {
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        let parsed = config::parse(section(&sections, "bgp")).map_err(|e| joined(&e))?;
+        let segments = config::segments(section(&sections, "vxlan")).map_err(|e| joined(&e))?;
         let resolved = match parsed {
-            Some(config) => Some(self.resolve(config).await?),
+            Some(mut config) => {
+                config.segments = segments;
+                Some(self.resolve(config).await?)
+            }
             None => None,
         };
         self.speaker.apply(resolved).await
@@ -147,7 +158,27 @@ fn parse_query(method: &str, params: &Value) -> Result<Query, String> {
                         .map_err(|_| format!("{p:?} is not a prefix such as 192.0.2.0/24"))
                 })
                 .transpose()?;
-            Ok(Query::Routes { family, prefix })
+            let vni = match params.get("vni") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) => Some(
+                    n.as_u64()
+                        .and_then(|v| u32::try_from(v).ok())
+                        .filter(|v| *v <= 0x00ff_ffff)
+                        .ok_or_else(|| format!("vni {n} is not a VNI (0 to 16777215)"))?,
+                ),
+                Some(Value::String(text)) => Some(
+                    text.parse::<u32>()
+                        .ok()
+                        .filter(|v| *v <= 0x00ff_ffff)
+                        .ok_or_else(|| format!("vni {text:?} is not a VNI (0 to 16777215)"))?,
+                ),
+                Some(other) => return Err(format!("{method}: vni must be a number, not {other}")),
+            };
+            Ok(Query::Routes {
+                family,
+                prefix,
+                vni,
+            })
         }
         _ => Err(format!("unknown method {method}")),
     }
@@ -166,7 +197,8 @@ async fn main() {
     let client = PluginClient::new("ztos-bgp", env!("CARGO_PKG_VERSION"))
         .socket_path(args.socket)
         .owns("bgp")
-        .reads("tenants");
+        .reads("tenants")
+        .reads("vxlan");
     let report: Arc<dyn Report> = Arc::new(Reporter(client.sender()));
 
     let opened = if args.no_kernel {
@@ -199,9 +231,53 @@ async fn main() {
             (None, None)
         }
     };
-    let speaker = SpeakerHandle::spawn(report, ops);
+    let evpn = if args.no_kernel {
+        None
+    } else {
+        start_evpn(&report).await
+    };
+    let speaker = SpeakerHandle::spawn(report, ops, evpn);
     let shutdown = client.run(Bgp { speaker, kernel }).await;
     tracing::info!("ztos-bgp: {}", shutdown.reason);
+}
+
+/// The EVPN kernel link: stale entries of an earlier run swept, the op task and the local MAC
+/// watcher started. `None` (with a warning) when rtnetlink cannot be opened.
+async fn start_evpn(report: &Arc<dyn Report>) -> Option<EvpnIo> {
+    let kernel = match EvpnKernel::open() {
+        Ok(kernel) => kernel,
+        Err(e) => {
+            report.log(
+                true,
+                format!("{e}; EVPN routes will not be installed and local MACs not advertised"),
+            );
+            return None;
+        }
+    };
+    match kernel.sweep().await {
+        Ok(0) => {}
+        Ok(n) => report.log(
+            false,
+            format!("removed {n} stale EVPN FDB, neighbour and route entries from the kernel"),
+        ),
+        Err(e) => report.log(true, e),
+    }
+    let (errors_tx, mut errors) = mpsc::unbounded_channel::<String>();
+    let ops = evpn_kernel::spawn(kernel, errors_tx);
+    let forward = report.clone();
+    tokio::spawn(async move {
+        while let Some(e) = errors.recv().await {
+            forward.log(true, e);
+        }
+    });
+    let (segments, segments_rx) = tokio::sync::watch::channel(Vec::new());
+    let (macs_tx, local_macs) = mpsc::unbounded_channel();
+    evpn_kernel::watch_local_macs(segments_rx, macs_tx);
+    Some(EvpnIo {
+        ops,
+        segments,
+        local_macs,
+    })
 }
 
 #[cfg(test)]
@@ -227,7 +303,8 @@ mod tests {
             .unwrap(),
             Query::Routes {
                 family: Some(Family::IPV6_UNICAST),
-                prefix: Some("2001:db8::/32".parse().unwrap())
+                prefix: Some("2001:db8::/32".parse().unwrap()),
+                vni: None,
             }
         );
         assert!(parse_query("bgp routes", &json!({"family": "ipx"}))

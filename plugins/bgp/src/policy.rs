@@ -50,6 +50,7 @@ pub fn import(
         Path {
             attributes,
             next_hop,
+            evpn: None,
         },
         verdict,
     )
@@ -134,6 +135,7 @@ pub fn export(
     Some(Path {
         attributes,
         next_hop,
+        evpn: path.evpn.clone(),
     })
 }
 
@@ -165,6 +167,7 @@ mod tests {
         Path {
             attributes,
             next_hop: NextHop::Ipv4(Ipv4Addr::new(10, 0, 0, 2)),
+            evpn: None,
         }
     }
 

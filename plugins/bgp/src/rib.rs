@@ -7,10 +7,11 @@
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use crate::codec::{IpPrefix, NextHop, Origin, PathAttributes};
+use crate::codec::{EvpnRoute, IpPrefix, NextHop, Origin, PathAttributes};
 
 /// The LOCAL_PREF a route without one is ranked with (the common default).
 pub const DEFAULT_LOCAL_PREF: u32 = 100;
@@ -21,6 +22,10 @@ pub const DEFAULT_LOCAL_PREF: u32 = 100;
 pub struct Path {
     pub attributes: PathAttributes,
     pub next_hop: NextHop,
+    /// For an EVPN route, the whole NLRI: the EVPN Loc-RIB is keyed by the route's key fields
+    /// only (RFC 7432 §7: labels and, for types 2 and 5, the ESI and gateway are not part of
+    /// the key), so the labels that came with the best route live here.
+    pub evpn: Option<EvpnRoute>,
 }
 
 impl Path {
@@ -103,8 +108,8 @@ impl PartialEq for Candidate {
 
 /// The Loc-RIB's best route to a prefix changed (`None`: no route any more).
 #[derive(Debug, Clone)]
-pub struct BestChange {
-    pub prefix: IpPrefix,
+pub struct BestChange<K = IpPrefix> {
+    pub prefix: K,
     pub old: Option<Candidate>,
     pub new: Option<Candidate>,
 }
@@ -117,15 +122,26 @@ pub struct AdjIn {
     pub accepted: bool,
 }
 
-#[derive(Debug, Default)]
-pub struct Rib {
+/// A RIB of one kind of route key: [`IpPrefix`] for unicast, the EVPN route key for EVPN.
+#[derive(Debug)]
+pub struct Rib<K = IpPrefix> {
     pub interner: Interner,
-    loc: HashMap<IpPrefix, Vec<Candidate>>,
-    adj_in: HashMap<u64, HashMap<IpPrefix, AdjIn>>,
+    loc: HashMap<K, Vec<Candidate>>,
+    adj_in: HashMap<u64, HashMap<K, AdjIn>>,
 }
 
-impl Rib {
-    pub fn new() -> Rib {
+impl<K> Default for Rib<K> {
+    fn default() -> Rib<K> {
+        Rib {
+            interner: Interner::default(),
+            loc: HashMap::new(),
+            adj_in: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash> Rib<K> {
+    pub fn new() -> Rib<K> {
         Rib::default()
     }
 
@@ -134,14 +150,14 @@ impl Rib {
     pub fn set(
         &mut self,
         source: &Arc<SourceInfo>,
-        prefix: IpPrefix,
+        prefix: K,
         route: Option<AdjIn>,
-    ) -> Option<BestChange> {
+    ) -> Option<BestChange<K>> {
         if let Some(peer) = source.peer {
             let table = self.adj_in.entry(peer).or_default();
             match &route {
                 Some(r) => {
-                    table.insert(prefix, r.clone());
+                    table.insert(prefix.clone(), r.clone());
                 }
                 None => {
                     table.remove(&prefix)?;
@@ -152,7 +168,7 @@ impl Rib {
             source: source.clone(),
             path: r.path,
         });
-        let entry = self.loc.entry(prefix).or_default();
+        let entry = self.loc.entry(prefix.clone()).or_default();
         let old = entry.first().cloned();
         entry.retain(|c| c.source.peer != source.peer);
         if let Some(candidate) = candidate {
@@ -173,7 +189,7 @@ impl Rib {
     }
 
     /// Removes every route of `peer` (its session went down); the best-route changes.
-    pub fn drop_peer(&mut self, source: &Arc<SourceInfo>) -> Vec<BestChange> {
+    pub fn drop_peer(&mut self, source: &Arc<SourceInfo>) -> Vec<BestChange<K>> {
         let Some(peer) = source.peer else {
             return Vec::new();
         };
@@ -205,7 +221,7 @@ impl Rib {
         changes
     }
 
-    pub fn adj_in(&self, peer: u64) -> Option<&HashMap<IpPrefix, AdjIn>> {
+    pub fn adj_in(&self, peer: u64) -> Option<&HashMap<K, AdjIn>> {
         self.adj_in.get(&peer)
     }
 
@@ -216,12 +232,12 @@ impl Rib {
         })
     }
 
-    pub fn best(&self, prefix: &IpPrefix) -> Option<&Candidate> {
+    pub fn best(&self, prefix: &K) -> Option<&Candidate> {
         self.loc.get(prefix).and_then(|e| e.first())
     }
 
     /// Every Loc-RIB entry: prefix and candidates, best first.
-    pub fn entries(&self) -> impl Iterator<Item = (&IpPrefix, &Vec<Candidate>)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&K, &Vec<Candidate>)> {
         self.loc.iter()
     }
 
@@ -347,6 +363,7 @@ mod tests {
         f(&mut attributes);
         rib.interner.intern(Path {
             next_hop: NextHop::Ipv4(attributes.next_hop.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+            evpn: None,
             attributes,
         })
     }

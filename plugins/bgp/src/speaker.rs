@@ -16,16 +16,18 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use ztos_plugin::{Metric, MetricKind};
 
 use crate::codec::notification::{code, subcode};
 use crate::codec::{
-    pack_announcements, pack_withdrawals, AsPath, Context, Family, IpPrefix, Ipv4Prefix,
+    pack_announcements, pack_withdrawals, AsPath, Context, EvpnRoute, Family, IpPrefix, Ipv4Prefix,
     Ipv6Prefix, Message, NextHop, NlriEntry, NlriList, Notification, Origin, PathAttributes,
     Update,
 };
 use crate::config::{canonical, BgpConfig, NeighborConfig};
+use crate::evpn::{self, route_key, KernelView};
+use crate::evpn_kernel::{EvpnOp, L2Segment, LocalMac};
 use crate::kernel::KernelOp;
 use crate::policy::{export, import, ExportTarget};
 use crate::rib::{AdjIn, BestChange, Path, Rib, SourceInfo};
@@ -60,7 +62,17 @@ pub enum Query {
     Routes {
         family: Option<Family>,
         prefix: Option<IpNet>,
+        /// EVPN routes of this VNI only.
+        vni: Option<u32>,
     },
+}
+
+/// The speaker's EVPN link to the kernel: where FDB and flood-list ops go, where the current
+/// L2 segments are published (for the local MAC watcher), and the MACs it reports.
+pub struct EvpnIo {
+    pub ops: mpsc::UnboundedSender<EvpnOp>,
+    pub segments: watch::Sender<Vec<L2Segment>>,
+    pub local_macs: mpsc::UnboundedReceiver<LocalMac>,
 }
 
 enum Command {
@@ -75,11 +87,18 @@ pub struct SpeakerHandle {
 }
 
 impl SpeakerHandle {
-    /// Starts the speaker task. `kernel`: where best routes go (`None`: not installed).
+    /// Starts the speaker task. `kernel`: where best routes go (`None`: not installed);
+    /// `evpn`: the EVPN kernel link (`None`: EVPN routes are exchanged but not installed, and
+    /// no local MACs are advertised).
     pub fn spawn(
         report: Arc<dyn Report>,
         kernel: Option<mpsc::UnboundedSender<KernelOp>>,
+        evpn: Option<EvpnIo>,
     ) -> SpeakerHandle {
+        let (evpn_ops, evpn_segments, local_macs) = match evpn {
+            Some(io) => (Some(io.ops), Some(io.segments), Some(io.local_macs)),
+            None => (None, None, None),
+        };
         let (commands, receiver) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         let (accepted_tx, accepted) = mpsc::unbounded_channel();
@@ -100,8 +119,15 @@ impl SpeakerHandle {
             accepted_tx,
             report,
             last_status: Value::Null,
+            evpn_rib: Rib::new(),
+            evpn_view: KernelView::default(),
+            evpn_originated: HashSet::new(),
+            evpn_dirty: Vec::new(),
+            evpn_ops,
+            evpn_segments,
+            local_macs: HashMap::new(),
         };
-        tokio::spawn(speaker.run(receiver, events, accepted));
+        tokio::spawn(speaker.run(receiver, events, accepted, local_macs));
         SpeakerHandle { commands }
     }
 
@@ -156,6 +182,8 @@ struct Group {
     key: GroupKey,
     members: Vec<IpAddr>,
     adj_out: HashMap<IpPrefix, Arc<Path>>,
+    /// EVPN routes sent, by route key (the path carries the whole NLRI).
+    evpn_out: HashMap<EvpnRoute, Arc<Path>>,
 }
 
 struct Listener {
@@ -188,6 +216,18 @@ struct Speaker {
     accepted_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
     report: Arc<dyn Report>,
     last_status: Value,
+    /// The EVPN Loc-RIB, by route key ([`route_key`]).
+    evpn_rib: Rib<EvpnRoute>,
+    /// The kernel's EVPN entries as the Loc-RIB wants them.
+    evpn_view: KernelView,
+    /// Keys of the EVPN routes this node originates.
+    evpn_originated: HashSet<EvpnRoute>,
+    evpn_dirty: Vec<EvpnRoute>,
+    evpn_ops: Option<mpsc::UnboundedSender<EvpnOp>>,
+    evpn_segments: Option<watch::Sender<Vec<L2Segment>>>,
+    /// MACs learned on local ports, by (VNI, MAC), with the MAC mobility sequence number
+    /// they are advertised with.
+    local_macs: HashMap<(u32, [u8; 6]), u32>,
 }
 
 fn family_of(prefix: &IpPrefix) -> Family {
@@ -224,6 +264,7 @@ impl Speaker {
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut events: mpsc::UnboundedReceiver<(u64, SessionEvent)>,
         mut accepted: mpsc::UnboundedReceiver<(TcpStream, SocketAddr)>,
+        mut local_macs: Option<mpsc::UnboundedReceiver<LocalMac>>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut dirty: Vec<IpPrefix> = Vec::new();
@@ -256,6 +297,25 @@ impl Speaker {
                     }
                     self.flush(&mut dirty);
                 }
+                Some(event) = async {
+                    match local_macs.as_mut() {
+                        Some(receiver) => receiver.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.local_mac(event);
+                    if let Some(receiver) = local_macs.as_mut() {
+                        let mut handled = 1;
+                        while handled < BATCH {
+                            match receiver.try_recv() {
+                                Ok(event) => self.local_mac(event),
+                                Err(_) => break,
+                            }
+                            handled += 1;
+                        }
+                    }
+                    self.flush(&mut dirty);
+                }
                 Some((stream, address)) = accepted.recv() => {
                     let address = canonical(address.ip());
                     match self.neighbors.get(&address) {
@@ -265,6 +325,7 @@ impl Speaker {
                 }
                 _ = tick.tick() => {
                     self.rib.interner.sweep();
+                    self.evpn_rib.interner.sweep();
                     self.publish();
                 }
             }
@@ -299,6 +360,7 @@ impl Speaker {
             self.set_networks(&[], dirty);
             self.listener = None;
             self.config = None;
+            self.set_segments(&[]);
             return Ok(());
         };
         let router_id = config.router_id.ok_or_else(|| {
@@ -360,6 +422,12 @@ impl Speaker {
             }
         }
         self.set_networks(&config.networks, dirty);
+        let segments = if config.evpn() {
+            config.segments.clone()
+        } else {
+            Vec::new()
+        };
+        self.set_segments(&segments);
         Ok(())
     }
 
@@ -521,6 +589,7 @@ impl Speaker {
             let path = self.rib.interner.intern(Path {
                 attributes,
                 next_hop,
+                evpn: None,
             });
             let local = self.local.clone();
             let change = self.rib.set(
@@ -614,6 +683,15 @@ impl Speaker {
                     return;
                 };
                 for list in lists {
+                    if let NlriList::Evpn(routes) = &list {
+                        for entry in routes {
+                            if let Some(change) =
+                                self.evpn_rib.set(&source, route_key(&entry.nlri), None)
+                            {
+                                self.record_evpn(change);
+                            }
+                        }
+                    }
                     for prefix in prefixes(&list) {
                         let change = self.rib.set(&source, prefix, None);
                         self.record(change, dirty);
@@ -690,6 +768,7 @@ impl Speaker {
                         key,
                         members: Vec::new(),
                         adj_out: HashMap::new(),
+                        evpn_out: HashMap::new(),
                     },
                 );
                 (id, true)
@@ -729,6 +808,9 @@ impl Speaker {
         for change in self.rib.drop_peer(&up.source) {
             self.record(Some(change), dirty);
         }
+        for change in self.evpn_rib.drop_peer(&up.source) {
+            self.record_evpn(change);
+        }
         if let Some(group) = self.groups.get_mut(&up.group) {
             group.members.retain(|m| *m != address);
             if group.members.is_empty() {
@@ -761,6 +843,45 @@ impl Speaker {
             mp_unreach,
             nlri,
         } = update;
+        if let Some(NlriList::Evpn(routes)) = mp_unreach.as_ref().map(|u| &u.withdrawn) {
+            for entry in routes {
+                if let Some(change) = self.evpn_rib.set(&source, route_key(&entry.nlri), None) {
+                    self.record_evpn(change);
+                }
+            }
+        }
+        if let Some(reach) = mp_reach.as_ref() {
+            if let NlriList::Evpn(routes) = &reach.nlri {
+                if families.contains(&Family::L2VPN_EVPN) {
+                    let mut evpn_attributes = attributes.clone();
+                    evpn_attributes.next_hop = None;
+                    let (path, verdict) = import(
+                        evpn_attributes,
+                        reach.next_hop.clone(),
+                        &source,
+                        config.local_as,
+                        self.router_id,
+                        self.router_id,
+                    );
+                    for entry in routes {
+                        let mut path = path.clone();
+                        path.evpn = Some(entry.nlri.clone());
+                        let path = self.evpn_rib.interner.intern(path);
+                        let change = self.evpn_rib.set(
+                            &source,
+                            route_key(&entry.nlri),
+                            Some(AdjIn {
+                                path,
+                                accepted: verdict.is_ok(),
+                            }),
+                        );
+                        if let Some(change) = change {
+                            self.record_evpn(change);
+                        }
+                    }
+                }
+            }
+        }
         for entry in withdrawn {
             let change = self.rib.set(&source, IpPrefix::V4(entry.nlri), None);
             self.record(change, dirty);
@@ -845,17 +966,88 @@ impl Speaker {
 
     /// Exports the changed prefixes to every group and sends the encoded differences.
     fn flush(&mut self, dirty: &mut Vec<IpPrefix>) {
-        if dirty.is_empty() {
+        if dirty.is_empty() && self.evpn_dirty.is_empty() {
             return;
         }
         let mut seen = HashSet::with_capacity(dirty.len());
         dirty.retain(|p| seen.insert(*p));
+        let mut evpn_dirty = std::mem::take(&mut self.evpn_dirty);
+        let mut seen = HashSet::with_capacity(evpn_dirty.len());
+        evpn_dirty.retain(|k| seen.insert(k.clone()));
         let group_ids: Vec<u64> = self.groups.keys().copied().collect();
         for id in group_ids {
-            let messages = self.export_group(id, dirty.iter().copied());
+            let mut messages = self.export_group(id, dirty.iter().copied());
+            messages.extend(self.export_evpn(id, &evpn_dirty));
             self.send_to_group(id, messages, None);
         }
         dirty.clear();
+    }
+
+    /// Brings group `id`'s EVPN Adj-RIB-Out up to date for `keys`; the UPDATEs to send. EVPN
+    /// routes keep their next hop (the originating VTEP) towards every peer, as FRR and GoBGP
+    /// do: the next hop is the tunnel endpoint, not the BGP session's address.
+    fn export_evpn(&mut self, id: u64, keys: &[EvpnRoute]) -> Vec<Arc<Vec<u8>>> {
+        let Some(config) = self.config.as_ref() else {
+            return Vec::new();
+        };
+        let local_as = config.local_as;
+        let cluster_id = self.router_id;
+        let Some(group) = self.groups.get_mut(&id) else {
+            return Vec::new();
+        };
+        if !group.key.families.contains(&Family::L2VPN_EVPN) {
+            return Vec::new();
+        }
+        let mut announce: HashMap<Path, Vec<EvpnRoute>> = HashMap::new();
+        let mut withdraw: Vec<EvpnRoute> = Vec::new();
+        for key in keys {
+            let desired = self.evpn_rib.best(key).and_then(|best| {
+                if best.source.peer.is_some()
+                    && group.members.len() == 1
+                    && group.members[0] == best.source.address
+                {
+                    return None;
+                }
+                let mut path = export(
+                    &best.path,
+                    &best.source,
+                    &group.key.target,
+                    local_as,
+                    cluster_id,
+                )?;
+                path.next_hop = best.path.next_hop.clone();
+                path.attributes.next_hop = None;
+                Some(path)
+            });
+            match desired {
+                Some(path) => {
+                    let path = self.evpn_rib.interner.intern(path);
+                    if group
+                        .evpn_out
+                        .get(key)
+                        .is_some_and(|p| Arc::ptr_eq(p, &path))
+                    {
+                        continue;
+                    }
+                    group.evpn_out.insert(key.clone(), path.clone());
+                    let route = path.evpn.clone().unwrap_or_else(|| key.clone());
+                    let shared = Path {
+                        evpn: None,
+                        ..(*path).clone()
+                    };
+                    announce.entry(shared).or_default().push(route);
+                }
+                None => {
+                    if let Some(old) = group.evpn_out.remove(key) {
+                        withdraw.push(old.evpn.clone().unwrap_or_else(|| key.clone()));
+                    }
+                }
+            }
+        }
+        let context = group.key.context;
+        encode_evpn(&context, announce, withdraw, &mut |e| {
+            self.report.log(true, e)
+        })
     }
 
     /// Brings group `id`'s Adj-RIB-Out up to date for `prefixes`; the UPDATEs to send.
@@ -938,6 +1130,27 @@ impl Speaker {
             let context = g.key.context;
             encode(&context, &announce, &[], &mut |e| self.report.log(true, e))
         };
+        if family.is_none_or(|f| f == Family::L2VPN_EVPN) {
+            if fresh {
+                let keys: Vec<EvpnRoute> =
+                    self.evpn_rib.entries().map(|(k, _)| k.clone()).collect();
+                messages.extend(self.export_evpn(group, &keys));
+            } else if let Some(g) = self.groups.get(&group) {
+                let mut announce: HashMap<Path, Vec<EvpnRoute>> = HashMap::new();
+                for (key, path) in &g.evpn_out {
+                    let route = path.evpn.clone().unwrap_or_else(|| key.clone());
+                    let shared = Path {
+                        evpn: None,
+                        ..(**path).clone()
+                    };
+                    announce.entry(shared).or_default().push(route);
+                }
+                let context = g.key.context;
+                messages.extend(encode_evpn(&context, announce, Vec::new(), &mut |e| {
+                    self.report.log(true, e)
+                }));
+            }
+        }
         if let Some(g) = self.groups.get(&group) {
             for f in &g.key.families {
                 if family.is_none_or(|wanted| wanted == *f) {
@@ -1051,7 +1264,8 @@ impl Speaker {
             "router_id": self.router_id.to_string(),
             "port": config.port(),
             "neighbors_established": self.neighbors.values().filter(|n| n.up.is_some()).count(),
-            "routes": {"ipv4-unicast": v4, "ipv6-unicast": v6},
+            "routes": {"ipv4-unicast": v4, "ipv6-unicast": v6, "l2vpn-evpn": self.evpn_rib.len()},
+            "evpn": self.evpn_json(),
             "update_groups": self.groups.len(),
             "attribute_sets": self.rib.interner.len(),
             "neighbors": neighbors,
@@ -1071,9 +1285,13 @@ impl Speaker {
                     .map(|n| json!({"neighbors": [self.neighbor_json(address, n, true)]}))
                     .ok_or_else(|| format!("{address} is not a configured BGP neighbor"))
             }
-            Query::Routes { family, prefix } => {
-                if family.is_some_and(|f| f == Family::L2VPN_EVPN) {
-                    return Ok(json!({"routes": [], "truncated": false}));
+            Query::Routes {
+                family,
+                prefix,
+                vni,
+            } => {
+                if family.is_some_and(|f| f == Family::L2VPN_EVPN) || vni.is_some() {
+                    return Ok(self.evpn_routes(*prefix, *vni));
                 }
                 let mut entries: Vec<(&IpPrefix, &Vec<crate::rib::Candidate>)> = self
                     .rib
@@ -1183,7 +1401,252 @@ impl Speaker {
             None,
             self.rib.len() as f64,
         );
+        let (remote_macs, flood) = self.evpn_view.installed();
+        push(
+            "ztos_bgp_evpn_routes",
+            "EVPN routes in the Loc-RIB.",
+            MetricKind::Gauge,
+            None,
+            self.evpn_rib.len() as f64,
+        );
+        push(
+            "ztos_bgp_evpn_local_macs",
+            "MACs learned on local ports of EVPN segments and advertised.",
+            MetricKind::Gauge,
+            None,
+            self.local_macs.len() as f64,
+        );
+        push(
+            "ztos_bgp_evpn_remote_macs",
+            "Remote MACs installed as FDB entries on VXLAN devices.",
+            MetricKind::Gauge,
+            None,
+            remote_macs as f64,
+        );
+        push(
+            "ztos_bgp_evpn_flood_entries",
+            "Flood-list entries (remote VTEPs) installed on VXLAN devices.",
+            MetricKind::Gauge,
+            None,
+            flood as f64,
+        );
         out
+    }
+
+    /// New L2 segments (from a commit): the kernel view follows, the local MAC watcher is
+    /// told, every best EVPN route is read again (a new segment imports routes that were
+    /// already there), and the originated routes are brought up to date.
+    fn set_segments(&mut self, segments: &[L2Segment]) {
+        let mut ops = Vec::new();
+        self.evpn_view.set_segments(segments, &mut ops);
+        let keys: Vec<EvpnRoute> = self.evpn_rib.entries().map(|(k, _)| k.clone()).collect();
+        for key in keys {
+            let imported = self
+                .evpn_rib
+                .best(&key)
+                .filter(|c| c.source.peer.is_some())
+                .and_then(|c| evpn::classify(&c.path, self.evpn_view.segments()));
+            self.evpn_view.change(&key, imported, &mut ops);
+        }
+        self.send_evpn(ops);
+        let vnis: HashSet<u32> = segments.iter().map(|s| s.vni).collect();
+        self.local_macs.retain(|(vni, _), _| vnis.contains(vni));
+        if let Some(tx) = &self.evpn_segments {
+            tx.send_if_modified(|current| {
+                if current.as_slice() == segments {
+                    false
+                } else {
+                    *current = segments.to_vec();
+                    true
+                }
+            });
+        }
+        self.originate_evpn();
+    }
+
+    /// The routes this node originates for its segments and local MACs, in the Loc-RIB.
+    fn originate_evpn(&mut self) {
+        let mut wanted: HashMap<EvpnRoute, Path> = HashMap::new();
+        if let Some(config) = &self.config {
+            let segments = self.evpn_view.segments();
+            for segment in segments.values() {
+                let path = evpn::inclusive_multicast(segment, self.router_id, config.local_as);
+                if let Some(route) = &path.evpn {
+                    wanted.insert(route_key(route), path);
+                }
+            }
+            for ((vni, mac), sequence) in &self.local_macs {
+                if let Some(segment) = segments.get(vni) {
+                    let path = evpn::mac_advertisement(
+                        segment,
+                        *mac,
+                        (*sequence > 0).then_some(*sequence),
+                        self.router_id,
+                        config.local_as,
+                    );
+                    if let Some(route) = &path.evpn {
+                        wanted.insert(route_key(route), path);
+                    }
+                }
+            }
+        }
+        let local = self.local.clone();
+        let old: Vec<EvpnRoute> = self.evpn_originated.iter().cloned().collect();
+        for key in old {
+            if !wanted.contains_key(&key) {
+                if let Some(change) = self.evpn_rib.set(&local, key.clone(), None) {
+                    self.record_evpn(change);
+                }
+                self.evpn_originated.remove(&key);
+            }
+        }
+        for (key, path) in wanted {
+            let path = self.evpn_rib.interner.intern(path);
+            let change = self.evpn_rib.set(
+                &local,
+                key.clone(),
+                Some(AdjIn {
+                    path,
+                    accepted: true,
+                }),
+            );
+            if let Some(change) = change {
+                self.record_evpn(change);
+            }
+            self.evpn_originated.insert(key);
+        }
+    }
+
+    /// A MAC learned on (or gone from) a local port of a segment.
+    fn local_mac(&mut self, event: LocalMac) {
+        let (vni, mac, learned) = match event {
+            LocalMac::Learned { vni, mac } => (vni, mac, true),
+            LocalMac::Gone { vni, mac } => (vni, mac, false),
+        };
+        let Some(config) = &self.config else {
+            return;
+        };
+        let Some(segment) = self.evpn_view.segments().get(&vni).cloned() else {
+            return;
+        };
+        let local_as = config.local_as;
+        let mut ops = Vec::new();
+        let path = if learned {
+            if self.local_macs.contains_key(&(vni, mac)) {
+                return;
+            }
+            // RFC 7432 §15.1: a MAC that moved here from a remote VTEP is advertised with a
+            // higher sequence number than that VTEP's.
+            let sequence = self
+                .evpn_view
+                .remote_sequence(vni, mac)
+                .map_or(0, |s| s.saturating_add(1));
+            self.local_macs.insert((vni, mac), sequence);
+            self.evpn_view.set_local(vni, mac, Some(sequence), &mut ops);
+            evpn::mac_advertisement(
+                &segment,
+                mac,
+                (sequence > 0).then_some(sequence),
+                self.router_id,
+                local_as,
+            )
+        } else {
+            if self.local_macs.remove(&(vni, mac)).is_none() {
+                return;
+            }
+            self.evpn_view.set_local(vni, mac, None, &mut ops);
+            evpn::mac_advertisement(&segment, mac, None, self.router_id, local_as)
+        };
+        self.send_evpn(ops);
+        let Some(key) = path.evpn.as_ref().map(route_key) else {
+            return;
+        };
+        let local = self.local.clone();
+        let route = if learned {
+            self.evpn_originated.insert(key.clone());
+            Some(AdjIn {
+                path: self.evpn_rib.interner.intern(path),
+                accepted: true,
+            })
+        } else {
+            self.evpn_originated.remove(&key);
+            None
+        };
+        if let Some(change) = self.evpn_rib.set(&local, key, route) {
+            self.record_evpn(change);
+        }
+    }
+
+    /// Notes a change of the best EVPN route: the kernel view follows at once, peers at the
+    /// next flush.
+    fn record_evpn(&mut self, change: crate::rib::BestChange<EvpnRoute>) {
+        let imported = change
+            .new
+            .as_ref()
+            .filter(|c| c.source.peer.is_some())
+            .and_then(|c| evpn::classify(&c.path, self.evpn_view.segments()));
+        let mut ops = Vec::new();
+        self.evpn_view.change(&change.prefix, imported, &mut ops);
+        self.send_evpn(ops);
+        self.evpn_dirty.push(change.prefix);
+    }
+
+    fn send_evpn(&self, ops: Vec<EvpnOp>) {
+        if let Some(sender) = &self.evpn_ops {
+            for op in ops {
+                let _ = sender.send(op);
+            }
+        }
+    }
+
+    fn evpn_json(&self) -> Value {
+        let (remote_macs, flood) = self.evpn_view.installed();
+        let mut segments: Vec<&L2Segment> = self.evpn_view.segments().values().collect();
+        segments.sort_by_key(|s| s.vni);
+        json!({
+            "segments": segments.iter().map(|s| json!({
+                "vni": s.vni,
+                "vxlan": s.vxlan,
+                "bridge": s.bridge,
+                "local_vtep": s.local_vtep.to_string(),
+                "local_macs": self.local_macs.keys().filter(|(v, _)| *v == s.vni).count(),
+            })).collect::<Vec<_>>(),
+            "local_macs": self.local_macs.len(),
+            "remote_macs": remote_macs,
+            "flood_entries": flood,
+            "kernel": self.evpn_ops.is_some(),
+        })
+    }
+
+    /// `bgp routes --family evpn [--vni N] [--prefix P]` (a prefix matches type 5 routes and
+    /// type 2 routes with an IP inside it).
+    fn evpn_routes(&self, prefix: Option<IpNet>, vni: Option<u32>) -> Value {
+        let mut entries: Vec<(&EvpnRoute, &Vec<crate::rib::Candidate>)> = self
+            .evpn_rib
+            .entries()
+            .filter(|(_, candidates)| {
+                vni.is_none_or(|want| {
+                    candidates
+                        .first()
+                        .is_some_and(|c| evpn::vni_of(&c.path) == Some(want))
+                })
+            })
+            .filter(|(route, _)| {
+                prefix.is_none_or(|want| match route {
+                    EvpnRoute::IpPrefix(r) => want.contains(&net_of(&r.prefix)),
+                    EvpnRoute::MacIp(r) => r.ip.is_some_and(|ip| want.contains(&ip)),
+                    _ => false,
+                })
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        let truncated = entries.len() > ROUTES_LIMIT;
+        let routes: Vec<Value> = entries
+            .into_iter()
+            .take(ROUTES_LIMIT)
+            .map(|(key, candidates)| evpn_route_json(key, candidates))
+            .collect();
+        json!({"routes": routes, "truncated": truncated})
     }
 
     /// Sends status and metrics when they changed.
@@ -1274,8 +1737,34 @@ fn encode(
     out
 }
 
-fn route_json(prefix: &IpPrefix, candidates: &[crate::rib::Candidate]) -> Value {
-    let paths: Vec<Value> = candidates
+/// UPDATEs announcing EVPN routes (grouped by their shared attributes and next hop) and
+/// withdrawing others.
+fn encode_evpn(
+    context: &Context,
+    announce: HashMap<Path, Vec<EvpnRoute>>,
+    withdraw: Vec<EvpnRoute>,
+    on_error: &mut dyn FnMut(String),
+) -> Vec<Arc<Vec<u8>>> {
+    let mut out = Vec::new();
+    if !withdraw.is_empty() {
+        let list = NlriList::Evpn(withdraw.into_iter().map(NlriEntry::new).collect());
+        match pack_withdrawals(context, &list) {
+            Ok(messages) => out.extend(messages.into_iter().map(Arc::new)),
+            Err(e) => on_error(format!("cannot encode EVPN withdrawals: {e}")),
+        }
+    }
+    for (path, routes) in announce {
+        let list = NlriList::Evpn(routes.into_iter().map(NlriEntry::new).collect());
+        match pack_announcements(context, &path.attributes, Some(&path.next_hop), &list) {
+            Ok(messages) => out.extend(messages.into_iter().map(Arc::new)),
+            Err(e) => on_error(format!("cannot encode an EVPN announcement: {e}")),
+        }
+    }
+    out
+}
+
+fn paths_json(candidates: &[crate::rib::Candidate]) -> Vec<Value> {
+    candidates
         .iter()
         .enumerate()
         .map(|(i, c)| {
@@ -1289,15 +1778,40 @@ fn route_json(prefix: &IpPrefix, candidates: &[crate::rib::Candidate]) -> Value 
                 "local_pref": a.local_pref,
                 "med": a.med,
                 "communities": a.communities.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                "extended_communities": a.extended_communities.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
                 "originator_id": a.originator_id.map(|i| i.to_string()),
                 "cluster_list": a.cluster_list.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
             })
         })
-        .collect();
+        .collect()
+}
+
+fn evpn_route_json(key: &EvpnRoute, candidates: &[crate::rib::Candidate]) -> Value {
+    let best = candidates.first();
+    let route = best
+        .and_then(|c| c.path.evpn.clone())
+        .unwrap_or_else(|| key.clone());
+    let mut paths = paths_json(candidates);
+    for (path, c) in paths.iter_mut().zip(candidates) {
+        path["vni"] = json!(evpn::vni_of(&c.path));
+        if let Some(pmsi) = &c.path.attributes.pmsi_tunnel {
+            path["pmsi_tunnel"] = serde_json::to_value(pmsi).unwrap_or(Value::Null);
+        }
+    }
+    json!({
+        "family": Family::L2VPN_EVPN.to_string(),
+        "route_type": route.route_type(),
+        "rd": route.rd().map(|rd| rd.to_string()),
+        "route": serde_json::to_value(&route).unwrap_or(Value::Null),
+        "paths": paths,
+    })
+}
+
+fn route_json(prefix: &IpPrefix, candidates: &[crate::rib::Candidate]) -> Value {
     json!({
         "prefix": prefix.to_string(),
         "family": family_of(prefix).to_string(),
-        "paths": paths,
+        "paths": paths_json(candidates),
     })
 }
 

@@ -165,6 +165,7 @@ fn routes_query() -> Query {
     Query::Routes {
         family: Some(Family::IPV4_UNICAST),
         prefix: None,
+        vni: None,
     }
 }
 
@@ -179,7 +180,7 @@ fn has_route(value: &Value, prefix: &str) -> bool {
 #[tokio::test]
 async fn a_peer_learns_and_teaches_routes_and_survives_a_malformed_update() {
     let report = Arc::new(Collect::default());
-    let speaker = SpeakerHandle::spawn(report.clone(), None);
+    let speaker = SpeakerHandle::spawn(report.clone(), None, None);
     let port = free_port();
     speaker
         .apply(Some(config(port, false, None)))
@@ -307,7 +308,7 @@ async fn a_peer_learns_and_teaches_routes_and_survives_a_malformed_update() {
 #[tokio::test]
 async fn max_prefixes_resets_the_session_with_cease() {
     let report = Arc::new(Collect::default());
-    let speaker = SpeakerHandle::spawn(report.clone(), None);
+    let speaker = SpeakerHandle::spawn(report.clone(), None, None);
     let port = free_port();
     speaker
         .apply(Some(config(port, false, Some(1))))
@@ -342,7 +343,7 @@ async fn max_prefixes_resets_the_session_with_cease() {
 
 #[tokio::test]
 async fn a_wrong_peer_as_gets_bad_peer_as() {
-    let speaker = SpeakerHandle::spawn(Arc::new(Collect::default()), None);
+    let speaker = SpeakerHandle::spawn(Arc::new(Collect::default()), None, None);
     let port = free_port();
     speaker
         .apply(Some(config(port, false, None)))

@@ -66,11 +66,13 @@ pub struct RoutesParams {
     pub family: Option<String>,
     /// Only routes within this prefix (`192.0.2.0/24`), or covering this address.
     pub prefix: Option<String>,
+    /// Only EVPN routes of this VNI (implies `family=evpn`).
+    pub vni: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/api/v1/bgp/routes", tag = "bgp", params(RoutesParams),
     responses((status = 200, description = "Loc-RIB entries with every candidate path, best first", body = Object),
-              (status = 400, description = "A bad family or prefix", body = ErrorBody),
+              (status = 400, description = "A bad family, prefix or VNI", body = ErrorBody),
               (status = 503, description = "ztos-bgp is not connected", body = ErrorBody)))]
 pub async fn routes(
     _auth: Auth<ReadScope>,
@@ -80,7 +82,7 @@ pub async fn routes(
     ask(
         &state,
         "bgp routes",
-        json!({ "family": params.family, "prefix": params.prefix }),
+        json!({ "family": params.family, "prefix": params.prefix, "vni": params.vni }),
     )
     .await
 }
