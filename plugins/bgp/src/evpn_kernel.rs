@@ -14,8 +14,8 @@
 //! - IPv4/IPv6 neighbours and routes keep `NDA_PROTOCOL` / `rtm_protocol`: they carry
 //!   [`RTPROT_ZTOS_BGP`] (197). Routes in the main table are [`crate::kernel`]'s; this module
 //!   sweeps protocol-197 routes of the other tables (the tenant VRF tables).
-//! - Neither the bridge nor the vxlan driver stores `NDA_PROTOCOL` on FDB entries (it is
-//!   accepted and dropped), so FDB entries carry `NTF_EXT_LEARNED` (`extern_learn`), as FRR's
+//! - Neither the bridge nor the vxlan driver stores `NDA_PROTOCOL` on FDB entries (checked:
+//!   an entry added with `NDA_PROTOCOL` 197, on either, dumps without it), so FDB entries carry `NTF_EXT_LEARNED` (`extern_learn`), as FRR's
 //!   zebra installs remote MACs. ztosd's static entries never use it, the bridge never ages
 //!   such entries, and a bridge entry the bridge itself re-learns on a local port loses the
 //!   flag (a MAC that moved back to a local port is the bridge's again). The sweep removes
@@ -26,7 +26,12 @@
 //!   static flood list shares that entry. So the flood remotes ztos-bgp added (and only those
 //!   it added: a remote ztosd already had is left alone, and never removed by ztos-bgp) are
 //!   recorded in a journal file under `/run/ztos` (tmpfs: gone at reboot, like the kernel
-//!   state it describes), one per network namespace, which `sweep` reads.
+//!   state it describes), one per network namespace (named by its inode number), which
+//!   `sweep` reads. Each line also records the VXLAN device's MAC address, which the kernel
+//!   picks at random when ztosd creates the device: `sweep` removes a remote only from the
+//!   same device instance (a re-created device lost its entries anyway), so a journal left
+//!   by a deleted namespace whose inode number the kernel gives to a new one removes nothing
+//!   there.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -245,7 +250,7 @@ impl EvpnKernel {
     }
 
     /// A link's index and master, by name; `None` when there is no such link.
-    async fn link(&self, name: &str) -> Result<Option<(u32, Option<u32>)>, io::Error> {
+    async fn link(&self, name: &str) -> Result<Option<Link>, io::Error> {
         link_by_name(&self.handle, name).await
     }
 
@@ -371,16 +376,17 @@ impl EvpnKernel {
         }
 
         let journal = read_journal(&self.journal)?;
-        for (device, vtep) in &journal {
-            let Some((index, _)) = self
+        for (device, device_mac, vtep) in &journal {
+            let link = self
                 .link(device)
                 .await
-                .map_err(|e| format!("cannot look up {device}: {e}"))?
-            else {
+                .map_err(|e| format!("cannot look up {device}: {e}"))?;
+            let Some(link) = link.filter(|link| link.mac == Some(*device_mac)) else {
+                // Gone, or re-created since (its entries went with the old device).
                 continue;
             };
             self.delete(RouteNetlinkMessage::DelNeighbour(flood_message(
-                index, *vtep,
+                link.index, *vtep,
             )))
             .await
             .map_err(|e| format!("cannot remove stale flood VTEP {vtep} from {device}: {e}"))?;
@@ -437,20 +443,14 @@ fn is_gone(error: &io::Error) -> bool {
     )
 }
 
-async fn link_by_name(
-    handle: &rtnetlink::Handle,
-    name: &str,
-) -> Result<Option<(u32, Option<u32>)>, io::Error> {
+async fn link_by_name(handle: &rtnetlink::Handle, name: &str) -> Result<Option<Link>, io::Error> {
     let mut message = LinkMessage::default();
     message
         .attributes
         .push(LinkAttribute::IfName(name.to_string()));
     match request(handle, RouteNetlinkMessage::GetLink(message), NLM_F_REQUEST).await {
         Ok(replies) => Ok(replies.iter().find_map(|reply| match reply {
-            RouteNetlinkMessage::NewLink(link) => {
-                let parsed = parse_link(link);
-                Some((parsed.index, parsed.master))
-            }
+            RouteNetlinkMessage::NewLink(link) => Some(parse_link(link)),
             _ => None,
         })),
         Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => Ok(None),
@@ -501,6 +501,7 @@ struct Link {
     name: String,
     master: Option<u32>,
     vxlan: bool,
+    mac: Option<[u8; 6]>,
 }
 
 fn parse_link(message: &LinkMessage) -> Link {
@@ -509,11 +510,13 @@ fn parse_link(message: &LinkMessage) -> Link {
         name: String::new(),
         master: None,
         vxlan: false,
+        mac: None,
     };
     for attribute in &message.attributes {
         match attribute {
             LinkAttribute::IfName(name) => link.name = name.clone(),
             LinkAttribute::Controller(index) if *index != 0 => link.master = Some(*index),
+            LinkAttribute::Address(mac) => link.mac = <[u8; 6]>::try_from(mac.as_slice()).ok(),
             LinkAttribute::LinkInfo(infos) => {
                 link.vxlan = infos
                     .iter()
@@ -776,36 +779,54 @@ fn prefix_route_message(
     message
 }
 
-/// The journal: one `device vtep` line per flood remote ztos-bgp added.
-fn render_journal(entries: &BTreeSet<(String, IpAddr)>) -> String {
+/// The flood remotes ztos-bgp added: (VXLAN device, its MAC address, VTEP).
+type Journal = BTreeSet<(String, [u8; 6], IpAddr)>;
+
+/// The journal: one `device device-mac vtep` line per flood remote ztos-bgp added.
+fn render_journal(entries: &Journal) -> String {
     entries
         .iter()
-        .map(|(device, vtep)| format!("{device} {vtep}\n"))
+        .map(|(device, mac, vtep)| format!("{device} {} {vtep}\n", mac_text(mac)))
         .collect()
 }
 
-fn parse_journal(text: &str) -> Result<BTreeSet<(String, IpAddr)>, String> {
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn parse_journal(text: &str) -> Result<Journal, String> {
     let mut entries = BTreeSet::new();
     for (number, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let mut fields = line.split_whitespace();
-        let (Some(device), Some(vtep), None) = (fields.next(), fields.next(), fields.next()) else {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [device, mac, vtep] = fields.as_slice() else {
             return Err(format!(
-                "line {}: expected `device vtep`, found `{line}`",
+                "line {}: expected `device device-mac vtep`, found `{line}`",
                 number + 1
             ));
         };
+        let mac = parse_mac(mac)
+            .ok_or_else(|| format!("line {}: bad MAC address `{mac}`", number + 1))?;
         let vtep = vtep
             .parse::<IpAddr>()
             .map_err(|e| format!("line {}: bad VTEP address `{vtep}`: {e}", number + 1))?;
-        entries.insert((device.to_string(), vtep));
+        entries.insert((device.to_string(), mac, vtep));
     }
     Ok(entries)
 }
 
-fn read_journal(path: &Path) -> Result<BTreeSet<(String, IpAddr)>, String> {
+fn read_journal(path: &Path) -> Result<Journal, String> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             parse_journal(&text).map_err(|e| format!("flood journal {}: {e}", path.display()))
@@ -819,7 +840,7 @@ fn read_journal(path: &Path) -> Result<BTreeSet<(String, IpAddr)>, String> {
 }
 
 /// Replaces the journal atomically (write, then rename); an empty journal is no file.
-fn write_journal(path: &Path, entries: &BTreeSet<(String, IpAddr)>) -> Result<(), String> {
+fn write_journal(path: &Path, entries: &Journal) -> Result<(), String> {
     let fail = |e: io::Error| format!("cannot write the flood journal {}: {e}", path.display());
     if entries.is_empty() {
         return match std::fs::remove_file(path) {
@@ -854,18 +875,21 @@ struct Wanted {
     /// Flood remotes per VXLAN device; `true` when ztos-bgp added the kernel entry (it was
     /// not ztosd's already).
     floods: BTreeMap<String, BTreeMap<IpAddr, bool>>,
+    /// The MAC address of each VXLAN device with flood remotes, when last installed on.
+    device_macs: BTreeMap<String, [u8; 6]>,
     prefixes: BTreeMap<(u32, IpNet), Prefix>,
 }
 
 impl Wanted {
-    fn journal(&self) -> BTreeSet<(String, IpAddr)> {
+    fn journal(&self) -> Journal {
         self.floods
             .iter()
-            .flat_map(|(device, remotes)| {
+            .filter_map(|(device, remotes)| Some((device, self.device_macs.get(device)?, remotes)))
+            .flat_map(|(device, mac, remotes)| {
                 remotes
                     .iter()
                     .filter(|(_, owned)| **owned)
-                    .map(move |(vtep, _)| (device.clone(), *vtep))
+                    .map(move |(vtep, _)| (device.clone(), *mac, *vtep))
             })
             .collect()
     }
@@ -888,10 +912,16 @@ impl Applier {
 
     /// The index of a device that must exist, remembered for re-install decisions.
     async fn index(&mut self, name: &str) -> Result<u32, String> {
+        Ok(self.resolve(name).await?.index)
+    }
+
+    /// A device that must exist, remembered for re-install decisions.
+    async fn resolve(&mut self, name: &str) -> Result<Link, String> {
         match self.kernel.link(name).await {
-            Ok(Some((index, master))) => {
-                self.links.insert(name.to_string(), (index, master));
-                Ok(index)
+            Ok(Some(link)) => {
+                self.links
+                    .insert(name.to_string(), (link.index, link.master));
+                Ok(link)
             }
             Ok(None) => Err(format!("device {name} does not exist")),
             Err(e) => Err(format!("cannot look up device {name}: {e}")),
@@ -1001,7 +1031,7 @@ impl Applier {
     }
 
     async fn remove_mac(&mut self, vxlan: &str, mac: &[u8; 6]) -> Result<(), String> {
-        let Some((index, master)) = self
+        let Some(Link { index, master, .. }) = self
             .kernel
             .link(vxlan)
             .await
@@ -1051,25 +1081,29 @@ impl Applier {
     }
 
     /// Appends the flood remote unless the kernel has it already (ztosd's static list).
+    /// (Also on a re-created device: whatever was there before went with the old one.)
     async fn install_flood(&mut self, vxlan: &str, vtep: IpAddr) -> Result<(), String> {
-        let index = self.index(vxlan).await?;
-        if self.has_flood(index, vtep).await? {
-            return Ok(());
+        let link = self.resolve(vxlan).await?;
+        let present = self.has_flood(link.index, vtep).await?;
+        if !present {
+            self.kernel
+                .change(
+                    RouteNetlinkMessage::NewNeighbour(flood_message(link.index, vtep)),
+                    NLM_F_CREATE | NLM_F_APPEND,
+                )
+                .await
+                .map_err(|e| format!("flood entry on {vxlan}: {e}"))?;
         }
-        self.kernel
-            .change(
-                RouteNetlinkMessage::NewNeighbour(flood_message(index, vtep)),
-                NLM_F_CREATE | NLM_F_APPEND,
-            )
-            .await
-            .map_err(|e| format!("flood entry on {vxlan}: {e}"))?;
         if let Some(owned) = self
             .wanted
             .floods
             .get_mut(vxlan)
             .and_then(|remotes| remotes.get_mut(&vtep))
         {
-            *owned = true;
+            *owned = !present;
+        }
+        if let Some(mac) = link.mac {
+            self.wanted.device_macs.insert(vxlan.to_string(), mac);
         }
         write_journal(&self.kernel.journal, &self.wanted.journal())
     }
@@ -1081,12 +1115,13 @@ impl Applier {
         let owned = remotes.remove(&vtep).unwrap_or(false);
         if remotes.is_empty() {
             self.wanted.floods.remove(vxlan);
+            self.wanted.device_macs.remove(vxlan);
         }
         if !owned {
             // ztosd's entry (or never installed): not ours to remove.
             return Ok(());
         }
-        if let Some((index, _)) = self
+        if let Some(Link { index, .. }) = self
             .kernel
             .link(vxlan)
             .await
@@ -1193,7 +1228,7 @@ impl Applier {
             .values()
             .any(|p| p.l3_vxlan == old.l3_vxlan && p.router_mac == old.router_mac);
         if !neighbour_used {
-            if let Some((bridge, _)) = self
+            if let Some(Link { index: bridge, .. }) = self
                 .kernel
                 .link(&old.l3_bridge)
                 .await
@@ -1751,21 +1786,35 @@ mod tests {
 
     #[test]
     fn journal_round_trip_and_errors() {
-        let entries: BTreeSet<(String, IpAddr)> = [
-            ("vx100".to_string(), "10.0.0.2".parse().unwrap()),
-            ("vx200".to_string(), "2001:db8::2".parse().unwrap()),
+        let entries: Journal = [
+            ("vx100".to_string(), MAC, "10.0.0.2".parse().unwrap()),
+            (
+                "vx200".to_string(),
+                [0xfe; 6],
+                "2001:db8::2".parse().unwrap(),
+            ),
         ]
         .into_iter()
         .collect();
         let text = render_journal(&entries);
-        assert_eq!(text, "vx100 10.0.0.2\nvx200 2001:db8::2\n");
-        assert_eq!(parse_journal(&text).unwrap(), entries);
-        assert_eq!(parse_journal("").unwrap(), BTreeSet::new());
         assert_eq!(
-            parse_journal("vx100 10.0.0.2\nvx100\n").unwrap_err(),
-            "line 2: expected `device vtep`, found `vx100`"
+            text,
+            "vx100 02:00:00:00:00:01 10.0.0.2\nvx200 fe:fe:fe:fe:fe:fe 2001:db8::2\n"
         );
-        assert!(parse_journal("vx100 10.0.0.300")
+        assert_eq!(parse_journal(&text).unwrap(), entries);
+        assert_eq!(parse_journal("").unwrap(), Journal::new());
+        assert_eq!(
+            parse_journal("vx100 02:00:00:00:00:01 10.0.0.2\nvx100 10.0.0.2\n").unwrap_err(),
+            "line 2: expected `device device-mac vtep`, found `vx100 10.0.0.2`"
+        );
+        assert_eq!(
+            parse_journal("vx100 02:00:00:00:01 10.0.0.2").unwrap_err(),
+            "line 1: bad MAC address `02:00:00:00:01`"
+        );
+        assert_eq!(parse_mac("02:00:00:00:00:1"), None);
+        assert_eq!(parse_mac("02:00:00:00:00:01:02"), None);
+        assert_eq!(parse_mac("02:00:00:00:00:zz"), None);
+        assert!(parse_journal("vx100 02:00:00:00:00:01 10.0.0.300")
             .unwrap_err()
             .starts_with("line 1: bad VTEP address `10.0.0.300`"));
     }

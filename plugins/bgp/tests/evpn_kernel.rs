@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -511,6 +512,25 @@ fn evpn_ops_program_the_fdb_reinstall_and_sweep() {
         .contains("203.0.114.0/24"));
     // Nothing left to sweep.
     assert_eq!(sweep(&ns), 0);
+
+    // A journal from a deleted namespace whose inode number the kernel gave to this one: its
+    // device had another (random) MAC address, so ztosd's entry for the same VTEP stays.
+    let inode = std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .expect("namespace")
+        .ino();
+    let journal = format!("/run/ztos/bgp-evpn-flood-{inode}");
+    assert!(
+        !std::path::Path::new(&journal).exists(),
+        "the sweep left {journal}"
+    );
+    std::fs::write(&journal, "vx100 02:00:00:00:00:99 10.0.0.2\n").expect("journal");
+    assert_eq!(sweep(&ns), 0);
+    assert!(has_line(
+        &ns.fdb(),
+        "00:00:00:00:00:00",
+        &["dst 10.0.0.2", "self permanent"]
+    ));
+    assert!(!std::path::Path::new(&journal).exists());
 }
 
 #[test]
