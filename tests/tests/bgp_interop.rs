@@ -319,6 +319,32 @@ fn pings(from: &Node, to: &str) -> bool {
         .success()
 }
 
+/// The route of `route_type` in ztos-bgp's EVPN routes (`ztos bgp routes --family evpn`)
+/// whose `route` object has `key` == `value`, if there is one.
+fn ztos_evpn_route(daemon: &ZtosdHandle, route_type: u64, key: &str, value: &str) -> Option<Value> {
+    ztos_json(daemon, &["bgp", "routes", "--family", "evpn"])["routes"]
+        .as_array()?
+        .iter()
+        .find(|r| r["route_type"] == route_type && r["route"][key] == value)
+        .cloned()
+}
+
+/// The best path of a route in ztos-bgp's JSON.
+fn best_path(route: &Value) -> Value {
+    route["paths"]
+        .as_array()
+        .and_then(|paths| paths.iter().find(|p| p["best"] == true))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Whether a path's extended communities (as ztos prints them, `rt 65002:100`) hold `text`.
+fn has_community(path: &Value, text: &str) -> bool {
+    path["extended_communities"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c == text))
+}
+
 /// ZTOS leaf configuration: underlay `underlay` with `vtep`/24, bridge br100 with host port
 /// `host_port`, VNI 100 on it without a static flood list, one EVPN neighbor.
 fn ztos_evpn_config(
@@ -415,7 +441,7 @@ fn frr_and_ztos_leaves_stretch_vni_100_over_evpn_and_their_hosts_ping() {
         "10.0.0.1",
         r#"["l2vpn-evpn"]"#,
     ));
-    let _ztos_bgp = start_ztos_bgp(leaf2);
+    let mut ztos_bgp = start_ztos_bgp(leaf2);
     let frr = Frr::start(leaf1, "", FRR_EVPN_BGPD_CONFIG);
 
     poll("the EVPN session at leaf2", 30, || {
@@ -458,12 +484,56 @@ fn frr_and_ztos_leaves_stretch_vni_100_over_evpn_and_their_hosts_ping() {
     let remote = &macs["macs"][&mac2];
     assert_eq!(remote["type"], "remote", "{macs}");
     assert_eq!(remote["remoteVtep"], "10.0.0.2", "{macs}");
-    let routes = ztos_json(&daemon, &["bgp", "routes", "--family", "evpn"]).to_string();
-    assert!(
-        routes.contains(&mac1) && routes.contains(&mac2),
-        "both hosts' MACs in ztos-bgp's EVPN routes: {routes}"
+    let type2 = ztos_evpn_route(&daemon, 2, "mac", &mac1).expect("FRR's type 2 for h1");
+    let path = best_path(&type2);
+    assert_eq!(path["next_hop"], "10.0.0.1", "{type2}");
+    assert_eq!(path["vni"], 100, "{type2}");
+    assert!(has_community(&path, "rt 65002:100"), "{type2}");
+    let ours = ztos_evpn_route(&daemon, 2, "mac", &mac2).expect("our type 2 for h2");
+    assert_eq!(best_path(&ours)["from"], "local", "{ours}");
+    let type3 = ztos_evpn_route(&daemon, 3, "originator", "10.0.0.1").expect("FRR's type 3");
+    let pmsi = &best_path(&type3)["pmsi_tunnel"];
+    assert_eq!(pmsi["tunnel"]["endpoint"], "10.0.0.1", "{type3}");
+    assert_eq!(
+        pmsi["tunnel"]["tunnel_type"], "ingress_replication",
+        "{type3}"
     );
     assert!(pings(h1, "192.168.100.2"), "h1 cannot ping h2");
+
+    // ztos-bgp crashes: what it installed stays until a new ztos-bgp sweeps it and installs
+    // FRR's routes again from the new session; the hosts still reach each other.
+    ztos_bgp.kill();
+    poll("FRR notices ztos-bgp is gone", 20, || {
+        !frr.established("10.0.0.2")
+    });
+    let established_before =
+        frr.json("show bgp neighbors 10.0.0.2 json")["10.0.0.2"]["connectionsEstablished"].clone();
+    ztos_bgp = start_ztos_bgp(leaf2);
+    poll("the EVPN session back at leaf2", 30, || {
+        established(&daemon, "10.0.0.1")
+    });
+    poll("the EVPN session back at FRR", 10, || {
+        frr.established("10.0.0.2")
+    });
+    assert_eq!(
+        frr.json("show bgp neighbors 10.0.0.2 json")["10.0.0.2"]["connectionsEstablished"],
+        established_before.as_u64().map_or(0, |n| n + 1),
+        "a new session after the restart"
+    );
+    poll("FRR's MAC and flood entries back at leaf2", 30, || {
+        let entries = fdb(leaf2, "vx100");
+        entries.contains(&format!("{mac1} dst 10.0.0.1"))
+            && entries.contains("00:00:00:00:00:00 dst 10.0.0.1")
+    });
+    poll("our type 2 and type 3 back at FRR", 30, || {
+        let entries = fdb(leaf1, "vx100");
+        entries.contains(&format!("{mac2} dst 10.0.0.2"))
+            && entries.contains("00:00:00:00:00:00 dst 10.0.0.2")
+    });
+    poll("h1 pings h2 after the restart", 20, || {
+        pings(h1, "192.168.100.2")
+    });
+    drop(ztos_bgp);
 }
 
 /// GoBGP's side of the EVPN test: AS 65002, VTEP 10.92.0.2.
@@ -595,11 +665,29 @@ fn gobgp_exchanges_evpn_types_2_3_and_5_and_ztos_installs_gobgps_macs_and_flood_
         "a type 2 with VNI 200's route target was installed in VNI 100:\n{}",
         fdb(&z, "vx100")
     );
-    let routes = ztos_json(&daemon, &["bgp", "routes", "--family", "evpn"]);
-    let text = routes.to_string();
+    let type2 = ztos_evpn_route(&daemon, 2, "mac", GOBGP_MAC).expect("GoBGP's type 2");
+    let path = best_path(&type2);
+    assert_eq!(type2["route"]["label1"], 100, "{type2}");
+    assert_eq!(path["next_hop"], GOBGP_VTEP, "{type2}");
+    assert_eq!(path["vni"], 100, "{type2}");
+    assert!(has_community(&path, "rt 65002:100"), "{type2}");
+    let type3 = ztos_evpn_route(&daemon, 3, "originator", GOBGP_VTEP).expect("GoBGP's type 3");
+    let pmsi = &best_path(&type3)["pmsi_tunnel"];
+    assert_eq!(pmsi["label"], 100, "{type3}");
+    assert_eq!(pmsi["tunnel"]["endpoint"], GOBGP_VTEP, "{type3}");
+    assert_eq!(
+        pmsi["tunnel"]["tunnel_type"], "ingress_replication",
+        "{type3}"
+    );
+    let type5 = ztos_evpn_route(&daemon, 5, "prefix", "203.0.113.0/24").expect("GoBGP's type 5");
+    let path = best_path(&type5);
+    assert_eq!(type5["route"]["label"], 5000, "{type5}");
+    assert_eq!(type5["route"]["gateway"], "0.0.0.0", "{type5}");
+    assert_eq!(path["next_hop"], GOBGP_VTEP, "{type5}");
     assert!(
-        text.contains("02:00:5e:00:00:bb") || text.contains("5000"),
-        "GoBGP's type 5 shown with its router MAC or VNI: {routes}"
+        has_community(&path, "router-mac 02:00:5e:00:00:bb")
+            && has_community(&path, "rt 65002:5000"),
+        "{type5}"
     );
 
     // ztos-bgp's type 3 for VNI 100 at GoBGP: PMSI ingress replication to our VTEP, VNI 100
