@@ -50,6 +50,15 @@ bench-boot: image
 bench-update: image
     tests/bench/bench-update.sh
 
+# WireGuard iperf3 throughput, ping latency and CPU per Gbit/s through ztos-wireguard, wireguard-go, boringtun's CLI and ztos with 1,000 policy rules (needs root).
+bench-wg: deps
+    tests/bench/bench-wg.sh
+
+# BGP route throughput and peak memory: ztos-bgp, BIRD 2, FRR and GoBGP pass 100k and 1M prefixes from peer A to peer B in netns (needs root).
+bench-bgp: deps
+    cargo build --release --workspace --bins
+    tests/bench/bench-bgp.sh
+
 # Regenerate golden files (JSON Schema, OpenAPI) after an intended change.
 update-golden:
     ZTOS_UPDATE_GOLDEN=1 cargo test --workspace --lib golden
