@@ -16,7 +16,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::AddressFamily;
 use tokio::sync::mpsc;
 
-use crate::codec::IpPrefix;
+use crate::codec::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 
 /// The routing protocol id of ztos-bgp's routes (`proto 197` in `ip route`), next to ztosd's
 /// `RTPROT_ZTOS` (196) in ztosd/src/netlink/model.rs.
@@ -128,6 +128,17 @@ impl Kernel {
         Ok(found)
     }
 
+    /// The prefixes of the BGP routes an earlier run left (for a graceful restart: they stay
+    /// until peers have sent their routes again).
+    pub async fn stale_prefixes(&self) -> Result<Vec<IpPrefix>, String> {
+        Ok(self
+            .bgp_routes()
+            .await?
+            .iter()
+            .filter_map(prefix_of_route)
+            .collect())
+    }
+
     /// Removes every BGP route left from an earlier run; how many were removed.
     pub async fn sweep(&self) -> Result<usize, String> {
         let stale = self.bgp_routes().await?;
@@ -184,6 +195,27 @@ impl Kernel {
     }
 }
 
+/// The destination of a route message as a prefix (`None` for a malformed one).
+fn prefix_of_route(route: &RouteMessage) -> Option<IpPrefix> {
+    let len = route.header.destination_prefix_length;
+    let destination = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+        RouteAttribute::Destination(RouteAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    });
+    match (route.header.address_family, destination) {
+        (AddressFamily::Inet, Some(IpAddr::V4(a))) => Ipv4Prefix::new(a, len).map(IpPrefix::V4),
+        (AddressFamily::Inet, None) => {
+            Ipv4Prefix::new(Ipv4Addr::UNSPECIFIED, len).map(IpPrefix::V4)
+        }
+        (AddressFamily::Inet6, Some(IpAddr::V6(a))) => Ipv6Prefix::new(a, len).map(IpPrefix::V6),
+        (AddressFamily::Inet6, None) => {
+            Ipv6Prefix::new(std::net::Ipv6Addr::UNSPECIFIED, len).map(IpPrefix::V6)
+        }
+        _ => None,
+    }
+}
+
 fn libc_esrch() -> i32 {
     nix::libc::ESRCH
 }
@@ -209,6 +241,23 @@ pub fn spawn(
 mod tests {
     use super::*;
     use crate::codec::{Ipv4Prefix, Ipv6Prefix};
+
+    #[test]
+    fn stale_route_messages_read_back_as_prefixes() {
+        for p in ["192.0.2.0/24", "0.0.0.0/0", "2001:db8::/32", "10.1.2.3/32"] {
+            let net: ipnet::IpNet = p.parse().unwrap();
+            let prefix = match net {
+                ipnet::IpNet::V4(n) => {
+                    IpPrefix::V4(Ipv4Prefix::new(n.addr(), n.prefix_len()).unwrap())
+                }
+                ipnet::IpNet::V6(n) => {
+                    IpPrefix::V6(Ipv6Prefix::new(n.addr(), n.prefix_len()).unwrap())
+                }
+            };
+            let m = message(&prefix, Some("10.0.0.1".parse().unwrap()));
+            assert_eq!(prefix_of_route(&m), Some(prefix), "{p}");
+        }
+    }
 
     #[test]
     fn route_messages_carry_protocol_metric_and_table() {

@@ -206,15 +206,23 @@ async fn main() {
     } else {
         Kernel::open()
     };
+    let mut stale = Vec::new();
     let (kernel, ops) = match opened {
         Ok(kernel) => {
-            match kernel.sweep().await {
-                Ok(0) => {}
-                Ok(n) => report.log(
-                    false,
-                    format!("removed {n} stale BGP routes from the kernel"),
-                ),
+            // Routes an earlier run left stay while peers send theirs again (graceful
+            // restart); the speaker removes the ones nobody sends.
+            match kernel.stale_prefixes().await {
+                Ok(found) => stale = found,
                 Err(e) => report.log(true, e),
+            }
+            if !stale.is_empty() {
+                report.log(
+                    false,
+                    format!(
+                        "{} BGP routes of a previous run are in the kernel: kept while peers resend their routes (graceful restart)",
+                        stale.len()
+                    ),
+                );
             }
             let (errors_tx, mut errors) = mpsc::unbounded_channel::<String>();
             let ops = kernel::spawn(kernel.clone(), errors_tx);
@@ -236,7 +244,7 @@ async fn main() {
     } else {
         start_evpn(&report).await
     };
-    let speaker = SpeakerHandle::spawn(report, ops, evpn);
+    let speaker = SpeakerHandle::spawn_restarted(report, ops, evpn, stale);
     let shutdown = client.run(Bgp { speaker, kernel }).await;
     tracing::info!("ztos-bgp: {}", shutdown.reason);
 }

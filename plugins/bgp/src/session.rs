@@ -31,8 +31,8 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::codec::notification::{code, subcode};
 use crate::codec::{
-    self, decode_message, message_length, Asn, Capability, Context, DecodeError, Family, Message,
-    Negotiated, NlriList, Notification, Open, Received, Update,
+    self, decode_message, message_length, Asn, Capability, Context, DecodeError, Family,
+    GracefulRestart, Message, Negotiated, NlriList, Notification, Open, Received, Update,
 };
 
 /// Hold time while waiting for the peer's OPEN (RFC 4271 §8.2.2 suggests 4 minutes).
@@ -86,6 +86,8 @@ pub struct SessionConfig {
     pub families: Vec<Family>,
     pub password: Option<String>,
     pub connect_retry: ConnectRetry,
+    /// The graceful restart capability we advertise (RFC 4724), `None` for none.
+    pub graceful_restart: Option<GracefulRestart>,
 }
 
 /// The ConnectRetry timer (RFC 4271 §8, §10) as a capped exponential backoff: after the n-th
@@ -145,6 +147,9 @@ impl SessionConfig {
             .collect();
         capabilities.push(Capability::RouteRefresh);
         capabilities.push(Capability::ExtendedMessage);
+        if let Some(gr) = &self.graceful_restart {
+            capabilities.push(Capability::GracefulRestart(gr.clone()));
+        }
         Open::new(
             Asn(self.local_as),
             self.hold_time,
@@ -165,6 +170,8 @@ pub struct Established {
     /// Families both sides advertised (IPv4 unicast for a peer without multiprotocol).
     pub families: Vec<Family>,
     pub route_refresh: bool,
+    /// The peer's graceful restart capability, if it advertised one.
+    pub peer_restart: Option<GracefulRestart>,
 }
 
 /// What a session tells the speaker.
@@ -181,6 +188,8 @@ pub enum SessionEvent {
     Down {
         reason: String,
         was_established: bool,
+        /// The session ended without a NOTIFICATION (see [`Closed`]).
+        graceful: bool,
     },
     Log {
         warn: bool,
@@ -281,6 +290,7 @@ async fn run(
                 emitter.emit(SessionEvent::Down {
                     reason,
                     was_established: false,
+                    graceful: false,
                 });
                 return;
             }
@@ -290,11 +300,12 @@ async fn run(
         emitter.state(State::Established);
         match established(connection, &config, &mut commands, &emitter).await {
             Closed::Stopped => return,
-            Closed::Down(reason) => {
+            Closed::Down { reason, graceful } => {
                 emitter.state(State::Idle);
                 emitter.emit(SessionEvent::Down {
                     reason,
                     was_established: true,
+                    graceful,
                 });
             }
         }
@@ -409,7 +420,7 @@ async fn establish(
                         send_notification(&mut writer, &collision_cease()).await;
                     }
                     Err(reason) => {
-                        emitter.emit(SessionEvent::Down { reason, was_established: false });
+                        emitter.emit(SessionEvent::Down { reason, was_established: false, graceful: false });
                         if !config.passive && retry_at.is_none() && !outgoing_pending {
                             retry_at = Some(Instant::now() + backoff.next_delay());
                         }
@@ -611,6 +622,10 @@ async fn handshake_inner(
     let route_refresh = theirs
         .capabilities()
         .any(|c| matches!(c, Capability::RouteRefresh));
+    let peer_restart = theirs.capabilities().find_map(|c| match c {
+        Capability::GracefulRestart(gr) => Some(gr.clone()),
+        _ => None,
+    });
 
     writer
         .write_all(&keepalive())
@@ -658,6 +673,7 @@ async fn handshake_inner(
             negotiated,
             families,
             route_refresh,
+            peer_restart,
         },
     })
 }
@@ -747,7 +763,20 @@ fn kind(message: &Message) -> &'static str {
 
 enum Closed {
     Stopped,
-    Down(String),
+    /// The session ended; `graceful`: without a NOTIFICATION either way (the connection was
+    /// closed or lost), which is when a graceful restart helper keeps the peer's routes
+    /// (RFC 4724 §4.2).
+    Down {
+        reason: String,
+        graceful: bool,
+    },
+}
+
+fn down(reason: String) -> Closed {
+    Closed::Down {
+        reason,
+        graceful: false,
+    }
 }
 
 enum Outgoing {
@@ -788,7 +817,7 @@ async fn established(
             () = async { sleep_until(hold_deadline.unwrap_or_else(Instant::now)).await }, if hold_deadline.is_some() => {
                 let n = Notification::new(code::HOLD_TIMER_EXPIRED, 0, Vec::new());
                 close(out, writer_task, n.clone()).await;
-                return Closed::Down(format!("hold timer expired (sent NOTIFICATION {n})"));
+                return down(format!("hold timer expired (sent NOTIFICATION {n})"));
             }
             () = async { sleep_until(keepalive_deadline.unwrap_or_else(Instant::now)).await }, if keepalive_deadline.is_some() => {
                 let _ = out.send(Outgoing::Bytes(keepalive.clone()));
@@ -807,7 +836,7 @@ async fn established(
                 }
                 Some(SessionCommand::Reset(n, reason)) => {
                     close(out, writer_task, n.clone()).await;
-                    return Closed::Down(format!("{reason} (sent NOTIFICATION {n})"));
+                    return down(format!("{reason} (sent NOTIFICATION {n})"));
                 }
                 Some(SessionCommand::Stop(n)) => {
                     close(out, writer_task, n).await;
@@ -821,11 +850,11 @@ async fn established(
             read = reader.next(&receive) => {
                 let bytes = match read {
                     Ok(bytes) => bytes,
-                    Err(ReadError::Closed) => return Closed::Down("peer closed the connection".to_string()),
-                    Err(ReadError::Io(e)) => return Closed::Down(format!("connection lost: {e}")),
+                    Err(ReadError::Closed) => return Closed::Down { reason: "peer closed the connection".to_string(), graceful: true },
+                    Err(ReadError::Io(e)) => return Closed::Down { reason: format!("connection lost: {e}"), graceful: true },
                     Err(ReadError::Framing(e)) => {
                         close(out, writer_task, e.notification.clone()).await;
-                        return Closed::Down(format!("{} (sent NOTIFICATION {})", e.reason, e.notification));
+                        return down(format!("{} (sent NOTIFICATION {})", e.reason, e.notification));
                     }
                 };
                 hold_deadline = hold.map(|h| Instant::now() + h);
@@ -854,16 +883,16 @@ async fn established(
                         emitter.emit(SessionEvent::RouteRefresh(rr.family));
                     }
                     Ok(Received::Message(Message::Notification(n))) => {
-                        return Closed::Down(format!("peer sent NOTIFICATION {n}"));
+                        return down(format!("peer sent NOTIFICATION {n}"));
                     }
                     Ok(Received::Message(Message::Open(_))) => {
                         let n = Notification::new(code::FINITE_STATE_MACHINE, FSM_UNEXPECTED_IN_ESTABLISHED, Vec::new());
                         close(out, writer_task, n.clone()).await;
-                        return Closed::Down(format!("OPEN while established (sent NOTIFICATION {n})"));
+                        return down(format!("OPEN while established (sent NOTIFICATION {n})"));
                     }
                     Err(DecodeError { notification, reason }) => {
                         close(out, writer_task, notification.clone()).await;
-                        return Closed::Down(format!("{reason} (sent NOTIFICATION {notification})"));
+                        return down(format!("{reason} (sent NOTIFICATION {notification})"));
                     }
                 }
             }
@@ -1028,6 +1057,7 @@ mod tests {
                 first: Duration::from_secs(2),
                 cap: Duration::from_secs(60),
             },
+            graceful_restart: None,
         };
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let session = SessionHandle::spawn(7, config, events_tx);

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use ztos_plugin::{Metric, MetricKind};
 
 use crate::codec::notification::{code, subcode};
+use crate::codec::GracefulRestart;
 use crate::codec::{
     pack_announcements, pack_withdrawals, AsPath, Context, EvpnRoute, Family, IpPrefix, Ipv4Prefix,
     Ipv6Prefix, Message, NextHop, NlriEntry, NlriList, Notification, Origin, PathAttributes,
@@ -41,6 +42,13 @@ pub const CONNECT_RETRY: ConnectRetry = ConnectRetry {
     first: Duration::from_secs(2),
     cap: Duration::from_secs(60),
 };
+/// The restart time we advertise (RFC 4724 §3): how long peers keep our routes while we
+/// restart, and how long after our own start we wait for peers' End-of-RIB before the kernel
+/// routes a previous run left are swept.
+pub const RESTART_TIME: u16 = 120;
+/// How long a restarted peer's stale routes are kept once its session is back, waiting for its
+/// End-of-RIB (FRR's stalepath-time default).
+const STALE_TIME: Duration = Duration::from_secs(360);
 /// Most routes `routes` answers with.
 const ROUTES_LIMIT: usize = 10_000;
 /// How many queued events are handled before changes are flushed to peers and kernel.
@@ -95,6 +103,20 @@ impl SpeakerHandle {
         kernel: Option<mpsc::UnboundedSender<KernelOp>>,
         evpn: Option<EvpnIo>,
     ) -> SpeakerHandle {
+        SpeakerHandle::spawn_restarted(report, kernel, evpn, Vec::new())
+    }
+
+    /// [`SpeakerHandle::spawn`] after a restart that left `stale_kernel` routes of the previous
+    /// run in the kernel: they stay (forwarding goes on) while peers resend their routes, and
+    /// the ones no peer sent again are removed once every neighbor has sent End-of-RIB, or
+    /// [`RESTART_TIME`] after the start. Our OPENs say we restarted (RFC 4724's R bit) and
+    /// preserved forwarding.
+    pub fn spawn_restarted(
+        report: Arc<dyn Report>,
+        kernel: Option<mpsc::UnboundedSender<KernelOp>>,
+        evpn: Option<EvpnIo>,
+        stale_kernel: Vec<IpPrefix>,
+    ) -> SpeakerHandle {
         let (evpn_ops, evpn_segments, local_macs) = match evpn {
             Some(io) => (Some(io.ops), Some(io.segments), Some(io.local_macs)),
             None => (None, None, None),
@@ -126,6 +148,10 @@ impl SpeakerHandle {
             evpn_ops,
             evpn_segments,
             local_macs: HashMap::new(),
+            started: Instant::now(),
+            restarting: !stale_kernel.is_empty(),
+            stale_kernel: stale_kernel.into_iter().collect(),
+            stale: HashMap::new(),
         };
         tokio::spawn(speaker.run(receiver, events, accepted, local_macs));
         SpeakerHandle { commands }
@@ -157,6 +183,17 @@ struct Up {
     info: Established,
     source: Arc<SourceInfo>,
     group: u64,
+    /// Families the peer has sent End-of-RIB for in this session.
+    end_of_rib: HashSet<Family>,
+}
+
+/// A restarting peer's routes, kept as stale (RFC 4724 §4.2) until it sends them again and
+/// End-of-RIB, or the deadline passes.
+struct Stale {
+    source: Arc<SourceInfo>,
+    prefixes: HashSet<IpPrefix>,
+    evpn: HashSet<EvpnRoute>,
+    deadline: Instant,
 }
 
 struct Neighbor {
@@ -228,6 +265,13 @@ struct Speaker {
     /// MACs learned on local ports, by (VNI, MAC), with the MAC mobility sequence number
     /// they are advertised with.
     local_macs: HashMap<(u32, [u8; 6]), u32>,
+    started: Instant,
+    /// A previous run left routes in the kernel (see [`SpeakerHandle::spawn_restarted`]).
+    restarting: bool,
+    /// Kernel routes of the previous run not installed again yet.
+    stale_kernel: HashSet<IpPrefix>,
+    /// Restarting peers' routes, by neighbor address.
+    stale: HashMap<IpAddr, Stale>,
 }
 
 fn family_of(prefix: &IpPrefix) -> Family {
@@ -324,6 +368,8 @@ impl Speaker {
                     }
                 }
                 _ = tick.tick() => {
+                    self.graceful_restart_timers(&mut dirty);
+                    self.flush(&mut dirty);
                     self.rib.interner.sweep();
                     self.evpn_rib.interner.sweep();
                     self.publish();
@@ -517,6 +563,7 @@ impl Speaker {
             families: config.families(),
             password: config.password.clone(),
             connect_retry: CONNECT_RETRY,
+            graceful_restart: Some(self.restart_capability(&config.families())),
         };
         let handle = SessionHandle::spawn(id, session, self.events_tx.clone());
         self.sessions.insert(id, address);
@@ -541,6 +588,7 @@ impl Speaker {
             return;
         };
         self.sessions.remove(&neighbor.session);
+        self.flush_stale(address, None, dirty);
         if let Some(up) = neighbor.up.take() {
             self.session_down(address, up, dirty);
             self.report.event(
@@ -617,7 +665,9 @@ impl Speaker {
         if let Some(kernel) = &self.kernel {
             match (learned(&change.old), learned(&change.new)) {
                 (_, Some(gateway)) => {
-                    if learned(&change.old) != Some(gateway) {
+                    if self.stale_kernel.remove(&change.prefix)
+                        || learned(&change.old) != Some(gateway)
+                    {
                         let _ = kernel.send(KernelOp::Replace {
                             prefix: change.prefix,
                             gateway,
@@ -629,7 +679,13 @@ impl Speaker {
                         prefix: change.prefix,
                     });
                 }
-                (None, None) => {}
+                (None, None) => {
+                    if self.stale_kernel.remove(&change.prefix) {
+                        let _ = kernel.send(KernelOp::Remove {
+                            prefix: change.prefix,
+                        });
+                    }
+                }
             }
         }
         dirty.push(change.prefix);
@@ -646,10 +702,11 @@ impl Speaker {
                 }
             }
             SessionEvent::Log { warn, message } => self.report.log(warn, message),
-            SessionEvent::Established(info) => self.session_up(address, info),
+            SessionEvent::Established(info) => self.session_up(address, info, dirty),
             SessionEvent::Down {
                 reason,
                 was_established,
+                graceful,
             } => {
                 let Some(neighbor) = self.neighbors.get_mut(&address) else {
                     return;
@@ -657,13 +714,25 @@ impl Speaker {
                 let repeated = neighbor.last_error.as_deref() == Some(reason.as_str());
                 neighbor.last_error = Some(reason.clone());
                 if was_established {
+                    let mut kept = None;
                     if let Some(up) = neighbor.up.take() {
-                        self.session_down(address, up, dirty);
+                        match up.info.peer_restart.as_ref().map(|gr| gr.restart_time) {
+                            Some(restart_time) if graceful && restart_time > 0 => {
+                                kept = Some((
+                                    self.keep_stale(address, up, restart_time),
+                                    restart_time,
+                                ));
+                            }
+                            _ => self.session_down(address, up, dirty),
+                        }
                     }
-                    self.report.event(
-                        "neighbor_down",
-                        format!("neighbor {address} went down: {reason}"),
-                    );
+                    let message = match kept {
+                        Some((routes, seconds)) => format!(
+                            "neighbor {address} went down: {reason}; its {routes} routes are kept as stale for up to {seconds} s while it restarts (graceful restart)"
+                        ),
+                        None => format!("neighbor {address} went down: {reason}"),
+                    };
+                    self.report.event("neighbor_down", message);
                 } else if !repeated {
                     self.report
                         .log(false, format!("neighbor {address}: {reason}"));
@@ -720,10 +789,37 @@ impl Speaker {
             .map(|u| u.source.clone())
     }
 
-    fn session_up(&mut self, address: IpAddr, info: Established) {
+    fn session_up(&mut self, address: IpAddr, info: Established, dirty: &mut Vec<IpPrefix>) {
         let Some(config) = self.config.clone() else {
             return;
         };
+        if self.stale.contains_key(&address) {
+            // RFC 4724 §4.2: the restarted peer's stale routes wait for its End-of-RIB,
+            // except the families it did not preserve forwarding for (or all of them, when
+            // it no longer does graceful restart).
+            match &info.peer_restart {
+                None => {
+                    self.flush_stale(address, None, dirty);
+                }
+                Some(gr) => {
+                    for family in [
+                        Family::IPV4_UNICAST,
+                        Family::IPV6_UNICAST,
+                        Family::L2VPN_EVPN,
+                    ] {
+                        let preserved = gr.families.iter().any(|(f, flags)| {
+                            *f == family && flags & GracefulRestart::FORWARDING_PRESERVED != 0
+                        });
+                        if !preserved {
+                            self.flush_stale(address, Some(family), dirty);
+                        }
+                    }
+                    if let Some(stale) = self.stale.get_mut(&address) {
+                        stale.deadline = Instant::now() + STALE_TIME;
+                    }
+                }
+            }
+        }
         let Some(neighbor) = self.neighbors.get(&address) else {
             return;
         };
@@ -795,6 +891,7 @@ impl Speaker {
                 info,
                 source,
                 group,
+                end_of_rib: HashSet::new(),
             });
             n.last_error = None;
             n.established_count += 1;
@@ -805,18 +902,170 @@ impl Speaker {
     }
 
     fn session_down(&mut self, address: IpAddr, up: Up, dirty: &mut Vec<IpPrefix>) {
+        // Stale routes of an earlier restart go with the rest.
+        self.stale.remove(&address);
         for change in self.rib.drop_peer(&up.source) {
             self.record(Some(change), dirty);
         }
         for change in self.evpn_rib.drop_peer(&up.source) {
             self.record_evpn(change);
         }
-        if let Some(group) = self.groups.get_mut(&up.group) {
-            group.members.retain(|m| *m != address);
-            if group.members.is_empty() {
-                self.groups.remove(&up.group);
+        self.leave_group(address, up.group);
+    }
+
+    fn leave_group(&mut self, address: IpAddr, group: u64) {
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.members.retain(|m| *m != address);
+            if g.members.is_empty() {
+                self.groups.remove(&group);
             }
         }
+    }
+
+    /// Graceful restart helper (RFC 4724 §4.2): the session with a peer that advertised the
+    /// capability ended without a NOTIFICATION, so its routes stay (still installed, still
+    /// advertised) as stale for `restart_time` seconds. Returns how many routes were kept.
+    fn keep_stale(&mut self, address: IpAddr, up: Up, restart_time: u16) -> usize {
+        self.leave_group(address, up.group);
+        let peer = up.source.peer.unwrap_or_default();
+        let prefixes: HashSet<IpPrefix> = self
+            .rib
+            .adj_in(peer)
+            .map(|t| t.keys().copied().collect())
+            .unwrap_or_default();
+        let evpn: HashSet<EvpnRoute> = self
+            .evpn_rib
+            .adj_in(peer)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        let count = prefixes.len() + evpn.len();
+        let stale = self.stale.entry(address).or_insert_with(|| Stale {
+            source: up.source.clone(),
+            prefixes: HashSet::new(),
+            evpn: HashSet::new(),
+            deadline: Instant::now(),
+        });
+        stale.source = up.source;
+        stale.prefixes.extend(prefixes);
+        stale.evpn.extend(evpn);
+        stale.deadline = Instant::now() + Duration::from_secs(u64::from(restart_time));
+        count
+    }
+
+    /// Removes the stale routes of `address` (of `family` only, if given); the number removed.
+    fn flush_stale(
+        &mut self,
+        address: IpAddr,
+        family: Option<Family>,
+        dirty: &mut Vec<IpPrefix>,
+    ) -> usize {
+        let Some(stale) = self.stale.get_mut(&address) else {
+            return 0;
+        };
+        let source = stale.source.clone();
+        let prefixes: Vec<IpPrefix> = stale
+            .prefixes
+            .iter()
+            .filter(|p| family.is_none_or(|f| family_of(p) == f))
+            .copied()
+            .collect();
+        for p in &prefixes {
+            stale.prefixes.remove(p);
+        }
+        let evpn: Vec<EvpnRoute> = if family.is_none_or(|f| f == Family::L2VPN_EVPN) {
+            stale.evpn.drain().collect()
+        } else {
+            Vec::new()
+        };
+        if stale.prefixes.is_empty() && stale.evpn.is_empty() {
+            self.stale.remove(&address);
+        }
+        let removed = prefixes.len() + evpn.len();
+        for prefix in prefixes {
+            let change = self.rib.set(&source, prefix, None);
+            self.record(change, dirty);
+        }
+        for key in evpn {
+            if let Some(change) = self.evpn_rib.set(&source, key, None) {
+                self.record_evpn(change);
+            }
+        }
+        removed
+    }
+
+    /// The capability we advertise: the restart time, the R bit while we are restarting, and
+    /// forwarding preserved for the unicast families whose kernel routes outlive us.
+    fn restart_capability(&self, families: &[Family]) -> GracefulRestart {
+        let restarting = self.restarting
+            && self.started.elapsed() < Duration::from_secs(u64::from(RESTART_TIME));
+        GracefulRestart {
+            flags: if restarting {
+                GracefulRestart::RESTART_STATE
+            } else {
+                0
+            },
+            restart_time: RESTART_TIME,
+            families: families
+                .iter()
+                .map(|f| {
+                    let preserved = self.kernel.is_some() && *f != Family::L2VPN_EVPN;
+                    (
+                        *f,
+                        if preserved {
+                            GracefulRestart::FORWARDING_PRESERVED
+                        } else {
+                            0
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Every second: stale routes of peers that did not come back (or did not finish) in
+    /// time go, and after our own restart the kernel routes no peer sent again are removed
+    /// once every neighbor has sent End-of-RIB, or [`RESTART_TIME`] after the start.
+    fn graceful_restart_timers(&mut self, dirty: &mut Vec<IpPrefix>) {
+        let now = Instant::now();
+        let expired: Vec<IpAddr> = self
+            .stale
+            .iter()
+            .filter(|(_, s)| s.deadline <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        for address in expired {
+            let removed = self.flush_stale(address, None, dirty);
+            self.report.log(
+                true,
+                format!("neighbor {address}: graceful restart time over; {removed} stale routes removed"),
+            );
+        }
+        if self.stale_kernel.is_empty() {
+            return;
+        }
+        let all_done = self.config.is_some()
+            && self.neighbors.values().all(|n| {
+                n.up.as_ref()
+                    .is_some_and(|u| u.info.families.iter().all(|f| u.end_of_rib.contains(f)))
+            });
+        let timed_out = self.started.elapsed() >= Duration::from_secs(u64::from(RESTART_TIME));
+        if !(all_done || timed_out) {
+            return;
+        }
+        let stale: Vec<IpPrefix> = self.stale_kernel.drain().collect();
+        if let Some(kernel) = &self.kernel {
+            for prefix in &stale {
+                let _ = kernel.send(KernelOp::Remove { prefix: *prefix });
+            }
+        }
+        self.report.log(
+            false,
+            format!(
+                "graceful restart done ({}): removed {} kernel routes of the previous run that no peer sent again",
+                if all_done { "End-of-RIB from every neighbor" } else { "restart time over" },
+                stale.len()
+            ),
+        );
     }
 
     fn receive_update(&mut self, address: IpAddr, update: Update, dirty: &mut Vec<IpPrefix>) {
@@ -834,6 +1083,16 @@ impl Speaker {
         let max_prefixes = neighbor.config.max_prefixes;
         if let Some(family) = update.end_of_rib_family() {
             tracing::debug!("neighbor {address}: End-of-RIB for {family}");
+            if let Some(up) = self.neighbors.get_mut(&address).and_then(|n| n.up.as_mut()) {
+                up.end_of_rib.insert(family);
+            }
+            let removed = self.flush_stale(address, Some(family), dirty);
+            if removed > 0 {
+                self.report.log(
+                    false,
+                    format!("neighbor {address}: End-of-RIB for {family} after its restart; {removed} stale routes it did not send again removed"),
+                );
+            }
             return;
         }
         let Update {
@@ -864,6 +1123,9 @@ impl Speaker {
                         self.router_id,
                     );
                     for entry in routes {
+                        if let Some(stale) = self.stale.get_mut(&address) {
+                            stale.evpn.remove(&route_key(&entry.nlri));
+                        }
                         let mut path = path.clone();
                         path.evpn = Some(entry.nlri.clone());
                         let path = self.evpn_rib.interner.intern(path);
@@ -912,6 +1174,9 @@ impl Speaker {
             for prefix in list {
                 if !families.contains(&family_of(&prefix)) {
                     continue;
+                }
+                if let Some(stale) = speaker.stale.get_mut(&address) {
+                    stale.prefixes.remove(&prefix);
                 }
                 let change = speaker.rib.set(
                     &source,
@@ -1205,6 +1470,7 @@ impl Speaker {
             "updates_received": n.updates_received,
             "updates_sent": n.updates_sent,
             "last_error": n.last_error,
+            "stale_routes": self.stale.get(&address).map_or(0, |st| st.prefixes.len() + st.evpn.len()),
         });
         if detail {
             let families: Vec<String> = n.config.families().iter().map(|f| f.to_string()).collect();
@@ -1228,6 +1494,13 @@ impl Speaker {
                     "four_octet_as": up.info.negotiated.send.four_octet_as,
                     "extended_message": up.info.negotiated.send.extended_message,
                     "route_refresh": up.info.route_refresh,
+                    "peer_graceful_restart": up.info.peer_restart.as_ref().map(|gr| json!({
+                        "restart_time": gr.restart_time,
+                        "restarted": gr.flags & GracefulRestart::RESTART_STATE != 0,
+                        "forwarding_preserved": gr.families.iter()
+                            .filter(|(_, flags)| flags & GracefulRestart::FORWARDING_PRESERVED != 0)
+                            .map(|(f, _)| f.to_string()).collect::<Vec<_>>(),
+                    })),
                     "ebgp": up.source.ebgp,
                     "update_group": up.group,
                 });

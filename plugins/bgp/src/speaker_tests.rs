@@ -99,6 +99,12 @@ fn config(port: u16, extra_neighbor: bool, max_prefixes: Option<u32>) -> BgpConf
 }
 
 async fn connect(port: u16) -> Peer {
+    connect_with(port, Vec::new()).await.0
+}
+
+/// Connects as AS 65002 with IPv4 unicast, extended messages and `extra` capabilities;
+/// the session and the speaker's OPEN.
+async fn connect_with(port: u16, extra: Vec<Capability>) -> (Peer, Open) {
     let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut peer = Peer {
         stream,
@@ -108,24 +114,28 @@ async fn connect(port: u16) -> Peer {
         Asn(65002),
         9,
         Ipv4Addr::new(2, 2, 2, 2),
-        vec![
+        [
             Capability::Multiprotocol {
                 family: Family::IPV4_UNICAST,
             },
             Capability::ExtendedMessage,
-        ],
+        ]
+        .into_iter()
+        .chain(extra)
+        .collect(),
     );
     peer.send(&Message::Open(open)).await;
-    match peer.receive().await {
+    let theirs = match peer.receive().await {
         Received::Message(Message::Open(open)) => {
             assert_eq!(open.asn(), Asn(65001));
             assert_eq!(open.bgp_identifier, Ipv4Addr::new(1, 1, 1, 1));
+            open
         }
         other => panic!("expected OPEN, got {other:?}"),
-    }
+    };
     assert_eq!(peer.receive().await, Received::Message(Message::Keepalive));
     peer.send(&Message::Keepalive).await;
-    peer
+    (peer, theirs)
 }
 
 fn announce(prefix: [u8; 4], len: u8, asns: &[u32]) -> Message {
@@ -382,4 +392,115 @@ async fn a_wrong_peer_as_gets_bad_peer_as() {
         .as_str()
         .unwrap()
         .contains("65003"));
+}
+
+fn graceful(restart_time: u16) -> Capability {
+    Capability::GracefulRestart(GracefulRestart {
+        flags: 0,
+        restart_time,
+        families: vec![(Family::IPV4_UNICAST, GracefulRestart::FORWARDING_PRESERVED)],
+    })
+}
+
+/// Reads UPDATEs until the End-of-RIB for IPv4 unicast.
+async fn until_end_of_rib(peer: &mut Peer) {
+    loop {
+        if peer.update().await.end_of_rib_family() == Some(Family::IPV4_UNICAST) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn graceful_restart_keeps_a_restarting_peers_routes_until_its_end_of_rib() {
+    let report = Arc::new(Collect::default());
+    let speaker = SpeakerHandle::spawn(report.clone(), None, None);
+    let port = free_port();
+    speaker
+        .apply(Some(config(port, false, None)))
+        .await
+        .unwrap();
+    let (mut peer, open) = connect_with(port, vec![graceful(60)]).await;
+    let ours = open
+        .capabilities()
+        .find_map(|c| match c {
+            Capability::GracefulRestart(gr) => Some(gr.clone()),
+            _ => None,
+        })
+        .expect("our OPEN advertises graceful restart");
+    assert_eq!(ours.restart_time, RESTART_TIME);
+    assert_eq!(
+        ours.flags & GracefulRestart::RESTART_STATE,
+        0,
+        "not restarting"
+    );
+    until_end_of_rib(&mut peer).await;
+    peer.send(&announce([10, 9, 0, 0], 16, &[65002])).await;
+    peer.send(&announce([10, 8, 0, 0], 16, &[65002])).await;
+    wait_for(&speaker, routes_query(), "both routes", |v| {
+        has_route(v, "10.9.0.0/16") && has_route(v, "10.8.0.0/16")
+    })
+    .await;
+
+    // The peer's process dies: the connection closes without a NOTIFICATION. Its routes stay.
+    drop(peer);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !report
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.contains("kept as stale"))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no stale event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let routes = speaker.query(routes_query()).await.unwrap();
+    assert!(has_route(&routes, "10.9.0.0/16") && has_route(&routes, "10.8.0.0/16"));
+
+    // It comes back, sends one of the two again and End-of-RIB: the other goes.
+    let (mut peer, _) = connect_with(port, vec![graceful(60)]).await;
+    until_end_of_rib(&mut peer).await;
+    peer.send(&announce([10, 8, 0, 0], 16, &[65002])).await;
+    peer.send(&Message::Update(Update::end_of_rib(Family::IPV4_UNICAST)))
+        .await;
+    wait_for(&speaker, routes_query(), "the stale route removed", |v| {
+        has_route(v, "10.8.0.0/16") && !has_route(v, "10.9.0.0/16")
+    })
+    .await;
+
+    // A peer that ends the session with a NOTIFICATION gets no grace.
+    peer.send(&Message::Notification(Notification::new(
+        code::CEASE,
+        subcode::ADMINISTRATIVE_RESET,
+        Vec::new(),
+    )))
+    .await;
+    wait_for(&speaker, routes_query(), "routes gone at once", |v| {
+        !has_route(v, "10.8.0.0/16")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_the_capability_a_lost_connection_drops_the_routes() {
+    let report = Arc::new(Collect::default());
+    let speaker = SpeakerHandle::spawn(report.clone(), None, None);
+    let port = free_port();
+    speaker
+        .apply(Some(config(port, false, None)))
+        .await
+        .unwrap();
+    let (mut peer, _) = connect_with(port, Vec::new()).await;
+    until_end_of_rib(&mut peer).await;
+    peer.send(&announce([10, 9, 0, 0], 16, &[65002])).await;
+    wait_for(&speaker, routes_query(), "the route", |v| {
+        has_route(v, "10.9.0.0/16")
+    })
+    .await;
+    drop(peer);
+    wait_for(&speaker, routes_query(), "the route gone", |v| {
+        !has_route(v, "10.9.0.0/16")
+    })
+    .await;
 }
