@@ -9,6 +9,8 @@
 //!   init of `just bench-boot`), with the image builder's own cpio writer.
 //! - `update`: update write throughput next to a raw write of the same bytes, and the time
 //!   from an update's start to the new version blessed (`just bench-update`).
+//! - `bgp`: route throughput and peak memory of ztos-bgp, BIRD, FRR and GoBGP passing N
+//!   prefixes from one eBGP peer to another (`just bench-bgp`, tests/src/bgp_bench.rs).
 //! - `boot`: starts qemu (TCG) and prints the seconds until a marker appears on the serial
 //!   console: either a direct kernel boot (`--kernel`/`--initrd`, SeaBIOS) or the full UEFI
 //!   boot of an image (`--uefi-image`).
@@ -99,6 +101,25 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Route throughput and peak memory of BGP daemons passing routes from peer A to peer B
+    /// (tests/src/bgp_bench.rs). Prints the report as JSON.
+    Bgp {
+        /// Daemons to measure: ztos-bgp, bird, frr, gobgp.
+        #[arg(long = "daemon", default_values = ["ztos-bgp", "bird", "frr", "gobgp"])]
+        daemons: Vec<ztos_tests::bgp_bench::Dut>,
+        /// Table sizes as N/LEN or N/LENxRUNS, e.g. 100000/24x3.
+        #[arg(long = "size", default_values = ["100000/24x3", "1000000/32x1"])]
+        sizes: Vec<ztos_tests::bgp_bench::Size>,
+        /// Distinct attribute sets among the prefixes.
+        #[arg(long, default_value_t = 10)]
+        attribute_sets: u32,
+        /// Limit for one run, seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+        /// Also write the Markdown tables (for docs/benchmarks.md) to this file.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -124,6 +145,21 @@ fn main() -> anyhow::Result<()> {
                 root,
                 runs,
             } => ztos_tests::update_bench::run(&kernel, &initramfs, &image, &bundle, &root, runs),
+            Command::Bgp {
+                daemons,
+                sizes,
+                attribute_sets,
+                timeout_secs,
+                markdown,
+            } => {
+                let options = ztos_tests::bgp_bench::Options {
+                    daemons,
+                    sizes,
+                    attribute_sets,
+                    timeout: Duration::from_secs(timeout_secs),
+                };
+                bgp(options, markdown).await
+            }
             Command::Initramfs { init, out } => initramfs(&init, &out),
             Command::Boot {
                 kernel,
@@ -147,6 +183,38 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Runs the BGP bench on a blocking thread; SIGINT or SIGTERM removes the run's namespaces
+/// and processes before exiting.
+async fn bgp(
+    options: ztos_tests::bgp_bench::Options,
+    markdown: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("the BGP bench needs root (network namespaces)");
+    }
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let task = tokio::task::spawn_blocking(move || ztos_tests::bgp_bench::run(&options));
+    let report = tokio::select! {
+        joined = task => joined.context("the bench thread")??,
+        _ = interrupt.recv() => interrupted(),
+        _ = terminate.recv() => interrupted(),
+    };
+    if let Some(file) = markdown {
+        std::fs::write(&file, ztos_tests::bgp_bench::render_markdown(&report))
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    println!("{}", ztos_tests::bgp_bench::to_json(&report));
+    Ok(())
+}
+
+fn interrupted() -> ! {
+    eprintln!("bench-bgp: interrupted; removing the lab");
+    ztos_tests::bgp_bench::abort_cleanup();
+    std::process::exit(130);
 }
 
 async fn connect(
