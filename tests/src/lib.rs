@@ -2,6 +2,7 @@
 //! labs of network namespaces joined by veth pairs, runs ztosd in them and tears everything
 //! down; the `ztos-lab` binary uses it for the interactive two-leaf demo.
 
+pub mod bgp_bench;
 pub mod lab;
 pub mod peers;
 pub mod release;
