@@ -6,6 +6,9 @@
 //! - Unicast: IPv4 and IPv6 both ways (the peer's routes in the node's kernel with ztos-bgp's
 //!   protocol 197; ztos's networks in the peer's RIB), and the sessions come back after the
 //!   peer is killed and restarted and after ztos-bgp is killed and restarted.
+//! - Graceful restart (RFC 4724) with FRR: routes of a restarting FRR stay in the kernel
+//!   through its restart and go when it stays away past its restart time; FRR keeps ztos's
+//!   routes (stale) through a ztos-bgp restart.
 //! - EVPN with FRR: an FRR leaf (`advertise-all-vni`) and a ZTOS leaf stretch VNI 100; each
 //!   installs the other's MACs and flood entries on its VXLAN device and the hosts behind the
 //!   leaves ping each other.
@@ -166,7 +169,9 @@ fn frr_exchanges_ipv4_and_ipv6_unicast_and_sessions_survive_restarts_of_both_sid
         "{routes}"
     );
 
-    // FRR's bgpd crashes: the sessions drop and its routes leave z's kernel.
+    // FRR's bgpd crashes: the sessions drop and its routes leave z's kernel. FRR runs in its
+    // default graceful restart mode here, helper only ("Helper*"): its capability lists no
+    // address family, so RFC 4724 §4.2 keeps nothing as stale.
     frr.kill_bgpd();
     poll("FRR's routes withdrawn from z's kernel", 20, || {
         !bgp_routes(&z, false).contains("198.51.100.0/24")
@@ -194,6 +199,125 @@ fn frr_exchanges_ipv4_and_ipv6_unicast_and_sessions_survive_restarts_of_both_sid
     let counts =
         frr.json(&format!("show bgp neighbors {v4} json"))[&v4]["connectionsEstablished"].clone();
     assert_eq!(counts, 2, "FRR's second bgpd saw ztos-bgp's restart");
+    drop(ztos_bgp);
+}
+
+/// FRR as a restarting speaker (RFC 4724): graceful restart with forwarding state preserved
+/// for both families, a 10 s restart time.
+fn frr_graceful_restart_bgpd_config(net: u8) -> String {
+    frr_unicast_bgpd_config(net).replacen(
+        " timers bgp 3 9\n",
+        " timers bgp 3 9\n bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n bgp graceful-restart restart-time 10\n",
+        1,
+    )
+}
+
+#[test]
+fn ztos_bgp_keeps_frrs_routes_through_a_graceful_restart_and_drops_them_when_frr_stays_away() {
+    let Some(lab) = Lab::new_if_root("bgpfrrgr") else {
+        return;
+    };
+    const NET: u8 = 93;
+    let (z, p) = unicast_lab(&lab, NET);
+    let daemon = z.start_ztosd(&ztos_unicast_config(NET));
+    let mut ztos_bgp = start_ztos_bgp(&z);
+    let mut frr = Frr::start(&p, "", &frr_graceful_restart_bgpd_config(NET));
+    assert_ztos_sessions(&daemon, NET);
+    assert_peer_routes_in_kernel(&z, NET);
+    let peer = format!("10.{NET}.0.2");
+    let both_routes = || {
+        bgp_routes(&z, false).contains("198.51.100.0/24")
+            && bgp_routes(&z, true).contains("2001:db8:b::/48")
+    };
+
+    // bgpd crashes (no NOTIFICATION) and restarts within its restart time: its routes stay in
+    // z's kernel the whole time, also after the new session's End-of-RIB.
+    frr.kill_bgpd();
+    poll("z notices the session is gone", 20, || {
+        !established(&daemon, &peer)
+    });
+    for _ in 0..10 {
+        assert!(
+            both_routes(),
+            "FRR's routes left z's kernel during the restart"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    frr.start_bgpd();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(established(&daemon, &peer) && frr.established(&format!("10.{NET}.0.1"))) {
+        assert!(
+            both_routes(),
+            "FRR's routes left z's kernel during the restart"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session did not come back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_ztos_sessions(&daemon, NET);
+    // Past FRR's End-of-RIB and ztos-bgp's stale-path sweep: still there.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_peer_routes_in_kernel(&z, NET);
+    assert_ztos_routes_in_frr(&frr, NET);
+
+    // ztos-bgp crashes: it advertised graceful restart with forwarding preserved, so FRR keeps
+    // z's routes (stale) and z's kernel keeps FRR's until the new ztos-bgp has them again.
+    let v4 = format!("10.{NET}.0.1");
+    let frr_path =
+        |frr: &Frr| frr.json("show bgp ipv4 unicast json")["routes"]["192.0.2.0/24"][0].clone();
+    ztos_bgp.kill();
+    poll("FRR notices ztos-bgp is gone", 20, || !frr.established(&v4));
+    let path = frr_path(&frr);
+    assert_eq!(path["stale"], true, "FRR keeps z's route as stale: {path}");
+    assert!(
+        p.ip(&["-4", "route", "show", "192.0.2.0/24"])
+            .contains("via"),
+        "z's route left p's kernel while ztos-bgp restarts"
+    );
+    assert!(
+        both_routes(),
+        "z's kernel lost FRR's routes when ztos-bgp died"
+    );
+    ztos_bgp = start_ztos_bgp(&z);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(established(&daemon, &peer) && frr.established(&v4)) {
+        assert!(
+            both_routes(),
+            "FRR's routes left z's kernel while ztos-bgp restarted"
+        );
+        assert!(
+            frr_path(&frr).is_object(),
+            "FRR dropped z's route while ztos-bgp restarted"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session did not come back after ztos-bgp's restart"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    poll("z's route fresh again at FRR (End-of-RIB)", 20, || {
+        let path = frr_path(&frr);
+        path.is_object() && path["stale"] != true
+    });
+    assert_ztos_sessions(&daemon, NET);
+    assert_peer_routes_in_kernel(&z, NET);
+
+    // bgpd crashes and stays away: the stale routes go once the restart time (10 s) is over.
+    frr.kill_bgpd();
+    poll("z notices the session is gone", 20, || {
+        !established(&daemon, &peer)
+    });
+    assert!(both_routes(), "kept while FRR may still come back");
+    poll(
+        "FRR's stale routes removed after its restart time",
+        25,
+        || {
+            !bgp_routes(&z, false).contains("198.51.100.0/24")
+                && !bgp_routes(&z, true).contains("2001:db8:b::/48")
+        },
+    );
     drop(ztos_bgp);
 }
 
@@ -500,8 +624,8 @@ fn frr_and_ztos_leaves_stretch_vni_100_over_evpn_and_their_hosts_ping() {
     );
     assert!(pings(h1, "192.168.100.2"), "h1 cannot ping h2");
 
-    // ztos-bgp crashes: what it installed stays until a new ztos-bgp sweeps it and installs
-    // FRR's routes again from the new session; the hosts still reach each other.
+    // ztos-bgp crashes and a new one starts: the MAC and flood entries are there again (kept
+    // or rebuilt from the new session) and the hosts still reach each other.
     ztos_bgp.kill();
     poll("FRR notices ztos-bgp is gone", 20, || {
         !frr.established("10.0.0.2")
