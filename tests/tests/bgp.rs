@@ -260,7 +260,8 @@ fn two_ztos_nodes_peer_over_ebgp_configured_with_network_configure() {
     let d1 = z1.start_ztosd(Z1_CONFIG);
     let d2 = z2.start_ztosd(Z2_CONFIG);
 
-    // A route left by an earlier ztos-bgp run (protocol 197): swept when ztos-bgp starts.
+    // A route left by an earlier ztos-bgp run (protocol 197): kept while the peers resend
+    // their routes (graceful restart), swept once every neighbor has sent End-of-RIB.
     d1.wait_for("the static route", || {
         z1.ip(&["-4", "route", "show", "proto", "196"])
             .contains("198.51.100.0/24 via 10.81.0.2")
@@ -276,9 +277,11 @@ fn two_ztos_nodes_peer_over_ebgp_configured_with_network_configure() {
     ]);
     let _p1 = start_ztos_bgp(&z1);
     let _p2 = start_ztos_bgp(&z2);
-    poll("the stale protocol-197 route swept", 20, || {
-        !bgp_routes(&z1, false).contains("203.0.113.0/24")
-    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        bgp_routes(&z1, false).contains("203.0.113.0/24"),
+        "the previous run's route is kept until the neighbors have sent their routes"
+    );
 
     // z2 is configured with the spec's command, as an operator would: [bgp] does not exist
     // yet, so it is created with --local-as.
@@ -302,6 +305,11 @@ fn two_ztos_nodes_peer_over_ebgp_configured_with_network_configure() {
     poll("the eBGP session", 30, || {
         established(&d1, "10.81.0.2") && established(&d2, "10.81.0.1")
     });
+    poll(
+        "the stale protocol-197 route swept after End-of-RIB",
+        20,
+        || !bgp_routes(&z1, false).contains("203.0.113.0/24"),
+    );
     poll("z1's network in z2's kernel", 20, || {
         bgp_routes(&z2, false).contains("192.0.2.0/24 via 10.81.0.1")
     });

@@ -88,13 +88,15 @@ impl Kernel {
                 .await
                 .map_err(|e| format!("cannot install route {prefix} via {gateway}: {e}")),
             KernelOp::Remove { prefix } => {
-                match self
-                    .handle
-                    .route()
-                    .del(message(prefix, None))
-                    .execute()
-                    .await
-                {
+                // Without a metric, scope or type, the kernel deletes our (protocol 197)
+                // route to the prefix whatever those are: a previous run's may differ.
+                let mut request = message(prefix, None);
+                request
+                    .attributes
+                    .retain(|a| !matches!(a, RouteAttribute::Priority(_)));
+                request.header.scope = RouteScope::NoWhere;
+                request.header.kind = RouteType::Unspec;
+                match self.handle.route().del(request).execute().await {
                     Ok(()) => Ok(()),
                     // Already gone (removed by hand, or with its interface).
                     Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_esrch() => {
