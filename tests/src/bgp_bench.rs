@@ -164,6 +164,8 @@ pub struct RunResult {
     pub sent_seconds: Option<f64>,
     /// The daemon's VmHWM after B had every prefix, KiB.
     pub peak_rss_kib: Option<u64>,
+    /// The daemon's VmRSS when B had every prefix (what stays resident), KiB.
+    pub rss_kib: Option<u64>,
     /// The daemon's VmRSS with both sessions up before A sent anything, KiB.
     pub baseline_rss_kib: Option<u64>,
     /// ztosd's VmHWM (ztos-bgp runs only), KiB.
@@ -1070,8 +1072,9 @@ fn measure(
     if let Ok(Ok(sent)) = &sent {
         result.sent_seconds = Some(sent.as_secs_f64());
     }
-    if let Some((peak, _)) = memory_kib(pid) {
+    if let Some((peak, rss)) = memory_kib(pid) {
         result.peak_rss_kib = Some(peak);
+        result.rss_kib = Some(rss);
     }
     if let (Some(before), Some(after)) = (cpu_before, cpu_seconds(pid, clock_ticks)) {
         result.cpu_seconds = Some(after - before);
