@@ -57,13 +57,15 @@ frr_version=$(/usr/lib/frr/bgpd -v 2>&1 | awk '/version/ {print $NF; exit}')
 gobgp_version=$(gobgpd --version 2>&1 | awk '{print $NF; exit}')
 ztos_version=$("$bin/ztos-bgp" --version | awk '{print $NF; exit}')
 
-# 100k /24s five times per daemon (medians), 1M /32s once per daemon (GoBGP alone takes
-# minutes there). Runs of the daemons are interleaved.
-sizes=(--size 100000/24x5 --size 1000000/32x1)
+# 100k /24s five times per daemon, 1M /32s three times (GoBGP takes two minutes a run there);
+# medians. Runs of the daemons are interleaved. About 8 minutes on 2 cores.
+sizes=(--size 100000/24x5 --size 1000000/32x3)
 sets=10
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date +%s)
 report=$("$bin/ztos-bench" bgp "${sizes[@]}" --attribute-sets $sets --timeout-secs 400 --markdown "$work/tables.md")
 elapsed=$(( $(date +%s) - started ))
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 mkdir -p target
 printf '%s\n' "$report" >target/bench-bgp.json
 failed=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(sum(1 for s in r["results"] for x in s["runs"] if x["error"]))' "$report")
@@ -89,7 +91,8 @@ Time: A's first UPDATE written to B holding all N. Memory: the daemon's VmHWM af
 (for ztos-bgp the plugin process; ztosd's peak is given beside it); bytes per route is (peak -
 RSS with both sessions up before A sent) / N. Daemon CPU is its user + system time over the
 same span. Each run starts a fresh daemon in fresh namespaces. Everything shares the same
-$(nproc) cores: A and B run next to the daemon. Defaults of each daemon, except what would skew
+$(nproc) cores: A and B run next to the daemon, and other work on the machine may compete (load
+average $load_before before, $load_after after). Defaults of each daemon, except what would skew
 the comparison: FRR \`no bgp ebgp-requires-policy\` and \`advertisement-interval 0\` towards
 B, BIRD \`import all\`/\`export all\`.
 $(cat "$work/tables.md")
