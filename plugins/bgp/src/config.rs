@@ -35,6 +35,24 @@ pub struct BgpConfig {
     /// (see [`segments`]) when a neighbor negotiates L2VPN EVPN; not part of `[bgp]`.
     #[serde(skip)]
     pub segments: Vec<L2Segment>,
+    /// The tenants with an L3 VNI, for EVPN type 5 (see [`tenants`]); not part of `[bgp]`.
+    #[serde(skip)]
+    pub tenants: Vec<L3Tenant>,
+}
+
+/// A tenant's L3 VNI as EVPN type 5 routes use it (RFC 9136 symmetric IRB): its VRF device and
+/// table, the VXLAN device and bridge of the L3 VNI, the local VTEP, and the prefixes it
+/// originates (the networks of its gateways).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L3Tenant {
+    pub name: String,
+    pub vrf: String,
+    pub table: u32,
+    pub l3_vni: u32,
+    pub l3_vxlan: String,
+    pub l3_bridge: String,
+    pub local_vtep: IpAddr,
+    pub prefixes: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -194,6 +212,74 @@ pub fn segments(section: &Value) -> Result<Vec<L2Segment>, Vec<FieldError>> {
             vxlan: entry.name.unwrap_or_else(|| format!("vx{}", entry.vni)),
             bridge,
             local_vtep: entry.local_vtep,
+        });
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TenantEntry {
+    name: String,
+    vrf_table: u32,
+    #[serde(default)]
+    l3_vni: Option<u32>,
+    #[serde(default)]
+    networks: Vec<TenantNetworkEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TenantNetworkEntry {
+    #[serde(default)]
+    gateway: Option<IpNet>,
+}
+
+/// The tenants of ztosd's `[[tenants]]` section that have an L3 VNI, joined with the
+/// `[[vxlan]]` entry of that VNI (which must have a bridge: the tenant's L3 interface). ztosd
+/// validates both sections; the errors here are what type 5 needs on top.
+pub fn tenants(tenants: &Value, vxlan: &Value) -> Result<Vec<L3Tenant>, Vec<FieldError>> {
+    if tenants.is_null() {
+        return Ok(Vec::new());
+    }
+    let segments = segments(vxlan)?;
+    let entries: Vec<Value> = serde_json::from_value(tenants.clone())
+        .map_err(|e| vec![error("tenants", format!("not a list of tenants: {e}"))])?;
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let tenant: TenantEntry = match serde_json::from_value(entry.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(error(format!("tenants[{i}]"), format!("not a tenant: {e}")));
+                continue;
+            }
+        };
+        let Some(l3_vni) = tenant.l3_vni else {
+            continue;
+        };
+        let Some(segment) = segments.iter().find(|s| s.vni == l3_vni) else {
+            errors.push(error(
+                format!("tenants[{i}].l3_vni"),
+                format!("EVPN type 5 needs a [[vxlan]] entry with a bridge for L3 VNI {l3_vni}"),
+            ));
+            continue;
+        };
+        out.push(L3Tenant {
+            vrf: format!("vrf-{}", tenant.name),
+            name: tenant.name,
+            table: tenant.vrf_table,
+            l3_vni,
+            l3_vxlan: segment.vxlan.clone(),
+            l3_bridge: segment.bridge.clone(),
+            local_vtep: segment.local_vtep,
+            prefixes: tenant
+                .networks
+                .iter()
+                .filter_map(|n| n.gateway.map(|g| g.trunc()))
+                .collect(),
         });
     }
     if errors.is_empty() {
@@ -373,5 +459,49 @@ mod tests {
         let errors = parse(&json!({"local_as": 1, "bogus": 1})).unwrap_err();
         assert_eq!(errors[0].path, "bgp");
         assert!(errors[0].message.contains("bogus"), "{}", errors[0].message);
+    }
+
+    #[test]
+    fn segments_and_tenants_come_from_ztosds_sections() {
+        let vxlan = serde_json::json!([
+            {"vni": 100, "local_vtep": "10.0.0.1", "bridge": "br100", "port": 4789},
+            {"vni": 200, "name": "vx-b", "local_vtep": "10.0.0.1"},
+            {"vni": 5000, "local_vtep": "10.0.0.1", "bridge": "br5000"},
+        ]);
+        let segments = segments(&vxlan).unwrap();
+        assert_eq!(
+            segments.len(),
+            2,
+            "VNI 200 has no bridge: not an L2 segment"
+        );
+        assert_eq!(segments[0].vxlan, "vx100");
+        let tenants_section = serde_json::json!([
+            {"name": "red", "vrf_table": 10, "l3_vni": 5000,
+             "networks": [{"vni": 100, "gateway": "10.10.0.1/24"}]},
+            {"name": "blue", "vrf_table": 11},
+        ]);
+        let tenants = tenants(&tenants_section, &vxlan).unwrap();
+        assert_eq!(tenants.len(), 1, "blue has no L3 VNI");
+        assert_eq!(tenants[0].vrf, "vrf-red");
+        assert_eq!(tenants[0].l3_bridge, "br5000");
+        assert_eq!(
+            tenants[0].prefixes,
+            vec!["10.10.0.0/24".parse::<IpNet>().unwrap()]
+        );
+
+        let missing = serde_json::json!([{"name": "red", "vrf_table": 10, "l3_vni": 6000}]);
+        let errors = self::tenants(&missing, &vxlan).unwrap_err();
+        assert_eq!(errors[0].path, "tenants[0].l3_vni");
+        let clash = serde_json::json!([
+            {"vni": 100, "local_vtep": "10.0.0.1", "bridge": "br100"},
+            {"vni": 65636, "local_vtep": "10.0.0.1", "bridge": "br2"},
+        ]);
+        let errors = self::segments(&clash).unwrap_err();
+        assert_eq!(errors[0].path, "vxlan[1].vni");
+        assert!(
+            errors[0].message.contains("low 16 bits"),
+            "{}",
+            errors[0].message
+        );
     }
 }

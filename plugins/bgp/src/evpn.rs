@@ -30,8 +30,11 @@ use crate::codec::{
     IpPrefixRoute, Label, MacAddress, MacIpAdvertisement, NextHop, Origin, PathAttributes,
     PmsiTunnel, PmsiTunnelId, RouteDistinguisher, Vni,
 };
+use crate::config::L3Tenant;
 use crate::evpn_kernel::{EvpnOp, L2Segment};
 use crate::rib::Path;
+
+use ipnet::IpNet;
 
 /// The key of an EVPN route: the NLRI with the fields that are not part of the route's
 /// identity zeroed (RFC 7432 §7.1-7.4, RFC 9136 §3.1), so that a re-advertisement with new
@@ -176,6 +179,47 @@ pub fn mac_advertisement(
     }
 }
 
+/// The type 5 route (RFC 9136 §3.1, interface-less symmetric IRB) advertising `prefix` of
+/// `tenant`: the L3 VNI as label, the router's MAC (of the L3 VNI's bridge) in the Router's MAC
+/// community, the gateway IP zero, next hop the local VTEP.
+pub fn ip_prefix_route(
+    tenant: &L3Tenant,
+    prefix: IpNet,
+    router_mac: [u8; 6],
+    router_id: Ipv4Addr,
+    local_as: u32,
+) -> Option<Path> {
+    let (prefix, gateway) = match prefix.trunc() {
+        IpNet::V4(n) => (
+            IpPrefix::V4(crate::codec::Ipv4Prefix::new(n.addr(), n.prefix_len())?),
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        ),
+        IpNet::V6(n) => (
+            IpPrefix::V6(crate::codec::Ipv6Prefix::new(n.addr(), n.prefix_len())?),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ),
+    };
+    let route = EvpnRoute::IpPrefix(IpPrefixRoute {
+        rd: segment_rd(router_id, tenant.l3_vni),
+        esi: EthernetSegmentId::default(),
+        ethernet_tag: 0,
+        prefix,
+        gateway,
+        label: label_of(tenant.l3_vni),
+    });
+    let mut attributes = base_attributes(local_as, tenant.l3_vni);
+    attributes
+        .extended_communities
+        .push(ExtendedCommunity::RouterMac {
+            mac: MacAddress(router_mac),
+        });
+    Some(Path {
+        attributes,
+        next_hop: next_hop_of(tenant.local_vtep),
+        evpn: Some(route),
+    })
+}
+
 /// What a received EVPN route asks of the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Imported {
@@ -188,12 +232,21 @@ pub enum Imported {
     },
     /// `vtep` wants the BUM traffic of segment `vni`.
     Flood { vni: u32, vtep: IpAddr },
+    /// A tenant prefix behind `vtep`, whose router MAC is `router_mac`, for the tenant with L3
+    /// VNI `l3_vni`.
+    Prefix {
+        l3_vni: u32,
+        prefix: IpNet,
+        vtep: IpAddr,
+        router_mac: [u8; 6],
+    },
 }
 
 impl Imported {
     pub fn vni(&self) -> u32 {
         match self {
             Imported::Mac { vni, .. } | Imported::Flood { vni, .. } => *vni,
+            Imported::Prefix { l3_vni, .. } => *l3_vni,
         }
     }
 }
@@ -257,7 +310,9 @@ pub fn classify(path: &Path, segments: &HashMap<u32, L2Segment>) -> Option<Impor
     };
     let segment = segments.get(&vni)?;
     let vtep = match &imported {
-        Imported::Mac { vtep, .. } | Imported::Flood { vtep, .. } => *vtep,
+        Imported::Mac { vtep, .. }
+        | Imported::Flood { vtep, .. }
+        | Imported::Prefix { vtep, .. } => *vtep,
     };
     if vtep.is_unspecified() || vtep == segment.local_vtep || !has_target(&path.attributes, vni) {
         return None;
@@ -265,8 +320,44 @@ pub fn classify(path: &Path, segments: &HashMap<u32, L2Segment>) -> Option<Impor
     Some(imported)
 }
 
+/// What a received type 5 route means for the tenants: `None` unless its label is a tenant's
+/// L3 VNI, it carries a route target for that VNI and a Router's MAC community (symmetric IRB
+/// needs the remote router's MAC), and its next hop is another VTEP.
+pub fn classify_prefix(path: &Path, tenants: &HashMap<u32, L3Tenant>) -> Option<Imported> {
+    let EvpnRoute::IpPrefix(route) = path.evpn.as_ref()? else {
+        return None;
+    };
+    let l3_vni = route.label.vni().get();
+    let tenant = tenants.get(&l3_vni)?;
+    let vtep = path.next_hop_address()?;
+    let router_mac = path
+        .attributes
+        .extended_communities
+        .iter()
+        .find_map(|c| match c {
+            ExtendedCommunity::RouterMac { mac } => Some(mac.0),
+            _ => None,
+        })?;
+    if vtep.is_unspecified() || vtep == tenant.local_vtep || !has_target(&path.attributes, l3_vni) {
+        return None;
+    }
+    let prefix = match route.prefix {
+        IpPrefix::V4(p) => IpNet::V4(ipnet::Ipv4Net::new(p.addr(), p.len()).ok()?),
+        IpPrefix::V6(p) => IpNet::V6(ipnet::Ipv6Net::new(p.addr(), p.len()).ok()?),
+    };
+    Some(Imported::Prefix {
+        l3_vni,
+        prefix,
+        vtep,
+        router_mac,
+    })
+}
+
 /// Remote routes for one MAC: route key -> (VTEP, MAC mobility sequence number).
 type Candidates = HashMap<EvpnRoute, (IpAddr, u32)>;
+
+/// Remote type 5 routes for one tenant prefix: route key -> (VTEP, router MAC).
+type PrefixCandidates = HashMap<EvpnRoute, (IpAddr, [u8; 6])>;
 
 /// The kernel's EVPN entries as the Loc-RIB and the locally learned MACs want them, and as
 /// they were last asked for. Each change returns the ops that bring the kernel along.
@@ -283,11 +374,53 @@ pub struct KernelView {
     installed_floods: HashMap<u32, BTreeSet<IpAddr>>,
     /// MACs learned on local ports, with the sequence number we advertise them with.
     local: HashMap<(u32, [u8; 6]), u32>,
+    tenants: HashMap<u32, L3Tenant>,
+    /// Type 5 candidates per (L3 VNI, prefix): route key -> (VTEP, router MAC).
+    prefixes: HashMap<(u32, IpNet), PrefixCandidates>,
+    installed_prefixes: HashMap<(u32, IpNet), (IpAddr, [u8; 6])>,
 }
 
 impl KernelView {
     pub fn segments(&self) -> &HashMap<u32, L2Segment> {
         &self.segments
+    }
+
+    pub fn tenants(&self) -> &HashMap<u32, L3Tenant> {
+        &self.tenants
+    }
+
+    /// What a best received route means here ([`classify`], or [`classify_prefix`] for type 5).
+    pub fn read(&self, path: &Path) -> Option<Imported> {
+        classify(path, &self.segments).or_else(|| classify_prefix(path, &self.tenants))
+    }
+
+    /// New tenants: prefixes of removed tenants (or of a tenant whose VRF or devices changed)
+    /// are removed from the kernel. The caller then re-reads every best route.
+    pub fn set_tenants(&mut self, tenants: &[L3Tenant], ops: &mut Vec<EvpnOp>) {
+        let new: HashMap<u32, L3Tenant> = tenants.iter().map(|t| (t.l3_vni, t.clone())).collect();
+        let old = std::mem::replace(&mut self.tenants, new);
+        for (vni, tenant) in old {
+            if self.tenants.get(&vni) == Some(&tenant) {
+                continue;
+            }
+            let gone: Vec<(u32, IpNet)> = self
+                .installed_prefixes
+                .keys()
+                .filter(|(v, _)| *v == vni)
+                .copied()
+                .collect();
+            for key in gone {
+                self.installed_prefixes.remove(&key);
+                ops.push(EvpnOp::RemovePrefix {
+                    vrf: tenant.vrf.clone(),
+                    table: tenant.table,
+                    prefix: key.1,
+                });
+            }
+            self.imported
+                .retain(|_, i| !matches!(i, Imported::Prefix { l3_vni, .. } if *l3_vni == vni));
+            self.prefixes.retain(|(v, _), _| *v != vni);
+        }
     }
 
     /// New segments. Entries of removed segments are forgotten without ops (ztosd deletes
@@ -339,6 +472,7 @@ impl KernelView {
         }
         let mut touched_macs = Vec::new();
         let mut touched_floods = Vec::new();
+        let mut touched_prefixes = Vec::new();
         if let Some(old) = old {
             match old {
                 Imported::Mac { vni, mac, .. } => {
@@ -358,6 +492,15 @@ impl KernelView {
                         }
                     }
                     touched_floods.push(vni);
+                }
+                Imported::Prefix { l3_vni, prefix, .. } => {
+                    if let Some(c) = self.prefixes.get_mut(&(l3_vni, prefix)) {
+                        c.remove(key);
+                        if c.is_empty() {
+                            self.prefixes.remove(&(l3_vni, prefix));
+                        }
+                    }
+                    touched_prefixes.push((l3_vni, prefix));
                 }
             }
         }
@@ -382,6 +525,18 @@ impl KernelView {
                         .insert(key.clone(), vtep);
                     touched_floods.push(vni);
                 }
+                Imported::Prefix {
+                    l3_vni,
+                    prefix,
+                    vtep,
+                    router_mac,
+                } => {
+                    self.prefixes
+                        .entry((l3_vni, prefix))
+                        .or_default()
+                        .insert(key.clone(), (vtep, router_mac));
+                    touched_prefixes.push((l3_vni, prefix));
+                }
             }
         }
         for (vni, mac) in touched_macs {
@@ -389,6 +544,47 @@ impl KernelView {
         }
         for vni in touched_floods {
             self.resync_flood(vni, ops);
+        }
+        for (vni, prefix) in touched_prefixes {
+            self.resync_prefix(vni, prefix, ops);
+        }
+    }
+
+    fn resync_prefix(&mut self, vni: u32, prefix: IpNet, ops: &mut Vec<EvpnOp>) {
+        let Some(tenant) = self.tenants.get(&vni) else {
+            return;
+        };
+        // Several VTEPs may advertise one prefix: the lowest VTEP, for determinism.
+        let wanted = self
+            .prefixes
+            .get(&(vni, prefix))
+            .and_then(|c| c.values().copied().min());
+        let installed = self.installed_prefixes.get(&(vni, prefix)).copied();
+        if wanted == installed {
+            return;
+        }
+        match wanted {
+            Some((vtep, router_mac)) => {
+                ops.push(EvpnOp::InstallPrefix {
+                    vrf: tenant.vrf.clone(),
+                    table: tenant.table,
+                    prefix,
+                    vtep,
+                    router_mac,
+                    l3_bridge: tenant.l3_bridge.clone(),
+                    l3_vxlan: tenant.l3_vxlan.clone(),
+                });
+                self.installed_prefixes
+                    .insert((vni, prefix), (vtep, router_mac));
+            }
+            None => {
+                ops.push(EvpnOp::RemovePrefix {
+                    vrf: tenant.vrf.clone(),
+                    table: tenant.table,
+                    prefix,
+                });
+                self.installed_prefixes.remove(&(vni, prefix));
+            }
         }
     }
 
@@ -484,11 +680,12 @@ impl KernelView {
         }
     }
 
-    /// Remote MACs and flood entries installed now, for the status.
-    pub fn installed(&self) -> (usize, usize) {
+    /// Remote MACs, flood entries and tenant prefixes installed now, for the status.
+    pub fn installed(&self) -> (usize, usize, usize) {
         (
             self.installed_macs.len(),
             self.installed_floods.values().map(BTreeSet::len).sum(),
+            self.installed_prefixes.len(),
         )
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::codec::{Context, Family, Message, NlriEntry, NlriList, Update};
+use crate::config::L3Tenant;
 
 const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
@@ -305,7 +306,7 @@ fn the_kernel_view_installs_the_winner_and_floods_to_every_vtep() {
             },
         ]
     );
-    assert_eq!(view.installed(), (0, 2));
+    assert_eq!(view.installed(), (0, 2, 0));
     view.change(&key_of(&f2), None, &mut ops);
     assert_eq!(
         std::mem::take(&mut ops),
@@ -326,5 +327,104 @@ fn the_kernel_view_installs_the_winner_and_floods_to_every_vtep() {
     );
     view.set_segments(&[], &mut ops);
     assert!(ops.is_empty());
-    assert_eq!(view.installed(), (0, 0));
+    assert_eq!(view.installed(), (0, 0, 0));
+}
+
+fn tenant() -> L3Tenant {
+    L3Tenant {
+        name: "red".into(),
+        vrf: "vrf-red".into(),
+        table: 10,
+        l3_vni: 5000,
+        l3_vxlan: "vx5000".into(),
+        l3_bridge: "br5000".into(),
+        local_vtep: ip([10, 0, 0, 1]),
+        prefixes: vec!["10.10.0.0/24".parse().unwrap()],
+    }
+}
+
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x50, 0x01];
+
+#[test]
+fn type_5_routes_carry_the_router_mac_and_install_into_the_tenant_table() {
+    let mut remote = tenant();
+    remote.local_vtep = ip([10, 0, 0, 2]);
+    let net: IpNet = "10.20.0.0/24".parse().unwrap();
+    let path =
+        ip_prefix_route(&remote, net, ROUTER_MAC, Ipv4Addr::new(10, 0, 0, 2), 65002).unwrap();
+    match path.evpn.as_ref().unwrap() {
+        EvpnRoute::IpPrefix(r) => {
+            assert_eq!(r.label.raw(), 5000);
+            assert_eq!(r.prefix.to_string(), "10.20.0.0/24");
+            assert_eq!(r.gateway, ip([0, 0, 0, 0]));
+            assert_eq!(r.rd.to_string(), "10.0.0.2:5000");
+        }
+        other => panic!("not type 5: {other:?}"),
+    }
+    assert!(path
+        .attributes
+        .extended_communities
+        .contains(&ExtendedCommunity::RouterMac {
+            mac: MacAddress(ROUTER_MAC)
+        }));
+
+    let mut view = KernelView::default();
+    let mut ops = Vec::new();
+    view.set_tenants(&[tenant()], &mut ops);
+    let imported = view.read(&path);
+    assert_eq!(
+        imported,
+        Some(Imported::Prefix {
+            l3_vni: 5000,
+            prefix: net,
+            vtep: ip([10, 0, 0, 2]),
+            router_mac: ROUTER_MAC
+        })
+    );
+    // No router MAC: symmetric IRB cannot use it.
+    let mut bare = path.clone();
+    bare.attributes
+        .extended_communities
+        .retain(|c| !matches!(c, ExtendedCommunity::RouterMac { .. }));
+    assert_eq!(view.read(&bare), None);
+    // Our own route back: not imported.
+    let own = ip_prefix_route(&tenant(), net, ROUTER_MAC, ROUTER, 65001).unwrap();
+    assert_eq!(view.read(&own), None);
+
+    let key = key_of(&path);
+    view.change(&key, imported, &mut ops);
+    assert_eq!(
+        std::mem::take(&mut ops),
+        vec![EvpnOp::InstallPrefix {
+            vrf: "vrf-red".into(),
+            table: 10,
+            prefix: net,
+            vtep: ip([10, 0, 0, 2]),
+            router_mac: ROUTER_MAC,
+            l3_bridge: "br5000".into(),
+            l3_vxlan: "vx5000".into(),
+        }]
+    );
+    assert_eq!(view.installed(), (0, 0, 1));
+    view.change(&key, None, &mut ops);
+    assert_eq!(
+        std::mem::take(&mut ops),
+        vec![EvpnOp::RemovePrefix {
+            vrf: "vrf-red".into(),
+            table: 10,
+            prefix: net
+        }]
+    );
+    // A tenant removed takes its prefixes out of the kernel.
+    view.change(&key, view.read(&path), &mut ops);
+    ops.clear();
+    view.set_tenants(&[], &mut ops);
+    assert_eq!(
+        ops,
+        vec![EvpnOp::RemovePrefix {
+            vrf: "vrf-red".into(),
+            table: 10,
+            prefix: net
+        }]
+    );
 }

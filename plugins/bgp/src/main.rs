@@ -98,6 +98,10 @@ impl Handler for Bgp {
         };
         if let Err(more) = config::segments(section(&sections, "vxlan")) {
             errors.extend(more);
+        } else if let Err(more) =
+            config::tenants(section(&sections, "tenants"), section(&sections, "vxlan"))
+        {
+            errors.extend(more);
         }
         errors
     }
@@ -105,9 +109,12 @@ impl Handler for Bgp {
     async fn apply(&mut self, _revision: u64, sections: Sections) -> Result<(), String> {
         let parsed = config::parse(section(&sections, "bgp")).map_err(|e| joined(&e))?;
         let segments = config::segments(section(&sections, "vxlan")).map_err(|e| joined(&e))?;
+        let tenants = config::tenants(section(&sections, "tenants"), section(&sections, "vxlan"))
+            .map_err(|e| joined(&e))?;
         let resolved = match parsed {
             Some(mut config) => {
                 config.segments = segments;
+                config.tenants = tenants;
                 Some(self.resolve(config).await?)
             }
             None => None,

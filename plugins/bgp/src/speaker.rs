@@ -26,7 +26,7 @@ use crate::codec::{
     Ipv6Prefix, Message, NextHop, NlriEntry, NlriList, Notification, Origin, PathAttributes,
     Update,
 };
-use crate::config::{canonical, BgpConfig, NeighborConfig};
+use crate::config::{canonical, BgpConfig, L3Tenant, NeighborConfig};
 use crate::evpn::{self, route_key, KernelView};
 use crate::evpn_kernel::{EvpnOp, L2Segment, LocalMac};
 use crate::kernel::KernelOp;
@@ -406,7 +406,7 @@ impl Speaker {
             self.set_networks(&[], dirty);
             self.listener = None;
             self.config = None;
-            self.set_segments(&[]);
+            self.set_evpn(&[], &[]);
             return Ok(());
         };
         let router_id = config.router_id.ok_or_else(|| {
@@ -468,12 +468,11 @@ impl Speaker {
             }
         }
         self.set_networks(&config.networks, dirty);
-        let segments = if config.evpn() {
-            config.segments.clone()
+        if config.evpn() {
+            self.set_evpn(&config.segments, &config.tenants);
         } else {
-            Vec::new()
-        };
-        self.set_segments(&segments);
+            self.set_evpn(&[], &[]);
+        }
         Ok(())
     }
 
@@ -716,12 +715,24 @@ impl Speaker {
                 if was_established {
                     let mut kept = None;
                     if let Some(up) = neighbor.up.take() {
-                        match up.info.peer_restart.as_ref().map(|gr| gr.restart_time) {
-                            Some(restart_time) if graceful && restart_time > 0 => {
-                                kept = Some((
-                                    self.keep_stale(address, up, restart_time),
-                                    restart_time,
-                                ));
+                        // RFC 4724 §4.2: only the families the peer listed in its capability
+                        // (FRR's default helper-only capability lists none).
+                        let restart = up
+                            .info
+                            .peer_restart
+                            .as_ref()
+                            .filter(|gr| gr.restart_time > 0 && !gr.families.is_empty())
+                            .map(|gr| {
+                                (
+                                    gr.restart_time,
+                                    gr.families.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
+                                )
+                            });
+                        match restart {
+                            Some((restart_time, families)) if graceful => {
+                                let routes =
+                                    self.keep_stale(address, up, restart_time, &families, dirty);
+                                kept = Some((routes, restart_time));
                             }
                             _ => self.session_down(address, up, dirty),
                         }
@@ -923,21 +934,47 @@ impl Speaker {
     }
 
     /// Graceful restart helper (RFC 4724 §4.2): the session with a peer that advertised the
-    /// capability ended without a NOTIFICATION, so its routes stay (still installed, still
-    /// advertised) as stale for `restart_time` seconds. Returns how many routes were kept.
-    fn keep_stale(&mut self, address: IpAddr, up: Up, restart_time: u16) -> usize {
+    /// capability ended without a NOTIFICATION, so its routes of the `families` it listed stay
+    /// (still installed, still advertised) as stale for `restart_time` seconds; its other
+    /// routes go now. Returns how many routes were kept.
+    fn keep_stale(
+        &mut self,
+        address: IpAddr,
+        up: Up,
+        restart_time: u16,
+        families: &[Family],
+        dirty: &mut Vec<IpPrefix>,
+    ) -> usize {
         self.leave_group(address, up.group);
         let peer = up.source.peer.unwrap_or_default();
-        let prefixes: HashSet<IpPrefix> = self
+        let all: Vec<IpPrefix> = self
             .rib
             .adj_in(peer)
             .map(|t| t.keys().copied().collect())
             .unwrap_or_default();
-        let evpn: HashSet<EvpnRoute> = self
+        let (kept, gone): (Vec<IpPrefix>, Vec<IpPrefix>) = all
+            .into_iter()
+            .partition(|p| families.contains(&family_of(p)));
+        let prefixes: HashSet<IpPrefix> = kept.into_iter().collect();
+        for prefix in gone {
+            let change = self.rib.set(&up.source, prefix, None);
+            self.record(change, dirty);
+        }
+        let all_evpn: Vec<EvpnRoute> = self
             .evpn_rib
             .adj_in(peer)
             .map(|t| t.keys().cloned().collect())
             .unwrap_or_default();
+        let mut evpn = HashSet::new();
+        if families.contains(&Family::L2VPN_EVPN) {
+            evpn.extend(all_evpn);
+        } else {
+            for key in all_evpn {
+                if let Some(change) = self.evpn_rib.set(&up.source, key, None) {
+                    self.record_evpn(change);
+                }
+            }
+        }
         let count = prefixes.len() + evpn.len();
         let stale = self.stale.entry(address).or_insert_with(|| Stale {
             source: up.source.clone(),
@@ -1674,7 +1711,7 @@ impl Speaker {
             None,
             self.rib.len() as f64,
         );
-        let (remote_macs, flood) = self.evpn_view.installed();
+        let (remote_macs, flood, prefixes) = self.evpn_view.installed();
         push(
             "ztos_bgp_evpn_routes",
             "EVPN routes in the Loc-RIB.",
@@ -1703,22 +1740,30 @@ impl Speaker {
             None,
             flood as f64,
         );
+        push(
+            "ztos_bgp_evpn_tenant_prefixes",
+            "EVPN type 5 prefixes installed into tenant VRF tables.",
+            MetricKind::Gauge,
+            None,
+            prefixes as f64,
+        );
         out
     }
 
-    /// New L2 segments (from a commit): the kernel view follows, the local MAC watcher is
+    /// New L2 segments and tenants (from a commit): the kernel view follows, the local MAC watcher is
     /// told, every best EVPN route is read again (a new segment imports routes that were
     /// already there), and the originated routes are brought up to date.
-    fn set_segments(&mut self, segments: &[L2Segment]) {
+    fn set_evpn(&mut self, segments: &[L2Segment], tenants: &[L3Tenant]) {
         let mut ops = Vec::new();
         self.evpn_view.set_segments(segments, &mut ops);
+        self.evpn_view.set_tenants(tenants, &mut ops);
         let keys: Vec<EvpnRoute> = self.evpn_rib.entries().map(|(k, _)| k.clone()).collect();
         for key in keys {
             let imported = self
                 .evpn_rib
                 .best(&key)
                 .filter(|c| c.source.peer.is_some())
-                .and_then(|c| evpn::classify(&c.path, self.evpn_view.segments()));
+                .and_then(|c| self.evpn_view.read(&c.path));
             self.evpn_view.change(&key, imported, &mut ops);
         }
         self.send_evpn(ops);
@@ -1746,6 +1791,32 @@ impl Speaker {
                 let path = evpn::inclusive_multicast(segment, self.router_id, config.local_as);
                 if let Some(route) = &path.evpn {
                     wanted.insert(route_key(route), path);
+                }
+            }
+            for tenant in self.evpn_view.tenants().values() {
+                // Symmetric IRB: the router MAC is the L3 VNI bridge's, which ztosd created.
+                let mac =
+                    std::fs::read_to_string(format!("/sys/class/net/{}/address", tenant.l3_bridge))
+                        .ok()
+                        .and_then(|text| parse_mac(text.trim()));
+                let Some(mac) = mac else {
+                    self.report.log(
+                        true,
+                        format!(
+                            "tenant {}: no MAC address for its L3 bridge {}; its prefixes are not advertised as EVPN type 5 routes",
+                            tenant.name, tenant.l3_bridge
+                        ),
+                    );
+                    continue;
+                };
+                for prefix in &tenant.prefixes {
+                    if let Some(path) =
+                        evpn::ip_prefix_route(tenant, *prefix, mac, self.router_id, config.local_as)
+                    {
+                        if let Some(route) = &path.evpn {
+                            wanted.insert(route_key(route), path);
+                        }
+                    }
                 }
             }
             for ((vni, mac), sequence) in &self.local_macs {
@@ -1857,7 +1928,7 @@ impl Speaker {
             .new
             .as_ref()
             .filter(|c| c.source.peer.is_some())
-            .and_then(|c| evpn::classify(&c.path, self.evpn_view.segments()));
+            .and_then(|c| self.evpn_view.read(&c.path));
         let mut ops = Vec::new();
         self.evpn_view.change(&change.prefix, imported, &mut ops);
         self.send_evpn(ops);
@@ -1873,7 +1944,7 @@ impl Speaker {
     }
 
     fn evpn_json(&self) -> Value {
-        let (remote_macs, flood) = self.evpn_view.installed();
+        let (remote_macs, flood, prefixes) = self.evpn_view.installed();
         let mut segments: Vec<&L2Segment> = self.evpn_view.segments().values().collect();
         segments.sort_by_key(|s| s.vni);
         json!({
@@ -1887,6 +1958,14 @@ impl Speaker {
             "local_macs": self.local_macs.len(),
             "remote_macs": remote_macs,
             "flood_entries": flood,
+            "tenant_prefixes": prefixes,
+            "tenants": self.evpn_view.tenants().values().map(|t| json!({
+                "name": t.name,
+                "l3_vni": t.l3_vni,
+                "vrf": t.vrf,
+                "table": t.table,
+                "prefixes": t.prefixes.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "kernel": self.evpn_ops.is_some(),
         })
     }
@@ -1941,6 +2020,16 @@ impl Speaker {
         }
         self.report.metrics(self.metrics());
     }
+}
+
+/// `aa:bb:cc:dd:ee:ff` as bytes.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
 
 fn prefixes(list: &NlriList) -> Vec<IpPrefix> {

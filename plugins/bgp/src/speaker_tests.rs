@@ -484,23 +484,32 @@ async fn graceful_restart_keeps_a_restarting_peers_routes_until_its_end_of_rib()
 
 #[tokio::test]
 async fn without_the_capability_a_lost_connection_drops_the_routes() {
-    let report = Arc::new(Collect::default());
-    let speaker = SpeakerHandle::spawn(report.clone(), None, None);
-    let port = free_port();
-    speaker
-        .apply(Some(config(port, false, None)))
-        .await
-        .unwrap();
-    let (mut peer, _) = connect_with(port, Vec::new()).await;
-    until_end_of_rib(&mut peer).await;
-    peer.send(&announce([10, 9, 0, 0], 16, &[65002])).await;
-    wait_for(&speaker, routes_query(), "the route", |v| {
-        has_route(v, "10.9.0.0/16")
-    })
-    .await;
-    drop(peer);
-    wait_for(&speaker, routes_query(), "the route gone", |v| {
-        !has_route(v, "10.9.0.0/16")
-    })
-    .await;
+    // No capability, or FRR's helper-only one that lists no family (RFC 4724 §4.2: only the
+    // listed families are kept).
+    let helper_only = Capability::GracefulRestart(GracefulRestart {
+        flags: 0,
+        restart_time: 120,
+        families: Vec::new(),
+    });
+    for extra in [Vec::new(), vec![helper_only]] {
+        let report = Arc::new(Collect::default());
+        let speaker = SpeakerHandle::spawn(report.clone(), None, None);
+        let port = free_port();
+        speaker
+            .apply(Some(config(port, false, None)))
+            .await
+            .unwrap();
+        let (mut peer, _) = connect_with(port, extra).await;
+        until_end_of_rib(&mut peer).await;
+        peer.send(&announce([10, 9, 0, 0], 16, &[65002])).await;
+        wait_for(&speaker, routes_query(), "the route", |v| {
+            has_route(v, "10.9.0.0/16")
+        })
+        .await;
+        drop(peer);
+        wait_for(&speaker, routes_query(), "the route gone", |v| {
+            !has_route(v, "10.9.0.0/16")
+        })
+        .await;
+    }
 }
