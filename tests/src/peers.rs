@@ -93,15 +93,21 @@ impl Drop for Daemon {
     }
 }
 
-/// Starts `ztos-bgp --socket <plugin.sock>` in the node (its ztosd is already running), logging
-/// to `ztos-bgp.log`.
+/// Starts `ztos-bgp --socket <plugin.sock> --run-dir <node dir>` in the node (its ztosd is
+/// already running), logging to `ztos-bgp.log`; its runtime files stay in the node's directory.
 pub fn start_ztos_bgp(node: &Node) -> Daemon {
     let plugin = binary("ztos-bgp");
     let socket = node.dir().join("plugin.sock");
     Daemon::spawn(
         node,
         "ztos-bgp.log",
-        &[&path(&plugin), "--socket", &path(&socket)],
+        &[
+            &path(&plugin),
+            "--socket",
+            &path(&socket),
+            "--run-dir",
+            &path(node.dir()),
+        ],
     )
 }
 

@@ -201,16 +201,22 @@ impl fmt::Debug for EvpnKernel {
     }
 }
 
-/// The flood journal of the calling thread's network namespace.
-fn default_journal() -> Result<PathBuf, String> {
+/// The flood journal of the calling thread's network namespace, in `dir`.
+fn journal_in(dir: &Path) -> Result<PathBuf, String> {
     let namespace = std::fs::metadata("/proc/thread-self/ns/net")
         .map_err(|e| format!("cannot identify the network namespace: {e}"))?;
-    Ok(Path::new(JOURNAL_DIR).join(format!("bgp-evpn-flood-{}", namespace.ino())))
+    Ok(dir.join(format!("bgp-evpn-flood-{}", namespace.ino())))
 }
 
 impl EvpnKernel {
-    /// Opens an rtnetlink connection in the current network namespace.
+    /// Opens an rtnetlink connection in the current network namespace, with the flood journal
+    /// in `/run/ztos`.
     pub fn open() -> Result<EvpnKernel, String> {
+        EvpnKernel::open_in(Path::new(JOURNAL_DIR))
+    }
+
+    /// [`EvpnKernel::open`] with the flood journal in `run_dir` (a lab node's directory).
+    pub fn open_in(run_dir: &Path) -> Result<EvpnKernel, String> {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|e| format!("cannot open an rtnetlink socket: {e}"))?;
         tokio::spawn(connection);
@@ -222,7 +228,7 @@ impl EvpnKernel {
             handle,
             links: Some(links),
             _links_handle: links_handle,
-            journal: default_journal()?,
+            journal: journal_in(run_dir)?,
         })
     }
 

@@ -29,6 +29,9 @@ struct Args {
     /// routes stay in the RIB only, and stale routes of an earlier run are not swept.
     #[arg(long)]
     no_kernel: bool,
+    /// Where runtime state that must not outlive a reboot goes (the EVPN flood journal).
+    #[arg(long, default_value = "/run/ztos")]
+    run_dir: PathBuf,
 }
 
 struct Reporter(PluginSender);
@@ -249,7 +252,7 @@ async fn main() {
     let evpn = if args.no_kernel {
         None
     } else {
-        start_evpn(&report).await
+        start_evpn(&report, &args.run_dir).await
     };
     let speaker = SpeakerHandle::spawn_restarted(report, ops, evpn, stale);
     let shutdown = client.run(Bgp { speaker, kernel }).await;
@@ -258,8 +261,8 @@ async fn main() {
 
 /// The EVPN kernel link: stale entries of an earlier run swept, the op task and the local MAC
 /// watcher started. `None` (with a warning) when rtnetlink cannot be opened.
-async fn start_evpn(report: &Arc<dyn Report>) -> Option<EvpnIo> {
-    let kernel = match EvpnKernel::open() {
+async fn start_evpn(report: &Arc<dyn Report>, run_dir: &std::path::Path) -> Option<EvpnIo> {
+    let kernel = match EvpnKernel::open_in(run_dir) {
         Ok(kernel) => kernel,
         Err(e) => {
             report.log(
