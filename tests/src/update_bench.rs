@@ -44,8 +44,16 @@ while [ ! -b /dev/vdb ] || [ ! -b /dev/vda3 ]; do
     [ $i -gt 300 ] && { echo "RAW-ERROR: no /dev/vdb or /dev/vda3"; $B poweroff -f; }
     $B sleep 0.1
 done
+# Debian's busybox dd prints no byte/second summary, so the script times it by /proc/uptime.
+bytes=$($B blockdev --getsize64 /dev/vdb)
 for n in $($B seq 1 RUNS); do
-    $B dd if=/dev/vdb of=/dev/vda3 bs=1M oflag=direct conv=fsync 2>&1 | $B sed -n "s/^\(.*copied.*\)$/RAW-WRITE \1/p"
+    t0=$($B cut -d' ' -f1 /proc/uptime)
+    if $B dd if=/dev/vdb of=/dev/vda3 bs=1M oflag=direct conv=fsync 2>/dev/null; then
+        t1=$($B cut -d' ' -f1 /proc/uptime)
+        echo "RAW-WRITE $bytes bytes copied, $($B awk "BEGIN { print $t1 - $t0 }") seconds"
+    else
+        echo "RAW-ERROR: dd onto /dev/vda3 failed"
+    fi
 done
 echo RAW-DONE
 $B poweroff -f
@@ -58,7 +66,7 @@ pub struct RawWrite {
     pub seconds: f64,
 }
 
-/// Parses busybox dd's `N bytes (X MB) copied, S seconds, R MB/s`.
+/// Parses `N bytes ... copied, S seconds` (the bench script's line; GNU dd's form too).
 pub fn parse_dd(line: &str) -> Option<RawWrite> {
     let bytes = line.split_whitespace().next()?.parse().ok()?;
     let after = line.split("copied,").nth(1)?;
@@ -251,5 +259,7 @@ mod tests {
         assert_eq!(w.bytes, 10_485_760);
         assert!((w.seconds - 0.052811).abs() < 1e-9);
         assert!(parse_dd("dd: can't open '/dev/vdb'").is_none());
+        let w = parse_dd("14811136 bytes copied, 0.95 seconds").unwrap();
+        assert_eq!((w.bytes, w.seconds), (14_811_136, 0.95));
     }
 }
