@@ -32,14 +32,15 @@ use boringtun::x25519::PublicKey;
 use ipnet::IpNet;
 use nix::errno::Errno;
 use nix::sys::socket::{
-    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
+    recvmmsg, sendmmsg, ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders,
+    SockaddrStorage,
 };
 use serde::Serialize;
 
 use crate::config;
 use crate::keys::{decode_key, encode_key, PrivateKey};
 use crate::packet;
-use crate::policy::{Decision, Enforcer, FlowTable, Identity};
+use crate::policy::{Decision, Enforcer, FlowTable, Identity, VerdictCache};
 use crate::trie::PrefixTrie;
 
 /// Handshake messages per second an interface takes before it answers with cookies. Each
@@ -48,8 +49,10 @@ pub const HANDSHAKES_PER_SECOND: u64 = 50;
 const BUFFER: usize = 65536 + 256;
 /// Datagrams taken per `recvmmsg`.
 const RECV_BATCH: usize = 32;
-/// Datagrams sent per `sendmmsg`.
+/// Packets the tun thread takes before it sends what it has encrypted.
 const SEND_BATCH: usize = 32;
+/// Datagrams per UDP GSO send (the kernel takes up to 64 on every version that has it).
+const GSO_SEGMENTS: usize = 32;
 /// The largest datagram received: a data message for the largest MTU (65535) plus its
 /// 32 bytes of header and tag. Anything longer is not WireGuard.
 const DATAGRAM: usize = 65535 + 32;
@@ -194,32 +197,103 @@ fn bind_udp(name: &str, port: u16) -> Result<UdpSocket, DatapathError> {
     if setsockopt(&socket, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
         let _ = setsockopt(&socket, sockopt::SndBuf, &SOCKET_BUFFER);
     }
+    // UDP GRO: the kernel may hand over runs of datagrams from one sender glued together,
+    // with their size in a control message (see `udp_loop`). Without it, one at a time.
+    if let Err(e) = setsockopt(&socket, sockopt::UdpGroSegment, &true) {
+        tracing::info!("{name}: no UDP GRO ({e}); receiving datagrams one by one");
+    }
     Ok(socket)
 }
 
-/// Encrypted datagrams waiting for one `sendmmsg`: their lengths and destinations (the
-/// bytes are in the tun thread's slots), and the preallocated message headers.
+/// Encrypted datagrams waiting to be sent: packed back to back in the tun thread's buffer
+/// (datagram `i` at `starts[i]`, `lens[i]` long), their destinations, and preallocated
+/// message headers: `plain` for `sendmmsg` without control messages, `gso` with room for a
+/// `UDP_SEGMENT` one (a header's control buffer keeps what was last encoded in it, so the two
+/// are never mixed).
 struct SendBatch {
     len: usize,
+    /// Bytes of the buffer in use.
+    used: usize,
+    starts: [usize; SEND_BATCH],
     lens: [usize; SEND_BATCH],
     addresses: [Option<SockaddrStorage>; SEND_BATCH],
-    headers: MultiHeaders<SockaddrStorage>,
+    plain: MultiHeaders<SockaddrStorage>,
+    gso: MultiHeaders<SockaddrStorage>,
+    /// Whether the socket takes `UDP_SEGMENT` (cleared for good at its first refusal).
+    use_gso: bool,
+}
+
+/// One message of a `sendmmsg`: datagrams `first..next` of the batch, bytes `bytes` of the
+/// buffer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Message {
+    first: usize,
+    next: usize,
+    bytes: (usize, usize),
 }
 
 impl SendBatch {
     fn new() -> SendBatch {
         SendBatch {
             len: 0,
+            used: 0,
+            starts: [0; SEND_BATCH],
             lens: [0; SEND_BATCH],
             addresses: [None; SEND_BATCH],
-            headers: MultiHeaders::preallocate(SEND_BATCH, None),
+            plain: MultiHeaders::preallocate(SEND_BATCH, None),
+            gso: MultiHeaders::preallocate(SEND_BATCH, Some(nix::cmsg_space!(u16))),
+            use_gso: true,
         }
     }
 
+    /// Whether another datagram of up to [`DATAGRAM`] bytes fits.
+    fn has_room(&self, capacity: usize) -> bool {
+        self.len < SEND_BATCH && self.used + DATAGRAM <= capacity
+    }
+
     fn push(&mut self, len: usize, to: SockaddrStorage) {
+        self.starts[self.len] = self.used;
         self.lens[self.len] = len;
         self.addresses[self.len] = Some(to);
+        self.used += len;
         self.len += 1;
+    }
+
+    /// The messages of one `sendmmsg` from datagram `first` on, in `messages`, and the
+    /// segment size they share. With GSO, a message is a
+    /// run of datagrams to one destination, all `segment` bytes long but the last, which may
+    /// be shorter (the kernel cuts it back into datagrams at `segment`); a datagram longer
+    /// than `segment` starts the next call. Without GSO each message is one datagram.
+    fn plan(&self, first: usize, messages: &mut [Message; SEND_BATCH]) -> (usize, u16) {
+        let segment = self.lens[first];
+        let mut count = 0;
+        let mut i = first;
+        while i < self.len {
+            if self.use_gso && self.lens[i] > segment {
+                break;
+            }
+            let mut end = i + 1;
+            if self.use_gso && self.lens[i] == segment {
+                while end < self.len
+                    && end - i < GSO_SEGMENTS
+                    && self.addresses[end] == self.addresses[i]
+                    && self.lens[end] <= segment
+                {
+                    end += 1;
+                    if self.lens[end - 1] < segment {
+                        break;
+                    }
+                }
+            }
+            messages[count] = Message {
+                first: i,
+                next: end,
+                bytes: (self.starts[i], self.starts[end - 1] + self.lens[end - 1]),
+            };
+            count += 1;
+            i = end;
+        }
+        (count, u16::try_from(segment).unwrap_or(u16::MAX))
     }
 }
 
@@ -315,26 +389,42 @@ impl Shared {
         let mut src = vec![0u8; BUFFER];
         let mut out = vec![0u8; DATAGRAM * SEND_BATCH];
         let mut batch = SendBatch::new();
+        let mut cache = VerdictCache::new();
         while !self.stop.load(Ordering::Relaxed) {
-            let wait = if batch.len == 0 { POLL } else { Duration::ZERO };
-            let len = match self.tun.recv_timeout(&mut src, wait) {
-                Ok(len) => len,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    if e.kind() != std::io::ErrorKind::TimedOut {
-                        tracing::error!(interface = %self.name, "reading the TUN device: {e}");
-                        std::thread::sleep(POLL);
-                    }
+            // The device is non-blocking: while packets are queued each costs one read; when
+            // none is, the batch goes out and the thread waits (poll, then read).
+            let read = match self.tun.recv(&mut src) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.flush(&mut batch, &out);
+                    self.tun.recv_timeout(&mut src, POLL)
+                }
+                read => read,
+            };
+            let len = match read {
+                Ok(len) => len,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted
+                            | std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    tracing::error!(interface = %self.name, "reading the TUN device: {e}");
+                    self.flush(&mut batch, &out);
+                    std::thread::sleep(POLL);
                     continue;
                 }
             };
-            let slot = batch.len * DATAGRAM;
+            let slot = batch.used;
             if let Some((out_len, endpoint)) =
-                self.outgoing(&src[..len], &mut out[slot..slot + DATAGRAM])
+                self.outgoing(&src[..len], &mut out[slot..slot + DATAGRAM], &mut cache)
             {
                 batch.push(out_len, self.target(endpoint));
-                if batch.len == SEND_BATCH {
+                if !batch.has_room(out.len()) {
                     self.flush(&mut batch, &out);
                 }
             }
@@ -343,7 +433,12 @@ impl Shared {
 
     /// One packet from the TUN device: routes it to a peer, checks the outgoing policy and
     /// encrypts it into `out`. The datagram's length and where to send it, unless dropped.
-    fn outgoing(&self, packet: &[u8], out: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    fn outgoing(
+        &self,
+        packet: &[u8],
+        out: &mut [u8],
+        cache: &mut VerdictCache,
+    ) -> Option<(usize, SocketAddr)> {
         let tuple = packet::parse(packet)?;
         let peers = self.peers();
         let Some(peer) = peers
@@ -356,6 +451,7 @@ impl Shared {
         };
         if let Some(policy) = self.policy() {
             let decision = policy.outbound(
+                cache,
                 peer.index,
                 peer.identity(),
                 &tuple,
@@ -398,40 +494,67 @@ impl Shared {
         SockaddrStorage::from(to)
     }
 
-    /// Sends the batch's datagrams (slot `i` of `out` holds datagram `i`) with `sendmmsg`,
-    /// again from the first one not sent when the kernel takes only part; empties the batch.
+    /// Sends the batch's datagrams with `sendmmsg`, runs of equal-sized datagrams to one
+    /// peer as one UDP GSO message each where the kernel supports it, again from the first
+    /// datagram not sent when the kernel takes only part; empties the batch.
     fn flush(&self, batch: &mut SendBatch, out: &[u8]) {
         let fd = self.udp.as_raw_fd();
-        let mut start = 0;
-        while start < batch.len {
-            let mut slots = out.chunks_exact(DATAGRAM).zip(&batch.lens).skip(start);
-            let iovs: [[IoSlice; 1]; SEND_BATCH] = std::array::from_fn(|_| {
-                [IoSlice::new(
-                    slots.next().map_or(&[][..], |(slot, &len)| &slot[..len]),
-                )]
+        let mut first = 0;
+        let mut messages = [Message::default(); SEND_BATCH];
+        while first < batch.len {
+            let (count, segment) = batch.plan(first, &mut messages);
+            let iovs: [[IoSlice; 1]; SEND_BATCH] = std::array::from_fn(|m| {
+                [IoSlice::new(if m < count {
+                    &out[messages[m].bytes.0..messages[m].bytes.1]
+                } else {
+                    &[]
+                })]
             });
-            let no_control: [ControlMessage; 0] = [];
-            let sent = sendmmsg(
-                fd,
-                &mut batch.headers,
-                &iovs[..batch.len - start],
-                &batch.addresses[start..batch.len],
-                no_control,
-                MsgFlags::empty(),
-            );
+            let mut addresses = [None; SEND_BATCH];
+            for (address, message) in addresses.iter_mut().zip(&messages[..count]) {
+                *address = batch.addresses[message.first];
+            }
+            let gso = [ControlMessage::UdpGsoSegments(&segment)];
+            let sent = if batch.use_gso {
+                sendmmsg(
+                    fd,
+                    &mut batch.gso,
+                    &iovs[..count],
+                    &addresses[..count],
+                    &gso[..],
+                    MsgFlags::empty(),
+                )
+            } else {
+                sendmmsg(
+                    fd,
+                    &mut batch.plain,
+                    &iovs[..count],
+                    &addresses[..count],
+                    &[][..],
+                    MsgFlags::empty(),
+                )
+            };
             match sent.map(Iterator::count) {
                 Ok(0) => break,
-                Ok(n) => start += n,
+                Ok(n) => first = messages[n.min(count) - 1].next,
                 Err(Errno::EINTR) => {}
+                Err(e @ (Errno::EIO | Errno::EINVAL | Errno::EOPNOTSUPP | Errno::ENOPROTOOPT))
+                    if batch.use_gso =>
+                {
+                    // No UDP GSO here (or not on this path): datagram by datagram from now on.
+                    tracing::info!(interface = %self.name, "UDP GSO refused ({e}); sending datagrams one by one");
+                    batch.use_gso = false;
+                }
                 Err(e) => {
-                    // The first datagram not sent is dropped (like a lost packet, which the
+                    // The first message not sent is dropped (like lost packets, which the
                     // protocol tolerates); the rest are tried again.
                     tracing::debug!(interface = %self.name, "sendmmsg: {e}");
-                    start += 1;
+                    first = messages[0].next;
                 }
             }
         }
         batch.len = 0;
+        batch.used = 0;
     }
 
     /// udp thread: datagrams from peers to the kernel, up to [`RECV_BATCH`] per `recvmmsg`
@@ -439,13 +562,22 @@ impl Shared {
     /// allocated once.
     fn udp_loop(self: Arc<Self>) {
         let mut bufs = vec![0u8; DATAGRAM * RECV_BATCH];
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
-        let mut received: [(usize, Option<SocketAddr>); RECV_BATCH] = [(0, None); RECV_BATCH];
+        // Length, source and GRO segment size (0: a single datagram) of each message.
+        let mut received: [(usize, Option<SocketAddr>, usize); RECV_BATCH] =
+            [(0, None, 0); RECV_BATCH];
         let mut dst = vec![0u8; BUFFER];
         let mut cookie = [0u8; 64];
+        let mut cache = VerdictCache::new();
         let fd = self.udp.as_raw_fd();
         while !self.stop.load(Ordering::Relaxed) {
             let count = {
+                // Fresh headers for every call: the kernel shrinks each header's control
+                // length to what it wrote, and nix's recvmmsg does not restore it, so a
+                // reused header would lose the GRO segment size (one allocation per batch).
+                let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(
+                    RECV_BATCH,
+                    Some(nix::cmsg_space!(i32)),
+                );
                 let mut chunks = bufs.chunks_exact_mut(DATAGRAM);
                 let mut iovs: [[IoSliceMut; 1]; RECV_BATCH] =
                     std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
@@ -459,7 +591,19 @@ impl Shared {
                     Ok(results) => {
                         let mut count = 0;
                         for (slot, message) in received.iter_mut().zip(results) {
-                            *slot = (message.bytes, source_of(message.address));
+                            let segment = message
+                                .cmsgs()
+                                .ok()
+                                .and_then(|mut cmsgs| {
+                                    cmsgs.find_map(|c| match c {
+                                        ControlMessageOwned::UdpGroSegments(size) => {
+                                            usize::try_from(size).ok()
+                                        }
+                                        _ => None,
+                                    })
+                                })
+                                .unwrap_or(0);
+                            *slot = (message.bytes, source_of(message.address), segment);
                             count += 1;
                         }
                         count
@@ -474,9 +618,20 @@ impl Shared {
             };
             // A datagram longer than DATAGRAM arrives truncated and fails authentication:
             // no WireGuard message is that long.
-            for (buf, &(len, from)) in bufs.chunks_exact(DATAGRAM).zip(&received[..count]) {
+            for (buf, &(len, from, segment)) in bufs.chunks_exact(DATAGRAM).zip(&received[..count])
+            {
                 match from {
-                    Some(from) => self.datagram(&buf[..len], from, &mut dst, &mut cookie),
+                    Some(from) => {
+                        // A GRO message is datagrams of `segment` bytes, the last maybe
+                        // shorter.
+                        if segment == 0 || len <= segment {
+                            self.datagram(&buf[..len], from, &mut dst, &mut cookie, &mut cache);
+                        } else {
+                            for datagram in buf[..len].chunks(segment) {
+                                self.datagram(datagram, from, &mut dst, &mut cookie, &mut cache);
+                            }
+                        }
+                    }
                     None => {
                         self.stats.invalid_datagrams.fetch_add(1, Ordering::Relaxed);
                     }
@@ -485,7 +640,14 @@ impl Shared {
         }
     }
 
-    fn datagram(&self, datagram: &[u8], from: SocketAddr, dst: &mut [u8], cookie: &mut [u8]) {
+    fn datagram(
+        &self,
+        datagram: &[u8],
+        from: SocketAddr,
+        dst: &mut [u8],
+        cookie: &mut [u8],
+        cache: &mut VerdictCache,
+    ) {
         let Some(keys) = self.keys() else { return };
         let packet = match keys
             .limiter
@@ -551,12 +713,12 @@ impl Shared {
                 }
                 TunnResult::WriteToTunnelV4(inner, addr) => {
                     peer.set_endpoint(from);
-                    self.deliver(&peers, peer, inner, IpAddr::V4(addr));
+                    self.deliver(&peers, peer, inner, IpAddr::V4(addr), cache);
                     break;
                 }
                 TunnResult::WriteToTunnelV6(inner, addr) => {
                     peer.set_endpoint(from);
-                    self.deliver(&peers, peer, inner, IpAddr::V6(addr));
+                    self.deliver(&peers, peer, inner, IpAddr::V6(addr), cache);
                     break;
                 }
             }
@@ -564,7 +726,14 @@ impl Shared {
         }
     }
 
-    fn deliver(&self, peers: &PeerTable, peer: &PeerState, inner: &[u8], source: IpAddr) {
+    fn deliver(
+        &self,
+        peers: &PeerTable,
+        peer: &PeerState,
+        inner: &[u8],
+        source: IpAddr,
+        cache: &mut VerdictCache,
+    ) {
         peer.rx_packets.fetch_add(1, Ordering::Relaxed);
         // Cryptokey routing, inbound: the peer may only send from its allowed IPs.
         if peers.routes.longest_match(source) != Some(&peer.index) {
@@ -576,6 +745,7 @@ impl Shared {
         };
         if let Some(policy) = self.policy() {
             let decision = policy.inbound(
+                cache,
                 peer.index,
                 peer.identity(),
                 &tuple,
@@ -651,6 +821,12 @@ impl Interface {
         let device = tun::create(&tun_config).map_err(|e| DatapathError::Tun {
             name: spec.name.clone(),
             reason: e.to_string(),
+        })?;
+        // Reads that find the queue empty return at once (see `tun_loop`); writes to a TUN
+        // device never block anyway.
+        device.set_nonblock().map_err(|e| DatapathError::Tun {
+            name: spec.name.clone(),
+            reason: format!("cannot make it non-blocking: {e}"),
         })?;
         let udp = bind_udp(&spec.name, spec.listen_port)?;
         let listen_port = udp.local_addr().map(|a| a.port()).unwrap_or(0);

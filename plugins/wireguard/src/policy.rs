@@ -419,6 +419,8 @@ pub struct Enforcer {
     pub counters: Vec<Counter>,
     pub default_deny: Counter,
     pub log: LogLimiter,
+    /// Unique per enforcer: a [`VerdictCache`] filled under another policy is void.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Enforcer {
@@ -440,8 +442,98 @@ pub enum Decision {
     Deny(Option<u32>),
 }
 
+/// How long a cached flow-table answer stands before the table is consulted again: a reply
+/// seen to match a recorded flow, or an outgoing flow recorded. Far below
+/// [`FlowTable::IDLE`], so refreshing a flow this often keeps it alive.
+const FLOW_RECHECK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+struct CacheEntry {
+    generation: u64,
+    outbound: bool,
+    peer: u32,
+    identity: Identity,
+    tuple: FlowTuple,
+    verdict: Verdict,
+    /// Until when the flow-table answer stands (see [`FLOW_RECHECK`]).
+    flow_until: Option<Instant>,
+}
+
+/// A per-thread memo of classifier verdicts by (policy, direction, peer, identity, flow),
+/// direct-mapped: a packet of a flow seen before costs one hash and one compare instead of a
+/// classification, however many rules the policy has, and skips the shared flow table's lock
+/// for up to [`FLOW_RECHECK`]. Verdicts are a pure function of the policy and the header
+/// fields, so a hit gives exactly the classifier's answer; counters are still kept per packet.
+#[derive(Debug)]
+pub struct VerdictCache {
+    entries: Vec<Option<CacheEntry>>,
+}
+
+impl Default for VerdictCache {
+    fn default() -> Self {
+        VerdictCache::new()
+    }
+}
+
+impl VerdictCache {
+    /// Entries (a power of two).
+    pub const SIZE: usize = 4096;
+
+    pub fn new() -> VerdictCache {
+        VerdictCache {
+            entries: vec![None; Self::SIZE],
+        }
+    }
+
+    fn slot(outbound: bool, peer: u32, identity: Identity, tuple: &FlowTuple) -> usize {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default()
+            .hash_one((outbound, peer, identity, tuple));
+        (hash as usize) & (Self::SIZE - 1)
+    }
+
+    /// The entry for this packet, classified (and the slot taken over) on a miss.
+    fn entry(
+        &mut self,
+        enforcer: &Enforcer,
+        outbound: bool,
+        peer: u32,
+        identity: Identity,
+        tuple: &FlowTuple,
+    ) -> &mut CacheEntry {
+        let slot = Self::slot(outbound, peer, identity, tuple);
+        let cell = &mut self.entries[slot];
+        let hit = matches!(cell, Some(e)
+            if e.generation == enforcer.generation
+                && e.outbound == outbound
+                && e.peer == peer
+                && e.identity == identity
+                && e.tuple == *tuple);
+        if !hit {
+            *cell = None;
+        }
+        cell.get_or_insert_with(|| {
+            // Outgoing packets are judged by their reverse: the peer talking back.
+            let query = Query {
+                identity,
+                tuple: if outbound { tuple.reversed() } else { *tuple },
+            };
+            CacheEntry {
+                generation: enforcer.generation,
+                outbound,
+                peer,
+                identity,
+                tuple: *tuple,
+                verdict: enforcer.classifier.classify(&query),
+                flow_until: None,
+            }
+        })
+    }
+}
+
 impl Enforcer {
     pub fn new(policy: &config::Policy) -> Result<Enforcer, String> {
+        static GENERATION: AtomicU64 = AtomicU64::new(1);
         let classifier = CpuClassifier::compile(policy)?;
         Ok(Enforcer {
             names: policy.rules.iter().map(|r| r.name.clone()).collect(),
@@ -450,12 +542,16 @@ impl Enforcer {
             classifier: Box::new(classifier),
             default_deny: Counter::default(),
             log: LogLimiter::new(10),
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         })
     }
 
-    /// A packet from peer `peer` (identity `identity`), after decryption.
+    /// A packet from peer `peer` (identity `identity`), after decryption. `cache` is the
+    /// calling thread's.
+    #[allow(clippy::too_many_arguments)]
     pub fn inbound(
         &self,
+        cache: &mut VerdictCache,
         peer: u32,
         identity: Identity,
         tuple: &FlowTuple,
@@ -463,29 +559,33 @@ impl Enforcer {
         flows: &FlowTable,
         now: Instant,
     ) -> Decision {
-        let verdict = self.classifier.classify(&Query {
-            identity,
-            tuple: *tuple,
-        });
-        match verdict.rule {
+        let entry = cache.entry(self, false, peer, identity, tuple);
+        match entry.verdict.rule {
             Some(rule) => {
                 self.counters[rule as usize].add(len);
-                if verdict.allow {
+                if entry.verdict.allow {
                     return Decision::Allow(Some(rule));
                 }
                 Decision::Deny(Some(rule))
             }
-            None if flows.is_reply(peer, tuple, now) => Decision::Reply,
+            None if entry.flow_until.is_some_and(|until| now < until) => Decision::Reply,
+            None if flows.is_reply(peer, tuple, now) => {
+                entry.flow_until = Some(now + FLOW_RECHECK);
+                Decision::Reply
+            }
             None => {
+                entry.flow_until = None;
                 self.default_deny.add(len);
                 Decision::Deny(None)
             }
         }
     }
 
-    /// A packet to peer `peer`, before encryption.
+    /// A packet to peer `peer`, before encryption. `cache` is the calling thread's.
+    #[allow(clippy::too_many_arguments)]
     pub fn outbound(
         &self,
+        cache: &mut VerdictCache,
         peer: u32,
         identity: Identity,
         tuple: &FlowTuple,
@@ -493,19 +593,20 @@ impl Enforcer {
         flows: &FlowTable,
         now: Instant,
     ) -> Decision {
-        let reverse = self.classifier.classify(&Query {
-            identity,
-            tuple: tuple.reversed(),
-        });
-        match reverse.rule {
-            Some(rule) if !reverse.allow => {
+        let entry = cache.entry(self, true, peer, identity, tuple);
+        match entry.verdict.rule {
+            Some(rule) if !entry.verdict.allow => {
                 self.counters[rule as usize].add(len);
                 Decision::Deny(Some(rule))
             }
             // A reply to traffic the policy lets in.
             Some(rule) => Decision::Allow(Some(rule)),
             None => {
-                flows.record(peer, *tuple, now);
+                if entry.flow_until.is_none_or(|until| now >= until) {
+                    entry.flow_until = flows
+                        .record(peer, *tuple, now)
+                        .then_some(now + FLOW_RECHECK);
+                }
                 Decision::Allow(None)
             }
         }
@@ -717,44 +818,51 @@ mod tests {
             rules: vec![https],
         };
         let e = Enforcer::new(&policy).unwrap();
+        let mut cache = VerdictCache::new();
         let flows = FlowTable::default();
         let now = Instant::now();
         let a = e.classifier.identity(&key(A));
         let b = e.classifier.identity(&key(B));
         let syn = tcp("10.9.0.2", "10.9.0.1", 443);
         assert_eq!(
-            e.inbound(1, a, &syn, 60, &flows, now),
+            e.inbound(&mut cache, 1, a, &syn, 60, &flows, now),
             Decision::Allow(Some(0))
         );
-        assert_eq!(e.inbound(2, b, &syn, 60, &flows, now), Decision::Deny(None));
+        assert_eq!(
+            e.inbound(&mut cache, 2, b, &syn, 60, &flows, now),
+            Decision::Deny(None)
+        );
         let ssh = tcp("10.9.0.2", "10.9.0.1", 22);
-        assert_eq!(e.inbound(1, a, &ssh, 60, &flows, now), Decision::Deny(None));
+        assert_eq!(
+            e.inbound(&mut cache, 1, a, &ssh, 60, &flows, now),
+            Decision::Deny(None)
+        );
         assert_eq!(e.counters[0].get(), (1, 60));
         assert_eq!(e.default_deny.get(), (2, 120));
         // The answer to A's allowed flow goes out without recording a flow.
         assert_eq!(
-            e.outbound(1, a, &syn.reversed(), 60, &flows, now),
+            e.outbound(&mut cache, 1, a, &syn.reversed(), 60, &flows, now),
             Decision::Allow(Some(0))
         );
         assert!(flows.is_empty());
         // This box connects to B: recorded, and B's reply comes in.
         let out = tcp("10.9.0.1", "10.9.0.3", 8080);
         assert_eq!(
-            e.outbound(2, b, &out, 60, &flows, now),
+            e.outbound(&mut cache, 2, b, &out, 60, &flows, now),
             Decision::Allow(None)
         );
         assert_eq!(
-            e.inbound(2, b, &out.reversed(), 60, &flows, now),
+            e.inbound(&mut cache, 2, b, &out.reversed(), 60, &flows, now),
             Decision::Reply
         );
         // ... but only from that peer, and not after the idle time.
         assert_eq!(
-            e.inbound(1, a, &out.reversed(), 60, &flows, now),
+            e.inbound(&mut cache, 1, a, &out.reversed(), 60, &flows, now),
             Decision::Deny(None)
         );
         let later = now + FlowTable::IDLE + Duration::from_secs(1);
         assert_eq!(
-            e.inbound(2, b, &out.reversed(), 60, &flows, later),
+            e.inbound(&mut cache, 2, b, &out.reversed(), 60, &flows, later),
             Decision::Deny(None)
         );
         flows.expire(later, |_| true);
@@ -770,14 +878,94 @@ mod tests {
             rules: vec![deny],
         })
         .unwrap();
+        let mut cache = VerdictCache::new();
         let flows = FlowTable::default();
         let b = e.classifier.identity(&key(B));
         let out = tcp("10.9.0.1", "10.9.0.3", 8080);
         assert_eq!(
-            e.outbound(2, b, &out, 60, &flows, Instant::now()),
+            e.outbound(&mut cache, 2, b, &out, 60, &flows, Instant::now()),
             Decision::Deny(Some(0))
         );
         assert!(flows.is_empty());
+    }
+
+    #[test]
+    fn verdict_cache_answers_like_the_classifier_and_dies_with_its_policy() {
+        let mut rules = Vec::new();
+        for i in 0..200u16 {
+            let mut r = rule(&format!("r{i}"), Action::Allow, &[A]);
+            r.protocol = Some(Protocol::Tcp);
+            r.ports = vec![format!("{}", 1000 + i)];
+            if i % 3 == 0 {
+                r.action = Action::Deny;
+            }
+            rules.push(r);
+        }
+        let policy = Policy {
+            groups: vec![],
+            rules,
+        };
+        let e = Enforcer::new(&policy).unwrap();
+        let mut cache = VerdictCache::new();
+        let flows = FlowTable::default();
+        let a = e.classifier.identity(&key(A));
+        let now = Instant::now();
+        // Twice over, so the second round is answered from the cache.
+        for _ in 0..2 {
+            for port in 990..1210u16 {
+                let t = tcp("10.9.0.2", "10.9.0.1", port);
+                let expected = e.classifier.classify(&Query {
+                    identity: a,
+                    tuple: t,
+                });
+                let expected = match (expected.rule, expected.allow) {
+                    (Some(r), true) => Decision::Allow(Some(r)),
+                    (Some(r), false) => Decision::Deny(Some(r)),
+                    (None, _) => Decision::Deny(None),
+                };
+                assert_eq!(e.inbound(&mut cache, 1, a, &t, 10, &flows, now), expected);
+            }
+        }
+        // Counted per packet, hit or miss: r1 (port 1001) twice.
+        assert_eq!(e.counters[1].get(), (2, 20));
+        // The same cache under another policy: the old verdicts are not used.
+        let none = Enforcer::new(&Policy::default()).unwrap();
+        let t = tcp("10.9.0.2", "10.9.0.1", 1001);
+        assert_eq!(
+            none.inbound(&mut cache, 1, a, &t, 10, &flows, now),
+            Decision::Deny(None)
+        );
+        // An outgoing flow is recorded once per FLOW_RECHECK, not per packet, and stays
+        // recorded for replies.
+        let out = tcp("10.9.0.1", "10.9.0.3", 8080);
+        for _ in 0..3 {
+            assert_eq!(
+                none.outbound(&mut cache, 2, a, &out, 10, &flows, now),
+                Decision::Allow(None)
+            );
+        }
+        assert_eq!(flows.len(), 1);
+        flows.expire(now + FlowTable::IDLE, |_| true);
+        assert!(flows.is_empty());
+        // Past the recheck time the flow is recorded again.
+        let later = now + FLOW_RECHECK;
+        none.outbound(&mut cache, 2, a, &out, 10, &flows, later);
+        assert_eq!(flows.len(), 1);
+        // A reply is checked against the table once, then cached until the recheck time.
+        let reply = out.reversed();
+        assert_eq!(
+            none.inbound(&mut cache, 2, a, &reply, 10, &flows, later),
+            Decision::Reply
+        );
+        flows.expire(later + FlowTable::IDLE, |_| true);
+        assert_eq!(
+            none.inbound(&mut cache, 2, a, &reply, 10, &flows, later),
+            Decision::Reply
+        );
+        assert_eq!(
+            none.inbound(&mut cache, 2, a, &reply, 10, &flows, later + FLOW_RECHECK),
+            Decision::Deny(None)
+        );
     }
 
     #[test]
