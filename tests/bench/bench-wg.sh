@@ -99,8 +99,9 @@ elif "boringtun" not in s:
 out.append("")
 out.append("The 1,000-rule policy: 998 rules that do not match the flow, then the two that allow it")
 out.append("(ICMP and TCP 5201 from the client's key). A quarter of the 998 are TCP 5000-5999 from the")
-out.append("client's key with other destinations, so they fall into the flow's index bucket and are")
-out.append("compared with every packet the classifier looks at; the rest differ in port, protocol or peer.")
+out.append("client's key with other destinations, so they fall into the flow's index bucket and the")
+out.append("classifier compares a flow's first packet with each of them; the rest differ in port, protocol")
+out.append("or peer. Later packets of a flow are answered by the per-thread verdict cache (docs/wireguard.md).")
 print("\n".join(out))
 PY
 )
