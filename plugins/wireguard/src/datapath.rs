@@ -53,6 +53,9 @@ const RECV_BATCH: usize = 32;
 const SEND_BATCH: usize = 32;
 /// Datagrams per UDP GSO send (the kernel takes up to 64 on every version that has it).
 const GSO_SEGMENTS: usize = 32;
+/// Bytes per UDP GSO send: the run must fit one UDP datagram's length field, headers
+/// included (large MTUs make shorter runs).
+const GSO_BYTES: usize = 65000;
 /// The largest datagram received: a data message for the largest MTU (65535) plus its
 /// 32 bytes of header and tag. Anything longer is not WireGuard.
 const DATAGRAM: usize = 65535 + 32;
@@ -276,6 +279,7 @@ impl SendBatch {
             if self.use_gso && self.lens[i] == segment {
                 while end < self.len
                     && end - i < GSO_SEGMENTS
+                    && (end - i + 1) * segment <= GSO_BYTES
                     && self.addresses[end] == self.addresses[i]
                     && self.lens[end] <= segment
                 {
