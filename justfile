@@ -23,6 +23,7 @@ test: deps
     cargo clippy --workspace --all-targets -- -D warnings
     cargo build --workspace --bins
     cargo test --workspace --no-fail-fast -- --test-threads=2
+    just fuzz-ci
     just vm-test
 
 # Run ZTOS: build the appliance image and boot it in qemu, console here, HTTPS on https://127.0.0.1:8443.
@@ -89,7 +90,10 @@ vm-test: image
     cargo test -p ztos-tests --test vm_boot -- --ignored --nocapture
     cargo test -p ztos-tests --test vm_update -- --ignored --nocapture --test-threads=2
 
-# Fuzz a decoder with cargo-fuzz for `secs` seconds (needs a nightly toolchain: rustup toolchain install nightly; not part of `just test`).
-fuzz target="bgp_decode" secs="60":
-    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-    cargo +nightly fuzz run {{target}} -- -max_total_time={{secs}}
+# Fuzz a decoder with cargo-fuzz for `secs` seconds, seeded from fuzz/corpus/ (needs a nightly toolchain; installs cargo-fuzz when missing).
+fuzz target="bgp_decode" secs="600":
+    fuzz/run.sh {{target}} {{secs}}
+
+# The test command's short fuzzing run: every fuzz target, 60 s in all; a crash fails it with the reproducer's path (skipped, saying so, without a nightly toolchain).
+fuzz-ci:
+    fuzz/run.sh --all 60

@@ -2,6 +2,7 @@
 //! outcome of each kind of malformed input; UPDATE packing; and a no-panic run over mutated
 //! messages with a fixed seed.
 
+mod corpus;
 mod evpn;
 mod malformed;
 mod open;
