@@ -894,10 +894,18 @@ fn start_dut(dut: Dut, node: &Node) -> anyhow::Result<DutProcess> {
             let ztosd = node.start_ztosd(ZTOSD_CONFIG);
             let plugin = path(&binary("ztos-bgp"));
             let socket = path(&dir.join("plugin.sock"));
+            // Runtime state in the node's directory, never the host's /run/ztos.
             let p = Process::spawn(
                 node,
                 "ztos-bgp",
-                &[&plugin, "--socket", &socket, "--no-kernel"],
+                &[
+                    &plugin,
+                    "--socket",
+                    &socket,
+                    "--run-dir",
+                    &path(dir),
+                    "--no-kernel",
+                ],
                 &[("RUST_LOG", "warn")],
             )?;
             (p, Some(ztosd))
