@@ -1,13 +1,17 @@
 //! The routing information bases (RFC 4271 §3.2): an Adj-RIB-In per peer, the Loc-RIB with the
 //! §9.1 decision process, and interned path attribute sets.
 //!
-//! Memory: a route is a compact [`IpPrefix`] (5 or 17 bytes) plus an `Arc` to an interned
-//! [`Path`]; thousands of routes sharing attributes share one `Path`. Each Loc-RIB entry keeps
-//! its candidates (one per source) with the best first.
+//! Memory: a route is a compact [`IpPrefix`] (18 bytes, byte-aligned) in one map whose value
+//! holds its candidates (one per source, best first, the first inline), each an `Arc` to its
+//! source and to an interned [`Path`]; thousands of routes sharing attributes share one
+//! `Path`. Adj-RIBs-In are the candidates of each peer in that map.
 
 use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
+
+use smallvec::SmallVec;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -122,21 +126,42 @@ pub struct AdjIn {
     pub accepted: bool,
 }
 
+/// The per-route maps hash with foldhash, seeded at random per map (peers choose the keys, so
+/// the hash must not be predictable; SipHash was 15 % of the speaker's time at a million routes).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A route's candidates, best first: one inline (the common case), more on the heap.
+pub type Candidates = SmallVec<[Candidate; 1]>;
+
 /// A RIB of one kind of route key: [`IpPrefix`] for unicast, the EVPN route key for EVPN.
+///
+/// One map holds every accepted route: the Loc-RIB entry of a key is the candidates of every
+/// source, so a peer's Adj-RIB-In is its candidates there (no second per-route map), and
+/// only refused routes, which are rare, are kept apart. Per-peer counts are kept as counters.
 #[derive(Debug)]
 pub struct Rib<K = IpPrefix> {
     pub interner: Interner,
-    loc: HashMap<K, Vec<Candidate>>,
-    adj_in: HashMap<u64, HashMap<K, AdjIn>>,
+    loc: FastMap<K, Candidates>,
+    refused: FastMap<u64, FastMap<K, Arc<Path>>>,
+    accepted: FastMap<u64, usize>,
 }
 
 impl<K> Default for Rib<K> {
     fn default() -> Rib<K> {
         Rib {
             interner: Interner::default(),
-            loc: HashMap::new(),
-            adj_in: HashMap::new(),
+            loc: FastMap::default(),
+            refused: FastMap::default(),
+            accepted: FastMap::default(),
         }
+    }
+}
+
+fn same(a: Option<&Candidate>, b: Option<&Candidate>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -153,14 +178,19 @@ impl<K: Clone + Eq + Hash> Rib<K> {
         prefix: K,
         route: Option<AdjIn>,
     ) -> Option<BestChange<K>> {
-        if let Some(peer) = source.peer {
-            let table = self.adj_in.entry(peer).or_default();
+        let peer = source.peer;
+        if let Some(p) = peer {
             match &route {
-                Some(r) => {
-                    table.insert(prefix.clone(), r.clone());
+                Some(r) if !r.accepted => {
+                    self.refused
+                        .entry(p)
+                        .or_default()
+                        .insert(prefix.clone(), r.path.clone());
                 }
-                None => {
-                    table.remove(&prefix)?;
+                _ => {
+                    if let Some(table) = self.refused.get_mut(&p) {
+                        table.remove(&prefix);
+                    }
                 }
             }
         }
@@ -168,68 +198,123 @@ impl<K: Clone + Eq + Hash> Rib<K> {
             source: source.clone(),
             path: r.path,
         });
-        let entry = self.loc.entry(prefix.clone()).or_default();
-        let old = entry.first().cloned();
-        entry.retain(|c| c.source.peer != source.peer);
-        if let Some(candidate) = candidate {
-            entry.push(candidate);
+        let counted = peer.map(|p| self.accepted.entry(p).or_default());
+        match self.loc.entry(prefix) {
+            Entry::Vacant(vacant) => {
+                let candidate = candidate?;
+                if let Some(count) = counted {
+                    *count += 1;
+                }
+                let prefix = vacant.key().clone();
+                vacant.insert(smallvec::smallvec![candidate.clone()]);
+                Some(BestChange {
+                    prefix,
+                    old: None,
+                    new: Some(candidate),
+                })
+            }
+            Entry::Occupied(mut occupied) => {
+                let entry = occupied.get_mut();
+                let at = entry.iter().position(|c| c.source.peer == peer);
+                // Unless the best route is replaced or removed, it stays best when a new
+                // candidate is not better: only then does the order need computing.
+                let old = entry.first().cloned();
+                match (at, candidate) {
+                    (Some(i), Some(c)) => entry[i] = c,
+                    (Some(i), None) => {
+                        entry.remove(i);
+                        if let Some(count) = counted {
+                            *count = count.saturating_sub(1);
+                        }
+                    }
+                    (None, Some(c)) => {
+                        entry.push(c);
+                        if let Some(count) = counted {
+                            *count += 1;
+                        }
+                    }
+                    (None, None) => return None,
+                }
+                if entry.is_empty() {
+                    let (prefix, _) = occupied.remove_entry();
+                    return Some(BestChange {
+                        prefix,
+                        old,
+                        new: None,
+                    });
+                }
+                select_best(entry);
+                let new = entry.first();
+                if same(old.as_ref(), new) {
+                    return None;
+                }
+                let new = new.cloned();
+                Some(BestChange {
+                    prefix: occupied.key().clone(),
+                    old,
+                    new,
+                })
+            }
         }
-        if entry.is_empty() {
-            self.loc.remove(&prefix);
-        } else {
-            select_best(entry);
-        }
-        let new = self.loc.get(&prefix).and_then(|e| e.first().cloned());
-        let changed = match (&old, &new) {
-            (None, None) => false,
-            (Some(a), Some(b)) => a != b,
-            _ => true,
-        };
-        changed.then_some(BestChange { prefix, old, new })
     }
 
-    /// Removes every route of `peer` (its session went down); the best-route changes.
+    /// Removes every route of `peer` (its session went down); the best-route changes. Scans
+    /// the Loc-RIB once (the price of not keeping a second per-route map).
     pub fn drop_peer(&mut self, source: &Arc<SourceInfo>) -> Vec<BestChange<K>> {
         let Some(peer) = source.peer else {
             return Vec::new();
         };
-        let Some(table) = self.adj_in.remove(&peer) else {
+        self.refused.remove(&peer);
+        if self.accepted.remove(&peer).unwrap_or(0) == 0 {
             return Vec::new();
-        };
-        let mut changes = Vec::new();
-        for prefix in table.into_keys() {
-            let Some(entry) = self.loc.get_mut(&prefix) else {
-                continue;
-            };
-            let old = entry.first().cloned();
-            entry.retain(|c| c.source.peer != Some(peer));
-            if entry.is_empty() {
-                self.loc.remove(&prefix);
-            } else {
-                select_best(entry);
-            }
-            let new = self.loc.get(&prefix).and_then(|e| e.first().cloned());
-            let changed = match (&old, &new) {
-                (None, None) => false,
-                (Some(a), Some(b)) => a != b,
-                _ => true,
-            };
-            if changed {
-                changes.push(BestChange { prefix, old, new });
-            }
         }
+        let mut changes = Vec::new();
+        self.loc.retain(|prefix, entry| {
+            let Some(i) = entry.iter().position(|c| c.source.peer == Some(peer)) else {
+                return true;
+            };
+            let removed = entry.remove(i);
+            if i != 0 {
+                return true;
+            }
+            if entry.is_empty() {
+                changes.push(BestChange {
+                    prefix: prefix.clone(),
+                    old: Some(removed),
+                    new: None,
+                });
+                return false;
+            }
+            select_best(entry);
+            changes.push(BestChange {
+                prefix: prefix.clone(),
+                old: Some(removed),
+                new: entry.first().cloned(),
+            });
+            true
+        });
         changes
     }
 
-    pub fn adj_in(&self, peer: u64) -> Option<&HashMap<K, AdjIn>> {
-        self.adj_in.get(&peer)
+    /// The keys `peer` sent (accepted or refused): its Adj-RIB-In's keys.
+    pub fn keys_of(&self, peer: u64) -> Vec<K> {
+        let mut keys: Vec<K> = self
+            .loc
+            .iter()
+            .filter(|(_, entry)| entry.iter().any(|c| c.source.peer == Some(peer)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let Some(refused) = self.refused.get(&peer) {
+            keys.extend(refused.keys().cloned());
+        }
+        keys
     }
 
     /// (received, accepted) prefix counts of `peer`.
     pub fn counts(&self, peer: u64) -> (usize, usize) {
-        self.adj_in.get(&peer).map_or((0, 0), |t| {
-            (t.len(), t.values().filter(|r| r.accepted).count())
-        })
+        let accepted = self.accepted.get(&peer).copied().unwrap_or(0);
+        let refused = self.refused.get(&peer).map_or(0, |t| t.len());
+        (accepted + refused, accepted)
     }
 
     pub fn best(&self, prefix: &K) -> Option<&Candidate> {
@@ -237,8 +322,8 @@ impl<K: Clone + Eq + Hash> Rib<K> {
     }
 
     /// Every Loc-RIB entry: prefix and candidates, best first.
-    pub fn entries(&self) -> impl Iterator<Item = (&K, &Vec<Candidate>)> {
-        self.loc.iter()
+    pub fn entries(&self) -> impl Iterator<Item = (&K, &[Candidate])> {
+        self.loc.iter().map(|(k, e)| (k, e.as_slice()))
     }
 
     pub fn len(&self) -> usize {

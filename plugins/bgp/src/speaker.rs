@@ -53,6 +53,9 @@ const STALE_TIME: Duration = Duration::from_secs(360);
 const ROUTES_LIMIT: usize = 10_000;
 /// How many queued events are handled before changes are flushed to peers and kernel.
 const BATCH: usize = 512;
+/// Changed prefixes that end a batch early: a large table streams out to peers in steps
+/// instead of after the last UPDATE, and the list of changes stays small.
+const FLUSH_AT: usize = 16_384;
 
 /// Where the speaker's reports go (the plugin client in `ztos-bgp`, a collector in tests).
 pub trait Report: Send + Sync + 'static {
@@ -218,7 +221,7 @@ struct GroupKey {
 struct Group {
     key: GroupKey,
     members: Vec<IpAddr>,
-    adj_out: HashMap<IpPrefix, Arc<Path>>,
+    adj_out: crate::rib::FastMap<IpPrefix, Arc<Path>>,
     /// EVPN routes sent, by route key (the path carries the whole NLRI).
     evpn_out: HashMap<EvpnRoute, Arc<Path>>,
 }
@@ -332,7 +335,7 @@ impl Speaker {
                 Some((id, event)) = events.recv() => {
                     self.handle_event(id, event, &mut dirty);
                     let mut handled = 1;
-                    while handled < BATCH {
+                    while handled < BATCH && dirty.len() < FLUSH_AT {
                         match events.try_recv() {
                             Ok((id, event)) => self.handle_event(id, event, &mut dirty),
                             Err(_) => break,
@@ -874,7 +877,7 @@ impl Speaker {
                     Group {
                         key,
                         members: Vec::new(),
-                        adj_out: HashMap::new(),
+                        adj_out: Default::default(),
                         evpn_out: HashMap::new(),
                     },
                 );
@@ -947,11 +950,7 @@ impl Speaker {
     ) -> usize {
         self.leave_group(address, up.group);
         let peer = up.source.peer.unwrap_or_default();
-        let all: Vec<IpPrefix> = self
-            .rib
-            .adj_in(peer)
-            .map(|t| t.keys().copied().collect())
-            .unwrap_or_default();
+        let all: Vec<IpPrefix> = self.rib.keys_of(peer);
         let (kept, gone): (Vec<IpPrefix>, Vec<IpPrefix>) = all
             .into_iter()
             .partition(|p| families.contains(&family_of(p)));
@@ -960,11 +959,7 @@ impl Speaker {
             let change = self.rib.set(&up.source, prefix, None);
             self.record(change, dirty);
         }
-        let all_evpn: Vec<EvpnRoute> = self
-            .evpn_rib
-            .adj_in(peer)
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default();
+        let all_evpn: Vec<EvpnRoute> = self.evpn_rib.keys_of(peer);
         let mut evpn = HashSet::new();
         if families.contains(&Family::L2VPN_EVPN) {
             evpn.extend(all_evpn);
@@ -1212,8 +1207,10 @@ impl Speaker {
                 if !families.contains(&family_of(&prefix)) {
                     continue;
                 }
-                if let Some(stale) = speaker.stale.get_mut(&address) {
-                    stale.prefixes.remove(&prefix);
+                if !speaker.stale.is_empty() {
+                    if let Some(stale) = speaker.stale.get_mut(&address) {
+                        stale.prefixes.remove(&prefix);
+                    }
                 }
                 let change = speaker.rib.set(
                     &source,
@@ -1271,8 +1268,8 @@ impl Speaker {
         if dirty.is_empty() && self.evpn_dirty.is_empty() {
             return;
         }
-        let mut seen = HashSet::with_capacity(dirty.len());
-        dirty.retain(|p| seen.insert(*p));
+        // Duplicates in `dirty` cost a lookup each: export_group skips a prefix whose
+        // Adj-RIB-Out entry is already what it would send.
         let mut evpn_dirty = std::mem::take(&mut self.evpn_dirty);
         let mut seen = HashSet::with_capacity(evpn_dirty.len());
         evpn_dirty.retain(|k| seen.insert(k.clone()));
@@ -1366,40 +1363,68 @@ impl Speaker {
         let Some(group) = self.groups.get_mut(&id) else {
             return Vec::new();
         };
-        let mut announce: HashMap<Arc<Path>, Vec<IpPrefix>> = HashMap::new();
+        // A table has few distinct paths: each (best path, source) pair is exported and
+        // interned once per call, not once per prefix, and prefixes are batched by the
+        // exported path's address (the batch holds the Arc, so no address is reused).
+        let mut exported: HashMap<(usize, usize), Option<Arc<Path>>> = HashMap::new();
+        let mut keep_alive: Vec<(Arc<Path>, Arc<SourceInfo>)> = Vec::new();
+        let mut slot: HashMap<usize, usize> = HashMap::new();
+        let mut announce: Vec<(Arc<Path>, Vec<IpPrefix>)> = Vec::new();
         let mut withdraw: Vec<IpPrefix> = Vec::new();
+        let single = (group.members.len() == 1).then(|| group.members[0]);
+        // Out of the RIB for the loop, so that interning does not conflict with reading it.
+        let mut interner = std::mem::take(&mut self.rib.interner);
         for prefix in prefixes {
             if !group.key.families.contains(&family_of(&prefix)) {
                 continue;
             }
-            let desired = self.rib.best(&prefix).and_then(|best| {
+            let desired = match self.rib.best(&prefix) {
+                None => None,
                 // A route is not sent back to the peer it came from.
-                if best.source.peer.is_some()
-                    && group.members.len() == 1
-                    && group.members[0] == best.source.address
-                {
-                    return None;
+                Some(best) if best.source.peer.is_some() && single == Some(best.source.address) => {
+                    None
                 }
-                export(
-                    &best.path,
-                    &best.source,
-                    &group.key.target,
-                    local_as,
-                    cluster_id,
-                )
-            });
+                Some(best) => {
+                    let key = (
+                        Arc::as_ptr(&best.path) as usize,
+                        Arc::as_ptr(&best.source) as usize,
+                    );
+                    match exported.get(&key) {
+                        Some(out) => out.clone(),
+                        None => {
+                            let out = export(
+                                &best.path,
+                                &best.source,
+                                &group.key.target,
+                                local_as,
+                                cluster_id,
+                            )
+                            .map(|p| interner.intern(p));
+                            keep_alive.push((best.path.clone(), best.source.clone()));
+                            exported.insert(key, out.clone());
+                            out
+                        }
+                    }
+                }
+            };
             match desired {
                 Some(path) => {
-                    let path = self.rib.interner.intern(path);
-                    if group
-                        .adj_out
-                        .get(&prefix)
-                        .is_some_and(|p| Arc::ptr_eq(p, &path))
-                    {
-                        continue;
+                    match group.adj_out.entry(prefix) {
+                        std::collections::hash_map::Entry::Occupied(mut e) => {
+                            if Arc::ptr_eq(e.get(), &path) {
+                                continue;
+                            }
+                            e.insert(path.clone());
+                        }
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(path.clone());
+                        }
                     }
-                    group.adj_out.insert(prefix, path.clone());
-                    announce.entry(path).or_default().push(prefix);
+                    let at = *slot.entry(Arc::as_ptr(&path) as usize).or_insert_with(|| {
+                        announce.push((path, Vec::new()));
+                        announce.len() - 1
+                    });
+                    announce[at].1.push(prefix);
                 }
                 None => {
                     if group.adj_out.remove(&prefix).is_some() {
@@ -1408,6 +1433,8 @@ impl Speaker {
                 }
             }
         }
+        drop(keep_alive);
+        self.rib.interner = interner;
         encode(&group.key.context, &announce, &withdraw, &mut |e| {
             self.report.log(true, e)
         })
@@ -1423,10 +1450,15 @@ impl Speaker {
             let Some(g) = self.groups.get(&group) else {
                 return;
             };
-            let mut announce: HashMap<Arc<Path>, Vec<IpPrefix>> = HashMap::new();
+            let mut slot: HashMap<usize, usize> = HashMap::new();
+            let mut announce: Vec<(Arc<Path>, Vec<IpPrefix>)> = Vec::new();
             for (prefix, path) in &g.adj_out {
                 if family.is_none_or(|f| f == family_of(prefix)) {
-                    announce.entry(path.clone()).or_default().push(*prefix);
+                    let at = *slot.entry(Arc::as_ptr(path) as usize).or_insert_with(|| {
+                        announce.push((path.clone(), Vec::new()));
+                        announce.len() - 1
+                    });
+                    announce[at].1.push(*prefix);
                 }
             }
             let context = g.key.context;
@@ -1603,7 +1635,7 @@ impl Speaker {
                 if family.is_some_and(|f| f == Family::L2VPN_EVPN) || vni.is_some() {
                     return Ok(self.evpn_routes(*prefix, *vni));
                 }
-                let mut entries: Vec<(&IpPrefix, &Vec<crate::rib::Candidate>)> = self
+                let mut entries: Vec<(&IpPrefix, &[crate::rib::Candidate])> = self
                     .rib
                     .entries()
                     .filter(|(p, _)| family.is_none_or(|f| f == family_of(p)))
@@ -1973,7 +2005,7 @@ impl Speaker {
     /// `bgp routes --family evpn [--vni N] [--prefix P]` (a prefix matches type 5 routes and
     /// type 2 routes with an IP inside it).
     fn evpn_routes(&self, prefix: Option<IpNet>, vni: Option<u32>) -> Value {
-        let mut entries: Vec<(&EvpnRoute, &Vec<crate::rib::Candidate>)> = self
+        let mut entries: Vec<(&EvpnRoute, &[crate::rib::Candidate])> = self
             .evpn_rib
             .entries()
             .filter(|(_, candidates)| {
@@ -2044,7 +2076,7 @@ fn prefixes(list: &NlriList) -> Vec<IpPrefix> {
 /// UPDATEs announcing `announce` (grouped by path) and withdrawing `withdraw`.
 fn encode(
     context: &Context,
-    announce: &HashMap<Arc<Path>, Vec<IpPrefix>>,
+    announce: &[(Arc<Path>, Vec<IpPrefix>)],
     withdraw: &[IpPrefix],
     on_error: &mut dyn FnMut(String),
 ) -> Vec<Arc<Vec<u8>>> {

@@ -19,7 +19,9 @@ pub struct PathId(pub u32);
 /// An IPv4 prefix; host bits beyond the length are always zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ipv4Prefix {
-    addr: u32,
+    /// Network byte order: one-byte alignment keeps [`IpPrefix`] at 18 bytes, which every
+    /// per-route map of the RIB pays.
+    addr: [u8; 4],
     len: u8,
 }
 
@@ -27,7 +29,7 @@ impl Ipv4Prefix {
     /// `None` when `len` exceeds 32; host bits are cleared.
     pub fn new(addr: Ipv4Addr, len: u8) -> Option<Ipv4Prefix> {
         (len <= 32).then(|| Ipv4Prefix {
-            addr: u32::from(addr) & mask_u32(len),
+            addr: (u32::from(addr) & mask_u32(len)).to_be_bytes(),
             len,
         })
     }
@@ -49,7 +51,8 @@ impl Ipv4Prefix {
 /// An IPv6 prefix; host bits beyond the length are always zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ipv6Prefix {
-    addr: u128,
+    /// Network byte order (see [`Ipv4Prefix`]).
+    addr: [u8; 16],
     len: u8,
 }
 
@@ -57,7 +60,7 @@ impl Ipv6Prefix {
     /// `None` when `len` exceeds 128; host bits are cleared.
     pub fn new(addr: Ipv6Addr, len: u8) -> Option<Ipv6Prefix> {
         (len <= 128).then(|| Ipv6Prefix {
-            addr: u128::from(addr) & mask_u128(len),
+            addr: (u128::from(addr) & mask_u128(len)).to_be_bytes(),
             len,
         })
     }
@@ -327,13 +330,13 @@ impl WireNlri for Ipv4Prefix {
     fn decode(reader: &mut Reader<'_>) -> Result<Self, String> {
         let (addr, len) = decode_prefix_bytes::<4>(reader, Self::FAMILY)?;
         Ok(Ipv4Prefix {
-            addr: u32::from_be_bytes(addr) & mask_u32(len),
+            addr: (u32::from_be_bytes(addr) & mask_u32(len)).to_be_bytes(),
             len,
         })
     }
 
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        encode_prefix_bytes(&self.addr.to_be_bytes(), self.len, out);
+        encode_prefix_bytes(&self.addr, self.len, out);
         Ok(())
     }
 }
@@ -344,13 +347,13 @@ impl WireNlri for Ipv6Prefix {
     fn decode(reader: &mut Reader<'_>) -> Result<Self, String> {
         let (addr, len) = decode_prefix_bytes::<16>(reader, Self::FAMILY)?;
         Ok(Ipv6Prefix {
-            addr: u128::from_be_bytes(addr) & mask_u128(len),
+            addr: (u128::from_be_bytes(addr) & mask_u128(len)).to_be_bytes(),
             len,
         })
     }
 
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        encode_prefix_bytes(&self.addr.to_be_bytes(), self.len, out);
+        encode_prefix_bytes(&self.addr, self.len, out);
         Ok(())
     }
 }
@@ -437,6 +440,9 @@ mod tests {
         assert_eq!(list[0].nlri.to_string(), "10.1.0.0/16");
         let p = Ipv4Prefix::new(Ipv4Addr::new(10, 1, 2, 3), 16).unwrap();
         assert_eq!(p.addr(), Ipv4Addr::new(10, 1, 0, 0));
+        // The RIB keeps one per route per map: byte-aligned and small.
+        assert_eq!(std::mem::size_of::<IpPrefix>(), 18);
+        assert_eq!(std::mem::align_of::<IpPrefix>(), 1);
         // 2001:db8::/32 and ::/0.
         let bytes = [32, 0x20, 0x01, 0x0d, 0xb8, 0];
         let list = decode_list::<Ipv6Prefix>(&bytes, false).unwrap();
