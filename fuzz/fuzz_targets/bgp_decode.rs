@@ -72,7 +72,10 @@ fuzz_target!(|data: &[u8]| {
                 check_round_trip(&Message::Update(update), &ctx);
             }
             Ok(Received::TreatAsWithdraw(withdraw)) => {
-                assert!(!withdraw.problems.is_empty(), "treat-as-withdraw without a problem");
+                assert!(
+                    !withdraw.problems.is_empty(),
+                    "treat-as-withdraw without a problem"
+                );
             }
             Err(e) => assert!(!e.reason.is_empty(), "session reset without a reason"),
         }
