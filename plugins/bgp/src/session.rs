@@ -174,13 +174,32 @@ pub struct Established {
     pub peer_restart: Option<GracefulRestart>,
 }
 
+/// How many of one session's UPDATEs may wait for the speaker: the session reads no further
+/// while that many are queued, so a peer sending faster than the speaker handles its routes is
+/// slowed by TCP flow control instead of filling memory with decoded UPDATEs.
+pub const UPDATE_BACKLOG: usize = 32;
+
+/// One of a session's [`UPDATE_BACKLOG`] slots, held by an UPDATE until the speaker has
+/// handled it (dropped).
+#[derive(Debug)]
+pub struct Slot {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Slot {
+    /// A slot that limits nothing (tests that feed the speaker directly).
+    pub fn free() -> Slot {
+        Slot { _permit: None }
+    }
+}
+
 /// What a session tells the speaker.
 #[derive(Debug)]
 pub enum SessionEvent {
     State(State),
     Established(Established),
     /// A well-formed UPDATE, or one accepted without discarded attributes (logged).
-    Update(Box<Update>),
+    Update(Box<Update>, Slot),
     /// RFC 7606 treat-as-withdraw: these routes are withdrawn.
     Withdraw(Vec<NlriList>),
     RouteRefresh(Family),
@@ -803,6 +822,7 @@ async fn established(
     let (out, out_rx) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(write_loop(writer, out_rx));
     let keepalive = Arc::new(keepalive());
+    let backlog = Arc::new(tokio::sync::Semaphore::new(UPDATE_BACKLOG));
     let mut hold_deadline = hold.map(|h| Instant::now() + h);
     let mut keepalive_deadline = keepalive_every.map(|k| Instant::now() + k);
     let close = |out: mpsc::UnboundedSender<Outgoing>,
@@ -858,9 +878,11 @@ async fn established(
                     }
                 };
                 hold_deadline = hold.map(|h| Instant::now() + h);
+                // Wait for a free slot before taking another message: the speaker is behind.
+                let slot = Slot { _permit: backlog.clone().acquire_owned().await.ok() };
                 match decode_message(&bytes, &receive) {
                     Ok(Received::Message(Message::Update(update))) => {
-                        emitter.emit(SessionEvent::Update(Box::new(update)));
+                        emitter.emit(SessionEvent::Update(Box::new(update), slot));
                     }
                     Ok(Received::UpdateWithDiscards { update, discarded }) => {
                         let list: Vec<String> = discarded.iter().map(|p| p.to_string()).collect();
@@ -868,7 +890,7 @@ async fn established(
                             warn: true,
                             message: format!("neighbor {} sent a malformed UPDATE; attributes discarded (RFC 7606): {}", config.peer, list.join("; ")),
                         });
-                        emitter.emit(SessionEvent::Update(Box::new(update)));
+                        emitter.emit(SessionEvent::Update(Box::new(update), slot));
                     }
                     Ok(Received::TreatAsWithdraw(t)) => {
                         let list: Vec<String> = t.problems.iter().map(|p| p.to_string()).collect();

@@ -31,7 +31,7 @@ use crate::evpn::{self, route_key, KernelView};
 use crate::evpn_kernel::{EvpnOp, L2Segment, LocalMac};
 use crate::kernel::KernelOp;
 use crate::policy::{export, import, ExportTarget};
-use crate::rib::{AdjIn, BestChange, Path, Rib, SourceInfo};
+use crate::rib::{AdjIn, BestChange, Candidate, Path, Rib, SourceInfo};
 use crate::session::{
     ConnectRetry, Established, SessionCommand, SessionConfig, SessionEvent, SessionHandle, State,
 };
@@ -218,10 +218,104 @@ struct GroupKey {
     families: Vec<Family>,
 }
 
+/// Prefixes whose best route changed since the last flush, each with the best route it had
+/// before its first change: what the groups were last sent was exported from that one, so no
+/// per-prefix Adj-RIB-Out is kept (as BIRD keeps none): the flush exports old and new and
+/// sends the difference.
+#[derive(Default)]
+struct Dirty {
+    changes: crate::rib::FastMap<IpPrefix, Option<Candidate>>,
+}
+
+impl Dirty {
+    fn note(&mut self, prefix: IpPrefix, old: Option<Candidate>) {
+        self.changes.entry(prefix).or_insert(old);
+    }
+
+    fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// One flush's exports: each (best path, source) pair is exported and interned once, not
+/// once per prefix; the pairs are held so that their addresses stay unique meanwhile.
+#[derive(Default)]
+struct ExportMemo {
+    exported: HashMap<(usize, usize), Option<Arc<Path>>>,
+    held: Vec<(Arc<Path>, Arc<SourceInfo>)>,
+}
+
+/// What exporting to one group depends on.
+struct ExportTo<'a> {
+    target: &'a ExportTarget,
+    local_as: u32,
+    cluster_id: Ipv4Addr,
+    /// The only member, when there is one: its own routes are not sent back to it.
+    single: Option<IpAddr>,
+}
+
+impl ExportMemo {
+    fn export(
+        &mut self,
+        candidate: &Candidate,
+        to: &ExportTo<'_>,
+        interner: &mut crate::rib::Interner,
+    ) -> Option<Arc<Path>> {
+        if candidate.source.peer.is_some() && to.single == Some(candidate.source.address) {
+            return None;
+        }
+        let key = (
+            Arc::as_ptr(&candidate.path) as usize,
+            Arc::as_ptr(&candidate.source) as usize,
+        );
+        if let Some(out) = self.exported.get(&key) {
+            return out.clone();
+        }
+        let out = export(
+            &candidate.path,
+            &candidate.source,
+            to.target,
+            to.local_as,
+            to.cluster_id,
+        )
+        .map(|p| interner.intern(p));
+        self.held
+            .push((candidate.path.clone(), candidate.source.clone()));
+        self.exported.insert(key, out.clone());
+        out
+    }
+}
+
+/// Announcements batched by exported path (by address: the batch holds the path).
+#[derive(Default)]
+struct Batches {
+    slot: HashMap<usize, usize>,
+    list: Vec<(Arc<Path>, Vec<IpPrefix>)>,
+}
+
+impl Batches {
+    fn push(&mut self, path: Arc<Path>, prefix: IpPrefix) {
+        let list = &mut self.list;
+        let at = *self
+            .slot
+            .entry(Arc::as_ptr(&path) as usize)
+            .or_insert_with(|| {
+                list.push((path, Vec::new()));
+                list.len() - 1
+            });
+        self.list[at].1.push(prefix);
+    }
+}
+
 struct Group {
     key: GroupKey,
     members: Vec<IpAddr>,
-    adj_out: crate::rib::FastMap<IpPrefix, Arc<Path>>,
+    /// Prefixes the group's members were sent (and not withdrawn since).
+    advertised: usize,
     /// EVPN routes sent, by route key (the path carries the whole NLRI).
     evpn_out: HashMap<EvpnRoute, Arc<Path>>,
 }
@@ -314,7 +408,7 @@ impl Speaker {
         mut local_macs: Option<mpsc::UnboundedReceiver<LocalMac>>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut dirty: Vec<IpPrefix> = Vec::new();
+        let mut dirty = Dirty::default();
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -384,7 +478,7 @@ impl Speaker {
     async fn shutdown(&mut self) {
         let addresses: Vec<IpAddr> = self.neighbors.keys().copied().collect();
         for address in addresses {
-            self.remove_neighbor(address, subcode::ADMINISTRATIVE_SHUTDOWN, &mut Vec::new())
+            self.remove_neighbor(address, subcode::ADMINISTRATIVE_SHUTDOWN, &mut Dirty::default())
                 .await;
         }
     }
@@ -392,7 +486,7 @@ impl Speaker {
     async fn apply(
         &mut self,
         config: Option<BgpConfig>,
-        dirty: &mut Vec<IpPrefix>,
+        dirty: &mut Dirty,
     ) -> Result<(), String> {
         let Some(config) = config else {
             if self.config.is_some() {
@@ -585,7 +679,7 @@ impl Speaker {
         );
     }
 
-    async fn remove_neighbor(&mut self, address: IpAddr, cease: u8, dirty: &mut Vec<IpPrefix>) {
+    async fn remove_neighbor(&mut self, address: IpAddr, cease: u8, dirty: &mut Dirty) {
         let Some(mut neighbor) = self.neighbors.remove(&address) else {
             return;
         };
@@ -606,7 +700,7 @@ impl Speaker {
             .await;
     }
 
-    fn set_networks(&mut self, networks: &[IpNet], dirty: &mut Vec<IpPrefix>) {
+    fn set_networks(&mut self, networks: &[IpNet], dirty: &mut Dirty) {
         let wanted: HashSet<IpNet> = networks.iter().copied().collect();
         let old: Vec<IpNet> = self.networks.iter().copied().collect();
         for net in old {
@@ -656,7 +750,7 @@ impl Speaker {
     }
 
     /// Notes a best-route change: the kernel is told at once, peers at the next flush.
-    fn record(&mut self, change: Option<BestChange>, dirty: &mut Vec<IpPrefix>) {
+    fn record(&mut self, change: Option<BestChange>, dirty: &mut Dirty) {
         let Some(change) = change else { return };
         let learned = |c: &Option<crate::rib::Candidate>| {
             c.as_ref()
@@ -690,10 +784,10 @@ impl Speaker {
                 }
             }
         }
-        dirty.push(change.prefix);
+        dirty.note(change.prefix, change.old);
     }
 
-    fn handle_event(&mut self, id: u64, event: SessionEvent, dirty: &mut Vec<IpPrefix>) {
+    fn handle_event(&mut self, id: u64, event: SessionEvent, dirty: &mut Dirty) {
         let Some(&address) = self.sessions.get(&id) else {
             return;
         };
@@ -752,7 +846,7 @@ impl Speaker {
                         .log(false, format!("neighbor {address}: {reason}"));
                 }
             }
-            SessionEvent::Update(update) => {
+            SessionEvent::Update(update, _slot) => {
                 if let Some(n) = self.neighbors.get_mut(&address) {
                     n.updates_received += 1;
                 }
@@ -803,7 +897,7 @@ impl Speaker {
             .map(|u| u.source.clone())
     }
 
-    fn session_up(&mut self, address: IpAddr, info: Established, dirty: &mut Vec<IpPrefix>) {
+    fn session_up(&mut self, address: IpAddr, info: Established, dirty: &mut Dirty) {
         let Some(config) = self.config.clone() else {
             return;
         };
@@ -877,7 +971,7 @@ impl Speaker {
                     Group {
                         key,
                         members: Vec::new(),
-                        adj_out: Default::default(),
+                        advertised: 0,
                         evpn_out: HashMap::new(),
                     },
                 );
@@ -915,7 +1009,7 @@ impl Speaker {
         self.replay(group, address, None, fresh);
     }
 
-    fn session_down(&mut self, address: IpAddr, up: Up, dirty: &mut Vec<IpPrefix>) {
+    fn session_down(&mut self, address: IpAddr, up: Up, dirty: &mut Dirty) {
         // Stale routes of an earlier restart go with the rest.
         self.stale.remove(&address);
         for change in self.rib.drop_peer(&up.source) {
@@ -946,7 +1040,7 @@ impl Speaker {
         up: Up,
         restart_time: u16,
         families: &[Family],
-        dirty: &mut Vec<IpPrefix>,
+        dirty: &mut Dirty,
     ) -> usize {
         self.leave_group(address, up.group);
         let peer = up.source.peer.unwrap_or_default();
@@ -989,7 +1083,7 @@ impl Speaker {
         &mut self,
         address: IpAddr,
         family: Option<Family>,
-        dirty: &mut Vec<IpPrefix>,
+        dirty: &mut Dirty,
     ) -> usize {
         let Some(stale) = self.stale.get_mut(&address) else {
             return 0;
@@ -1057,7 +1151,7 @@ impl Speaker {
     /// Every second: stale routes of peers that did not come back (or did not finish) in
     /// time go, and after our own restart the kernel routes no peer sent again are removed
     /// once every neighbor has sent End-of-RIB, or [`RESTART_TIME`] after the start.
-    fn graceful_restart_timers(&mut self, dirty: &mut Vec<IpPrefix>) {
+    fn graceful_restart_timers(&mut self, dirty: &mut Dirty) {
         let now = Instant::now();
         let expired: Vec<IpAddr> = self
             .stale
@@ -1100,7 +1194,7 @@ impl Speaker {
         );
     }
 
-    fn receive_update(&mut self, address: IpAddr, update: Update, dirty: &mut Vec<IpPrefix>) {
+    fn receive_update(&mut self, address: IpAddr, update: Update, dirty: &mut Dirty) {
         let Some(config) = self.config.clone() else {
             return;
         };
@@ -1264,22 +1358,20 @@ impl Speaker {
     }
 
     /// Exports the changed prefixes to every group and sends the encoded differences.
-    fn flush(&mut self, dirty: &mut Vec<IpPrefix>) {
+    fn flush(&mut self, dirty: &mut Dirty) {
         if dirty.is_empty() && self.evpn_dirty.is_empty() {
             return;
         }
-        // Duplicates in `dirty` cost a lookup each: export_group skips a prefix whose
-        // Adj-RIB-Out entry is already what it would send.
+        let changes: Vec<(IpPrefix, Option<Candidate>)> = dirty.changes.drain().collect();
         let mut evpn_dirty = std::mem::take(&mut self.evpn_dirty);
         let mut seen = HashSet::with_capacity(evpn_dirty.len());
         evpn_dirty.retain(|k| seen.insert(k.clone()));
         let group_ids: Vec<u64> = self.groups.keys().copied().collect();
         for id in group_ids {
-            let mut messages = self.export_group(id, dirty.iter().copied());
+            let mut messages = self.export_group(id, &changes);
             messages.extend(self.export_evpn(id, &evpn_dirty));
             self.send_to_group(id, messages, None);
         }
-        dirty.clear();
     }
 
     /// Brings group `id`'s EVPN Adj-RIB-Out up to date for `keys`; the UPDATEs to send. EVPN
@@ -1349,11 +1441,12 @@ impl Speaker {
         })
     }
 
-    /// Brings group `id`'s Adj-RIB-Out up to date for `prefixes`; the UPDATEs to send.
+    /// The UPDATEs that bring group `id`'s members from what they were sent (exported from
+    /// each change's old best route) to the current best routes.
     fn export_group(
         &mut self,
         id: u64,
-        prefixes: impl Iterator<Item = IpPrefix>,
+        changes: &[(IpPrefix, Option<Candidate>)],
     ) -> Vec<Arc<Vec<u8>>> {
         let Some(config) = self.config.as_ref() else {
             return Vec::new();
@@ -1363,107 +1456,100 @@ impl Speaker {
         let Some(group) = self.groups.get_mut(&id) else {
             return Vec::new();
         };
-        // A table has few distinct paths: each (best path, source) pair is exported and
-        // interned once per call, not once per prefix, and prefixes are batched by the
-        // exported path's address (the batch holds the Arc, so no address is reused).
-        let mut exported: HashMap<(usize, usize), Option<Arc<Path>>> = HashMap::new();
-        let mut keep_alive: Vec<(Arc<Path>, Arc<SourceInfo>)> = Vec::new();
-        let mut slot: HashMap<usize, usize> = HashMap::new();
-        let mut announce: Vec<(Arc<Path>, Vec<IpPrefix>)> = Vec::new();
+        let to = ExportTo {
+            target: &group.key.target,
+            local_as,
+            cluster_id,
+            single: (group.members.len() == 1).then(|| group.members[0]),
+        };
+        let mut memo = ExportMemo::default();
+        let mut batches = Batches::default();
         let mut withdraw: Vec<IpPrefix> = Vec::new();
-        let single = (group.members.len() == 1).then(|| group.members[0]);
         // Out of the RIB for the loop, so that interning does not conflict with reading it.
         let mut interner = std::mem::take(&mut self.rib.interner);
-        for prefix in prefixes {
-            if !group.key.families.contains(&family_of(&prefix)) {
+        for (prefix, old) in changes {
+            if !group.key.families.contains(&family_of(prefix)) {
                 continue;
             }
-            let desired = match self.rib.best(&prefix) {
-                None => None,
-                // A route is not sent back to the peer it came from.
-                Some(best) if best.source.peer.is_some() && single == Some(best.source.address) => {
-                    None
-                }
-                Some(best) => {
-                    let key = (
-                        Arc::as_ptr(&best.path) as usize,
-                        Arc::as_ptr(&best.source) as usize,
-                    );
-                    match exported.get(&key) {
-                        Some(out) => out.clone(),
-                        None => {
-                            let out = export(
-                                &best.path,
-                                &best.source,
-                                &group.key.target,
-                                local_as,
-                                cluster_id,
-                            )
-                            .map(|p| interner.intern(p));
-                            keep_alive.push((best.path.clone(), best.source.clone()));
-                            exported.insert(key, out.clone());
-                            out
-                        }
+            let new = self
+                .rib
+                .best(prefix)
+                .and_then(|best| memo.export(best, &to, &mut interner));
+            let sent = old
+                .as_ref()
+                .and_then(|old| memo.export(old, &to, &mut interner));
+            match (sent, new) {
+                (Some(sent), Some(new)) if Arc::ptr_eq(&sent, &new) => {}
+                (sent, Some(new)) => {
+                    if sent.is_none() {
+                        group.advertised += 1;
                     }
+                    batches.push(new, *prefix);
                 }
-            };
-            match desired {
-                Some(path) => {
-                    match group.adj_out.entry(prefix) {
-                        std::collections::hash_map::Entry::Occupied(mut e) => {
-                            if Arc::ptr_eq(e.get(), &path) {
-                                continue;
-                            }
-                            e.insert(path.clone());
-                        }
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(path.clone());
-                        }
-                    }
-                    let at = *slot.entry(Arc::as_ptr(&path) as usize).or_insert_with(|| {
-                        announce.push((path, Vec::new()));
-                        announce.len() - 1
-                    });
-                    announce[at].1.push(prefix);
+                (Some(_), None) => {
+                    group.advertised = group.advertised.saturating_sub(1);
+                    withdraw.push(*prefix);
                 }
-                None => {
-                    if group.adj_out.remove(&prefix).is_some() {
-                        withdraw.push(prefix);
-                    }
-                }
+                (None, None) => {}
             }
         }
-        drop(keep_alive);
+        drop(memo);
         self.rib.interner = interner;
-        encode(&group.key.context, &announce, &withdraw, &mut |e| {
+        encode(&group.key.context, &batches.list, &withdraw, &mut |e| {
             self.report.log(true, e)
         })
+    }
+
+    /// Every best route as group `id` gets it (of `family`, or all): the UPDATEs and how many
+    /// prefixes they carry.
+    fn export_all(&mut self, id: u64, family: Option<Family>) -> (Vec<Arc<Vec<u8>>>, usize) {
+        let Some(config) = self.config.as_ref() else {
+            return (Vec::new(), 0);
+        };
+        let local_as = config.local_as;
+        let cluster_id = self.router_id;
+        let Some(group) = self.groups.get(&id) else {
+            return (Vec::new(), 0);
+        };
+        let to = ExportTo {
+            target: &group.key.target,
+            local_as,
+            cluster_id,
+            single: (group.members.len() == 1).then(|| group.members[0]),
+        };
+        let mut memo = ExportMemo::default();
+        let mut batches = Batches::default();
+        let mut count = 0;
+        let mut interner = std::mem::take(&mut self.rib.interner);
+        for (prefix, candidates) in self.rib.entries() {
+            let f = family_of(prefix);
+            if !group.key.families.contains(&f) || family.is_some_and(|want| want != f) {
+                continue;
+            }
+            if let Some(path) = candidates
+                .first()
+                .and_then(|best| memo.export(best, &to, &mut interner))
+            {
+                batches.push(path, *prefix);
+                count += 1;
+            }
+        }
+        drop(memo);
+        self.rib.interner = interner;
+        let context = group.key.context;
+        let messages = encode(&context, &batches.list, &[], &mut |e| self.report.log(true, e));
+        (messages, count)
     }
 
     /// Sends a group's whole Adj-RIB-Out (computed first for a `fresh` group) to one member,
     /// then End-of-RIB.
     fn replay(&mut self, group: u64, to: IpAddr, family: Option<Family>, fresh: bool) {
-        let mut messages = if fresh {
-            let all: Vec<IpPrefix> = self.rib.entries().map(|(p, _)| *p).collect();
-            self.export_group(group, all.into_iter())
-        } else {
-            let Some(g) = self.groups.get(&group) else {
-                return;
-            };
-            let mut slot: HashMap<usize, usize> = HashMap::new();
-            let mut announce: Vec<(Arc<Path>, Vec<IpPrefix>)> = Vec::new();
-            for (prefix, path) in &g.adj_out {
-                if family.is_none_or(|f| f == family_of(prefix)) {
-                    let at = *slot.entry(Arc::as_ptr(path) as usize).or_insert_with(|| {
-                        announce.push((path.clone(), Vec::new()));
-                        announce.len() - 1
-                    });
-                    announce[at].1.push(*prefix);
-                }
+        let (mut messages, count) = self.export_all(group, family);
+        if fresh {
+            if let Some(g) = self.groups.get_mut(&group) {
+                g.advertised = count;
             }
-            let context = g.key.context;
-            encode(&context, &announce, &[], &mut |e| self.report.log(true, e))
-        };
+        }
         if family.is_none_or(|f| f == Family::L2VPN_EVPN) {
             if fresh {
                 let keys: Vec<EvpnRoute> =
@@ -1526,7 +1612,7 @@ impl Speaker {
         let advertised =
             n.up.as_ref()
                 .and_then(|u| self.groups.get(&u.group))
-                .map_or(0, |g| g.adj_out.len());
+                .map_or(0, |g| g.advertised);
         let mut value = json!({
             "address": address.to_string(),
             "remote_as": n.config.remote_as,
@@ -1677,7 +1763,7 @@ impl Speaker {
             let advertised =
                 n.up.as_ref()
                     .and_then(|u| self.groups.get(&u.group))
-                    .map_or(0, |g| g.adj_out.len());
+                    .map_or(0, |g| g.advertised);
             push(
                 "ztos_bgp_neighbor_up",
                 "1 while the BGP session is established.",
