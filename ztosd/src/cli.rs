@@ -1579,7 +1579,9 @@ fn format_evpn_routes(v: &Value) -> String {
             Some(2) => format!(
                 "[2] {}{}",
                 field(r, "mac"),
-                r.get("ip").map(|ip| format!(" {}", display(ip))).unwrap_or_default()
+                r.get("ip")
+                    .map(|ip| format!(" {}", display(ip)))
+                    .unwrap_or_default()
             ),
             Some(3) => format!("[3] {}", field(r, "originator")),
             Some(5) => format!("[5] {}", field(r, "prefix")),
@@ -1594,7 +1596,11 @@ fn format_evpn_routes(v: &Value) -> String {
                     ""
                 }
                 .to_string(),
-                if i == 0 { field(route, "rd") } else { String::new() },
+                if i == 0 {
+                    field(route, "rd")
+                } else {
+                    String::new()
+                },
                 if i == 0 { what.clone() } else { String::new() },
                 field(path, "vni"),
                 field(path, "next_hop"),
@@ -1607,7 +1613,15 @@ fn format_evpn_routes(v: &Value) -> String {
         }
     }
     let mut text = table(
-        &["", "RD", "ROUTE", "VNI", "NEXT HOP", "FROM", "EXTENDED COMMUNITIES"],
+        &[
+            "",
+            "RD",
+            "ROUTE",
+            "VNI",
+            "NEXT HOP",
+            "FROM",
+            "EXTENDED COMMUNITIES",
+        ],
         rows,
     );
     if v["truncated"] == Value::Bool(true) {
@@ -1878,6 +1892,38 @@ mod tests {
         assert!(format_security(&status).ends_with("update: rolled back from 0.2.0\n"));
         let status = json!({"wireguard": {}, "macsec": {}, "policy_rules": 0});
         assert!(!format_security(&status).contains("update:"));
+    }
+
+    #[test]
+    fn evpn_routes_print_type_rd_key_and_communities() {
+        let routes = json!({"truncated": false, "routes": [{
+            "family": "l2vpn-evpn", "route_type": 2, "rd": "10.0.0.2:100",
+            "route": {"route_type": "mac_ip", "mac": "02:00:00:00:00:aa"},
+            "paths": [{"best": true, "vni": 100, "next_hop": "10.0.0.2", "from": "10.0.0.2",
+                       "extended_communities": ["rt 65002:100", "encap 8"]}]
+        }, {
+            "family": "l2vpn-evpn", "route_type": 3, "rd": "10.0.0.1:100",
+            "route": {"route_type": "inclusive_multicast", "originator": "10.0.0.1"},
+            "paths": [{"best": true, "vni": 100, "next_hop": "10.0.0.1", "from": "local",
+                       "extended_communities": ["rt 65001:100"]}]
+        }]});
+        let text = format_evpn_routes(&routes);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("RD") && lines[0].contains("EXTENDED COMMUNITIES"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with('*')
+                && lines[1].contains("10.0.0.2:100")
+                && lines[1].contains("[2] 02:00:00:00:00:aa")
+                && lines[1].contains("rt 65002:100, encap 8"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("[3] 10.0.0.1") && lines[2].contains("local"),
+            "{text}"
+        );
     }
 
     #[test]

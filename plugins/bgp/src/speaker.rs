@@ -478,16 +478,16 @@ impl Speaker {
     async fn shutdown(&mut self) {
         let addresses: Vec<IpAddr> = self.neighbors.keys().copied().collect();
         for address in addresses {
-            self.remove_neighbor(address, subcode::ADMINISTRATIVE_SHUTDOWN, &mut Dirty::default())
-                .await;
+            self.remove_neighbor(
+                address,
+                subcode::ADMINISTRATIVE_SHUTDOWN,
+                &mut Dirty::default(),
+            )
+            .await;
         }
     }
 
-    async fn apply(
-        &mut self,
-        config: Option<BgpConfig>,
-        dirty: &mut Dirty,
-    ) -> Result<(), String> {
+    async fn apply(&mut self, config: Option<BgpConfig>, dirty: &mut Dirty) -> Result<(), String> {
         let Some(config) = config else {
             if self.config.is_some() {
                 self.report.log(
@@ -1079,12 +1079,7 @@ impl Speaker {
     }
 
     /// Removes the stale routes of `address` (of `family` only, if given); the number removed.
-    fn flush_stale(
-        &mut self,
-        address: IpAddr,
-        family: Option<Family>,
-        dirty: &mut Dirty,
-    ) -> usize {
+    fn flush_stale(&mut self, address: IpAddr, family: Option<Family>, dirty: &mut Dirty) -> usize {
         let Some(stale) = self.stale.get_mut(&address) else {
             return 0;
         };
@@ -1537,7 +1532,9 @@ impl Speaker {
         drop(memo);
         self.rib.interner = interner;
         let context = group.key.context;
-        let messages = encode(&context, &batches.list, &[], &mut |e| self.report.log(true, e));
+        let messages = encode(&context, &batches.list, &[], &mut |e| {
+            self.report.log(true, e)
+        });
         (messages, count)
     }
 
