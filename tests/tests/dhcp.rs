@@ -66,7 +66,8 @@ fn ztosd_installs_a_dhcp_lease_and_removes_it_when_dhcp_is_turned_off() {
     });
     let address = client.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]);
     assert!(address.contains("/24"), "{address}");
-    let routes = client.ip(&["-4", "route", "show", "default"]);
+    // -N: numbers, not names (FRR's rt_protos.d calls 196 "static" where it is installed).
+    let routes = client.ip(&["-N", "-4", "route", "show", "default"]);
     assert!(
         routes.contains("via 10.78.0.1") && routes.contains("proto 196"),
         "{routes}"
