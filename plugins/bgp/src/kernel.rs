@@ -141,21 +141,6 @@ impl Kernel {
             .collect())
     }
 
-    /// Removes every BGP route left from an earlier run; how many were removed.
-    pub async fn sweep(&self) -> Result<usize, String> {
-        let stale = self.bgp_routes().await?;
-        let count = stale.len();
-        for route in stale {
-            self.handle
-                .route()
-                .del(route)
-                .execute()
-                .await
-                .map_err(|e| format!("cannot remove a stale BGP route: {e}"))?;
-        }
-        Ok(count)
-    }
-
     /// RFC 4271 leaves the BGP identifier to the operator; ZTOS's default is the highest
     /// IPv4 address on the loopback interface that is not in 127/8, else the highest IPv4
     /// address on any other interface.

@@ -186,13 +186,6 @@ pub struct Slot {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-impl Slot {
-    /// A slot that limits nothing (tests that feed the speaker directly).
-    pub fn free() -> Slot {
-        Slot { _permit: None }
-    }
-}
-
 /// What a session tells the speaker.
 #[derive(Debug)]
 pub enum SessionEvent {
