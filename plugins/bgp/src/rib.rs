@@ -1,21 +1,22 @@
 //! The routing information bases (RFC 4271 §3.2): an Adj-RIB-In per peer, the Loc-RIB with the
 //! §9.1 decision process, and interned path attribute sets.
 //!
-//! Memory: a route is a compact [`IpPrefix`] (18 bytes, byte-aligned) in one map whose value
-//! holds its candidates (one per source, best first, the first inline), each an `Arc` to its
-//! source and to an interned [`Path`]; thousands of routes sharing attributes share one
-//! `Path`. Adj-RIBs-In are the candidates of each peer in that map.
+//! Memory: an IPv4 route is 12 bytes in a map of its own (a 5-byte key, a 4-byte slot); other
+//! keys are stored whole in a second map. A slot is a handle to an interned (source, [`Path`])
+//! pair, which every route from that source with those attributes shares, or, for the few
+//! keys with more than one candidate, the index of a list of handles, best first.
+//! Adj-RIBs-In are the candidates of each peer in these maps.
 
 use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 
 use smallvec::SmallVec;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use crate::codec::{EvpnRoute, IpPrefix, NextHop, Origin, PathAttributes};
+use crate::codec::{EvpnRoute, IpPrefix, Ipv4Prefix, NextHop, Origin, PathAttributes};
 
 /// The LOCAL_PREF a route without one is ranked with (the common default).
 pub const DEFAULT_LOCAL_PREF: u32 = 100;
@@ -130,18 +131,338 @@ pub struct AdjIn {
 /// the hash must not be predictable; SipHash was 15 % of the speaker's time at a million routes).
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// A route's candidates, best first: one inline (the common case), more on the heap.
-pub type Candidates = SmallVec<[Candidate; 1]>;
+/// A key the RIB can hold. IPv4 unicast prefixes, nearly all of a full table, go to a map of
+/// their own with 5-byte keys; every other key is stored as it is.
+pub trait RibKey: Clone + Eq + Hash {
+    /// This key as an IPv4 prefix, when it is one.
+    fn to_v4(&self) -> Option<Ipv4Prefix> {
+        None
+    }
+    /// The key of an IPv4 prefix (`None` for kinds of key that have no IPv4 prefixes).
+    fn from_v4(_prefix: Ipv4Prefix) -> Option<Self> {
+        None
+    }
+}
+
+impl RibKey for IpPrefix {
+    fn to_v4(&self) -> Option<Ipv4Prefix> {
+        match self {
+            IpPrefix::V4(p) => Some(*p),
+            IpPrefix::V6(_) => None,
+        }
+    }
+    fn from_v4(prefix: Ipv4Prefix) -> Option<IpPrefix> {
+        Some(IpPrefix::V4(prefix))
+    }
+}
+
+impl RibKey for EvpnRoute {}
+
+/// An IPv4 prefix as the key of the IPv4 map: 5 bytes, hashed as one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct V4Key(Ipv4Prefix);
+
+impl Hash for V4Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64((u64::from(u32::from(self.0.addr())) << 8) | u64::from(self.0.len()));
+    }
+}
+
+/// The candidates of one key, in four bytes: with the top bit clear, the one candidate (a
+/// [`Pairs`] handle); with it set, the index of a list of handles in [`Store::lists`].
+#[derive(Clone, Copy, Debug)]
+struct Slot(u32);
+
+const LIST: u32 = 1 << 31;
+
+/// One (source, path) pair, shared by every route that has it: a table has few.
+#[derive(Debug)]
+struct Pair {
+    candidate: Candidate,
+    refs: u32,
+}
+
+/// Interned candidates and the lists of keys that have more than one.
+#[derive(Debug, Default)]
+struct Store {
+    pairs: Vec<Option<Pair>>,
+    free_pairs: Vec<u32>,
+    index: FastMap<(usize, usize), u32>,
+    /// The last pair asked for: the routes of an UPDATE share their pair.
+    last: Option<((usize, usize), u32)>,
+    lists: Vec<SmallVec<[u32; 3]>>,
+    free_lists: Vec<u32>,
+}
+
+impl Store {
+    /// A handle to the pair (`source`, `path`), counted once more.
+    fn acquire(&mut self, source: &Arc<SourceInfo>, path: &Arc<Path>) -> u32 {
+        let key = (
+            Arc::as_ptr(source) as usize,
+            Arc::as_ptr(path) as *const u8 as usize,
+        );
+        let handle = match self.last {
+            Some((k, h)) if k == key => h,
+            _ => match self.index.get(&key) {
+                Some(h) => *h,
+                None => {
+                    let pair = Pair {
+                        candidate: Candidate {
+                            source: source.clone(),
+                            path: path.clone(),
+                        },
+                        refs: 0,
+                    };
+                    let h = match self.free_pairs.pop() {
+                        Some(h) => {
+                            self.pairs[h as usize] = Some(pair);
+                            h
+                        }
+                        None => {
+                            self.pairs.push(Some(pair));
+                            (self.pairs.len() - 1) as u32
+                        }
+                    };
+                    self.index.insert(key, h);
+                    h
+                }
+            },
+        };
+        self.last = Some((key, handle));
+        if let Some(pair) = &mut self.pairs[handle as usize] {
+            pair.refs += 1;
+        }
+        handle
+    }
+
+    /// Counts `handle` once less, forgetting the pair at zero.
+    fn release(&mut self, handle: u32) {
+        let slot = &mut self.pairs[handle as usize];
+        let Some(pair) = slot else { return };
+        pair.refs -= 1;
+        if pair.refs > 0 {
+            return;
+        }
+        let key = (
+            Arc::as_ptr(&pair.candidate.source) as usize,
+            Arc::as_ptr(&pair.candidate.path) as *const u8 as usize,
+        );
+        *slot = None;
+        self.index.remove(&key);
+        if self.last.is_some_and(|(k, _)| k == key) {
+            self.last = None;
+        }
+        self.free_pairs.push(handle);
+    }
+
+    fn candidate(&self, handle: u32) -> &Candidate {
+        match &self.pairs[handle as usize] {
+            Some(pair) => &pair.candidate,
+            None => unreachable!("a released pair handle is still in the RIB"),
+        }
+    }
+
+    /// The handles of a slot, best first.
+    fn handles<'a>(&'a self, slot: &'a Slot) -> &'a [u32] {
+        if slot.0 & LIST == 0 {
+            std::slice::from_ref(&slot.0)
+        } else {
+            &self.lists[(slot.0 & !LIST) as usize]
+        }
+    }
+
+    /// Stores `handles` (at least one) in place of `old` (a slot being rewritten or `None`).
+    fn slot_for(&mut self, old: Option<Slot>, handles: &[u32]) -> Slot {
+        let old_list = old.filter(|s| s.0 & LIST != 0).map(|s| s.0 & !LIST);
+        if handles.len() == 1 {
+            if let Some(i) = old_list {
+                self.lists[i as usize] = SmallVec::new();
+                self.free_lists.push(i);
+            }
+            return Slot(handles[0]);
+        }
+        let i = match old_list.or_else(|| self.free_lists.pop()) {
+            Some(i) => {
+                self.lists[i as usize] = SmallVec::from_slice(handles);
+                i
+            }
+            None => {
+                self.lists.push(SmallVec::from_slice(handles));
+                (self.lists.len() - 1) as u32
+            }
+        };
+        Slot(i | LIST)
+    }
+
+    /// Frees a removed slot's list, if it had one.
+    fn forget(&mut self, slot: Slot) {
+        if slot.0 & LIST != 0 {
+            let i = slot.0 & !LIST;
+            self.lists[i as usize] = SmallVec::new();
+            self.free_lists.push(i);
+        }
+    }
+
+    /// Moves the best of `handles` to the front.
+    fn select_best(&self, handles: &mut [u32]) {
+        let mut best = 0;
+        for i in 1..handles.len() {
+            if compare(self.candidate(handles[i]), self.candidate(handles[best])) == Ordering::Less
+            {
+                best = i;
+            }
+        }
+        handles.swap(0, best);
+    }
+
+    /// Sets or removes `peer`'s candidate for `key` in `map` (`candidate`: an acquired handle).
+    /// Returns the change of the best route and the change of `peer`'s accepted count.
+    fn set_in<Q: Eq + Hash + Clone>(
+        &mut self,
+        map: &mut FastMap<Q, Slot>,
+        key: Q,
+        peer: Option<u64>,
+        candidate: Option<u32>,
+    ) -> (Option<BestChange<Q>>, isize) {
+        match map.entry(key) {
+            Entry::Vacant(vacant) => {
+                let Some(h) = candidate else {
+                    return (None, 0);
+                };
+                let key = vacant.key().clone();
+                vacant.insert(Slot(h));
+                let new = Some(self.candidate(h).clone());
+                (
+                    Some(BestChange {
+                        prefix: key,
+                        old: None,
+                        new,
+                    }),
+                    1,
+                )
+            }
+            Entry::Occupied(mut occupied) => {
+                let slot = *occupied.get();
+                let mut handles: SmallVec<[u32; 4]> = SmallVec::from_slice(self.handles(&slot));
+                let old = handles[0];
+                let at = handles
+                    .iter()
+                    .position(|h| self.candidate(*h).source.peer == peer);
+                let (released, delta) = match (at, candidate) {
+                    (Some(i), Some(h)) => (Some(std::mem::replace(&mut handles[i], h)), 0),
+                    (Some(i), None) => (Some(handles.remove(i)), -1),
+                    (None, Some(h)) => {
+                        handles.push(h);
+                        (None, 1)
+                    }
+                    (None, None) => return (None, 0),
+                };
+                let change = if handles.is_empty() {
+                    let (prefix, _) = occupied.remove_entry();
+                    self.forget(slot);
+                    let old = Some(self.candidate(old).clone());
+                    Some(BestChange {
+                        prefix,
+                        old,
+                        new: None,
+                    })
+                } else {
+                    // Unless the best route was replaced or removed, it stays best when the new
+                    // candidate is not better: select_best keeps it at the front then.
+                    self.select_best(&mut handles);
+                    *occupied.get_mut() = self.slot_for(Some(slot), &handles);
+                    let new = handles[0];
+                    (new != old).then(|| BestChange {
+                        prefix: occupied.key().clone(),
+                        old: Some(self.candidate(old).clone()),
+                        new: Some(self.candidate(new).clone()),
+                    })
+                };
+                if let Some(h) = released {
+                    self.release(h);
+                }
+                (change, delta)
+            }
+        }
+    }
+
+    /// Removes `peer`'s candidates from `map`, pushing the best-route changes.
+    fn drop_in<Q: Eq + Hash + Clone>(
+        &mut self,
+        map: &mut FastMap<Q, Slot>,
+        peer: u64,
+        mut changed: impl FnMut(Q, Option<Candidate>, Option<Candidate>),
+    ) {
+        map.retain(|key, slot| {
+            let handles = self.handles(slot);
+            let Some(i) = handles
+                .iter()
+                .position(|h| self.candidate(*h).source.peer == Some(peer))
+            else {
+                return true;
+            };
+            let mut handles: SmallVec<[u32; 4]> = SmallVec::from_slice(handles);
+            let removed = handles.remove(i);
+            let keep = if handles.is_empty() {
+                self.forget(*slot);
+                changed(key.clone(), Some(self.candidate(removed).clone()), None);
+                false
+            } else {
+                if i == 0 {
+                    self.select_best(&mut handles);
+                    changed(
+                        key.clone(),
+                        Some(self.candidate(removed).clone()),
+                        Some(self.candidate(handles[0]).clone()),
+                    );
+                }
+                *slot = self.slot_for(Some(*slot), &handles);
+                true
+            };
+            self.release(removed);
+            keep
+        });
+    }
+}
+
+/// A key's candidates, best first, as [`Rib::entries`] yields them.
+#[derive(Clone, Copy)]
+pub struct Route<'a> {
+    store: &'a Store,
+    handles: &'a [u32],
+}
+
+impl<'a> Route<'a> {
+    /// The best candidate.
+    pub fn first(&self) -> Option<&'a Candidate> {
+        self.handles.first().map(|h| self.store.candidate(*h))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a Candidate> + 'a {
+        let store = self.store;
+        self.handles.iter().map(move |h| store.candidate(*h))
+    }
+
+    pub fn to_vec(&self) -> Vec<&'a Candidate> {
+        self.iter().collect()
+    }
+}
 
 /// A RIB of one kind of route key: [`IpPrefix`] for unicast, the EVPN route key for EVPN.
 ///
 /// One map holds every accepted route: the Loc-RIB entry of a key is the candidates of every
 /// source, so a peer's Adj-RIB-In is its candidates there (no second per-route map), and
 /// only refused routes, which are rare, are kept apart. Per-peer counts are kept as counters.
+///
+/// Memory: an IPv4 route is 12 bytes in its map (a 5-byte key and a 4-byte slot) plus the
+/// map's control byte; its candidate is a handle to an interned (source, path) pair, and only
+/// keys with more than one candidate have a list. Other keys are stored whole.
 #[derive(Debug)]
 pub struct Rib<K = IpPrefix> {
     pub interner: Interner,
-    loc: FastMap<K, Candidates>,
+    v4: FastMap<V4Key, Slot>,
+    other: FastMap<K, Slot>,
+    store: Store,
     refused: FastMap<u64, FastMap<K, Arc<Path>>>,
     accepted: FastMap<u64, usize>,
 }
@@ -150,22 +471,16 @@ impl<K> Default for Rib<K> {
     fn default() -> Rib<K> {
         Rib {
             interner: Interner::default(),
-            loc: FastMap::default(),
+            v4: FastMap::default(),
+            other: FastMap::default(),
+            store: Store::default(),
             refused: FastMap::default(),
             accepted: FastMap::default(),
         }
     }
 }
 
-fn same(a: Option<&Candidate>, b: Option<&Candidate>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
-}
-
-impl<K: Clone + Eq + Hash> Rib<K> {
+impl<K: RibKey> Rib<K> {
     pub fn new() -> Rib<K> {
         Rib::default()
     }
@@ -194,68 +509,30 @@ impl<K: Clone + Eq + Hash> Rib<K> {
                 }
             }
         }
-        let candidate = route.filter(|r| r.accepted).map(|r| Candidate {
-            source: source.clone(),
-            path: r.path,
-        });
-        let counted = peer.map(|p| self.accepted.entry(p).or_default());
-        match self.loc.entry(prefix) {
-            Entry::Vacant(vacant) => {
-                let candidate = candidate?;
-                if let Some(count) = counted {
-                    *count += 1;
-                }
-                let prefix = vacant.key().clone();
-                vacant.insert(smallvec::smallvec![candidate.clone()]);
-                Some(BestChange {
-                    prefix,
-                    old: None,
-                    new: Some(candidate),
-                })
+        let candidate = route
+            .filter(|r| r.accepted)
+            .map(|r| self.store.acquire(source, &r.path));
+        let (change, delta) = match prefix.to_v4() {
+            Some(v4) => {
+                let (change, delta) = self.store.set_in(&mut self.v4, V4Key(v4), peer, candidate);
+                let change = change.and_then(|c| {
+                    Some(BestChange {
+                        prefix: K::from_v4(c.prefix.0)?,
+                        old: c.old,
+                        new: c.new,
+                    })
+                });
+                (change, delta)
             }
-            Entry::Occupied(mut occupied) => {
-                let entry = occupied.get_mut();
-                let at = entry.iter().position(|c| c.source.peer == peer);
-                // Unless the best route is replaced or removed, it stays best when a new
-                // candidate is not better: only then does the order need computing.
-                let old = entry.first().cloned();
-                match (at, candidate) {
-                    (Some(i), Some(c)) => entry[i] = c,
-                    (Some(i), None) => {
-                        entry.remove(i);
-                        if let Some(count) = counted {
-                            *count = count.saturating_sub(1);
-                        }
-                    }
-                    (None, Some(c)) => {
-                        entry.push(c);
-                        if let Some(count) = counted {
-                            *count += 1;
-                        }
-                    }
-                    (None, None) => return None,
-                }
-                if entry.is_empty() {
-                    let (prefix, _) = occupied.remove_entry();
-                    return Some(BestChange {
-                        prefix,
-                        old,
-                        new: None,
-                    });
-                }
-                select_best(entry);
-                let new = entry.first();
-                if same(old.as_ref(), new) {
-                    return None;
-                }
-                let new = new.cloned();
-                Some(BestChange {
-                    prefix: occupied.key().clone(),
-                    old,
-                    new,
-                })
+            None => self.store.set_in(&mut self.other, prefix, peer, candidate),
+        };
+        if let Some(p) = peer {
+            if delta != 0 {
+                let count = self.accepted.entry(p).or_default();
+                *count = count.saturating_add_signed(delta);
             }
         }
+        change
     }
 
     /// Removes every route of `peer` (its session went down); the best-route changes. Scans
@@ -269,40 +546,24 @@ impl<K: Clone + Eq + Hash> Rib<K> {
             return Vec::new();
         }
         let mut changes = Vec::new();
-        self.loc.retain(|prefix, entry| {
-            let Some(i) = entry.iter().position(|c| c.source.peer == Some(peer)) else {
-                return true;
-            };
-            let removed = entry.remove(i);
-            if i != 0 {
-                return true;
+        self.store.drop_in(&mut self.v4, peer, |key, old, new| {
+            if let Some(prefix) = K::from_v4(key.0) {
+                changes.push(BestChange { prefix, old, new });
             }
-            if entry.is_empty() {
-                changes.push(BestChange {
-                    prefix: prefix.clone(),
-                    old: Some(removed),
-                    new: None,
-                });
-                return false;
-            }
-            select_best(entry);
-            changes.push(BestChange {
-                prefix: prefix.clone(),
-                old: Some(removed),
-                new: entry.first().cloned(),
-            });
-            true
         });
+        self.store
+            .drop_in(&mut self.other, peer, |prefix, old, new| {
+                changes.push(BestChange { prefix, old, new });
+            });
         changes
     }
 
     /// The keys `peer` sent (accepted or refused): its Adj-RIB-In's keys.
     pub fn keys_of(&self, peer: u64) -> Vec<K> {
         let mut keys: Vec<K> = self
-            .loc
-            .iter()
-            .filter(|(_, entry)| entry.iter().any(|c| c.source.peer == Some(peer)))
-            .map(|(k, _)| k.clone())
+            .entries()
+            .filter(|(_, route)| route.iter().any(|c| c.source.peer == Some(peer)))
+            .map(|(k, _)| k)
             .collect();
         if let Some(refused) = self.refused.get(&peer) {
             keys.extend(refused.keys().cloned());
@@ -318,32 +579,50 @@ impl<K: Clone + Eq + Hash> Rib<K> {
     }
 
     pub fn best(&self, prefix: &K) -> Option<&Candidate> {
-        self.loc.get(prefix).and_then(|e| e.first())
+        let slot = match prefix.to_v4() {
+            Some(v4) => self.v4.get(&V4Key(v4)),
+            None => self.other.get(prefix),
+        }?;
+        self.store
+            .handles(slot)
+            .first()
+            .map(|h| self.store.candidate(*h))
     }
 
-    /// Every Loc-RIB entry: prefix and candidates, best first.
-    pub fn entries(&self) -> impl Iterator<Item = (&K, &[Candidate])> {
-        self.loc.iter().map(|(k, e)| (k, e.as_slice()))
+    /// Every Loc-RIB entry: key and candidates, best first.
+    pub fn entries(&self) -> impl Iterator<Item = (K, Route<'_>)> + '_ {
+        let store = &self.store;
+        let route = move |slot| Route {
+            store,
+            handles: store.handles(slot),
+        };
+        self.v4
+            .iter()
+            .filter_map(move |(k, slot)| Some((K::from_v4(k.0)?, route(slot))))
+            .chain(
+                self.other
+                    .iter()
+                    .map(move |(k, slot)| (k.clone(), route(slot))),
+            )
+    }
+
+    /// The number of IPv4 keys (IPv4 unicast prefixes).
+    pub fn len_v4(&self) -> usize {
+        self.v4.len()
     }
 
     pub fn len(&self) -> usize {
-        self.loc.len()
+        self.v4.len() + self.other.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.loc.is_empty()
+        self.len() == 0
     }
-}
 
-/// Moves the best candidate to the front.
-fn select_best(entry: &mut [Candidate]) {
-    let mut best = 0;
-    for i in 1..entry.len() {
-        if compare(&entry[i], &entry[best]) == Ordering::Less {
-            best = i;
-        }
+    /// Interned (source, path) pairs in use.
+    pub fn pairs(&self) -> usize {
+        self.store.index.len()
     }
-    entry.swap(0, best);
 }
 
 fn local_pref(c: &Candidate) -> u32 {
@@ -485,6 +764,63 @@ mod tests {
         drop((a, b));
         rib.interner.sweep();
         assert!(rib.interner.is_empty());
+    }
+
+    #[test]
+    fn shared_candidates_and_lists_are_freed_with_their_routes() {
+        let s1 = source(1, [10, 0, 0, 1], [1, 1, 1, 1], true);
+        let s2 = source(2, [10, 0, 0, 2], [2, 2, 2, 2], true);
+        let s3 = source(3, [10, 0, 0, 3], [3, 3, 3, 3], true);
+        let mut rib = Rib::new();
+        let short = path(&mut rib, &[1], |_| {});
+        let long = path(&mut rib, &[1, 2], |_| {});
+        let v6: IpPrefix =
+            IpPrefix::V6(crate::codec::Ipv6Prefix::new("2001:db8::".parse().unwrap(), 32).unwrap());
+        let v4 = |i: u8| IpPrefix::V4(Ipv4Prefix::new(Ipv4Addr::new(20, 0, i, 0), 24).unwrap());
+        // A thousand routes of one source and path share one pair.
+        for i in 0..=255 {
+            assert!(rib.set(&s1, v4(i), accepted(long.clone())).is_some());
+        }
+        assert!(rib.set(&s1, v6, accepted(long.clone())).is_some());
+        assert_eq!((rib.len(), rib.len_v4(), rib.pairs()), (257, 256, 1));
+        // More sources for some keys: the best moves to the shortest AS path, then falls back.
+        let change = rib.set(&s2, v4(7), accepted(short.clone())).unwrap();
+        assert_eq!(change.old.unwrap().source.peer, Some(1));
+        assert_eq!(change.new.unwrap().source.peer, Some(2));
+        assert!(rib.set(&s3, v4(7), accepted(long.clone())).is_none());
+        assert!(rib.set(&s2, v6, accepted(short.clone())).is_some());
+        assert_eq!(rib.pairs(), 3);
+        let route: Vec<Option<u64>> = rib
+            .entries()
+            .find(|(k, _)| *k == v4(7))
+            .map(|(_, r)| r.iter().map(|c| c.source.peer).collect())
+            .unwrap();
+        assert_eq!(route.len(), 3);
+        assert_eq!(route[0], Some(2));
+        let change = rib.set(&s2, v4(7), None).unwrap();
+        assert_eq!(change.new.unwrap().source.peer, Some(1));
+        // The same route again changes nothing; a new path from the same source does.
+        assert!(rib.set(&s1, v4(7), accepted(long.clone())).is_none());
+        assert!(rib.set(&s1, v4(7), accepted(short.clone())).is_some());
+        assert_eq!(rib.counts(1), (257, 257));
+        assert_eq!(rib.keys_of(3), vec![v4(7)]);
+        // Dropping a peer reports the keys whose best it was, and frees its pairs.
+        let changes = rib.drop_peer(&s1);
+        assert_eq!(changes.len(), 256, "not the IPv6 key, where s2 is best");
+        assert_eq!(rib.len(), 2);
+        assert_eq!(rib.best(&v4(7)).unwrap().source.peer, Some(3));
+        assert_eq!(rib.best(&v6).unwrap().source.peer, Some(2));
+        assert_eq!(rib.pairs(), 2);
+        rib.set(&s3, v4(7), None).unwrap();
+        rib.set(&s2, v6, None).unwrap();
+        assert!(rib.is_empty());
+        assert_eq!(rib.pairs(), 0);
+        assert_eq!(rib.counts(2), (0, 0));
+        // Freed lists and pairs are reused.
+        rib.set(&s1, v6, accepted(long.clone()));
+        rib.set(&s2, v6, accepted(short.clone()));
+        assert_eq!((rib.store.lists.len(), rib.store.free_lists.len()), (2, 1));
+        assert_eq!((rib.store.pairs.len(), rib.store.free_pairs.len()), (4, 2));
     }
 
     #[test]

@@ -224,12 +224,22 @@ struct GroupKey {
 /// sends the difference.
 #[derive(Default)]
 struct Dirty {
-    changes: crate::rib::FastMap<IpPrefix, Option<Candidate>>,
+    /// Per prefix: the best route when the prefix was first noted (what the groups were sent
+    /// from) and the best route now (so the flush does not look the prefix up again).
+    changes: crate::rib::FastMap<IpPrefix, (Option<Candidate>, Option<Candidate>)>,
 }
 
+/// A flush's changed prefixes with their first and last best routes ([`Dirty`]).
+type Changes = Vec<(IpPrefix, (Option<Candidate>, Option<Candidate>))>;
+
 impl Dirty {
-    fn note(&mut self, prefix: IpPrefix, old: Option<Candidate>) {
-        self.changes.entry(prefix).or_insert(old);
+    fn note(&mut self, prefix: IpPrefix, old: Option<Candidate>, new: Option<Candidate>) {
+        match self.changes.entry(prefix) {
+            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().1 = new,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((old, new));
+            }
+        }
     }
 
     fn len(&self) -> usize {
@@ -784,7 +794,7 @@ impl Speaker {
                 }
             }
         }
-        dirty.note(change.prefix, change.old);
+        dirty.note(change.prefix, change.old, change.new);
     }
 
     fn handle_event(&mut self, id: u64, event: SessionEvent, dirty: &mut Dirty) {
@@ -1357,7 +1367,7 @@ impl Speaker {
         if dirty.is_empty() && self.evpn_dirty.is_empty() {
             return;
         }
-        let changes: Vec<(IpPrefix, Option<Candidate>)> = dirty.changes.drain().collect();
+        let changes: Changes = dirty.changes.drain().collect();
         let mut evpn_dirty = std::mem::take(&mut self.evpn_dirty);
         let mut seen = HashSet::with_capacity(evpn_dirty.len());
         evpn_dirty.retain(|k| seen.insert(k.clone()));
@@ -1438,11 +1448,7 @@ impl Speaker {
 
     /// The UPDATEs that bring group `id`'s members from what they were sent (exported from
     /// each change's old best route) to the current best routes.
-    fn export_group(
-        &mut self,
-        id: u64,
-        changes: &[(IpPrefix, Option<Candidate>)],
-    ) -> Vec<Arc<Vec<u8>>> {
+    fn export_group(&mut self, id: u64, changes: &Changes) -> Vec<Arc<Vec<u8>>> {
         let Some(config) = self.config.as_ref() else {
             return Vec::new();
         };
@@ -1462,13 +1468,12 @@ impl Speaker {
         let mut withdraw: Vec<IpPrefix> = Vec::new();
         // Out of the RIB for the loop, so that interning does not conflict with reading it.
         let mut interner = std::mem::take(&mut self.rib.interner);
-        for (prefix, old) in changes {
+        for (prefix, (old, new)) in changes {
             if !group.key.families.contains(&family_of(prefix)) {
                 continue;
             }
-            let new = self
-                .rib
-                .best(prefix)
+            let new = new
+                .as_ref()
                 .and_then(|best| memo.export(best, &to, &mut interner));
             let sent = old
                 .as_ref()
@@ -1517,7 +1522,7 @@ impl Speaker {
         let mut count = 0;
         let mut interner = std::mem::take(&mut self.rib.interner);
         for (prefix, candidates) in self.rib.entries() {
-            let f = family_of(prefix);
+            let f = family_of(&prefix);
             if !group.key.families.contains(&f) || family.is_some_and(|want| want != f) {
                 continue;
             }
@@ -1525,7 +1530,7 @@ impl Speaker {
                 .first()
                 .and_then(|best| memo.export(best, &to, &mut interner))
             {
-                batches.push(path, *prefix);
+                batches.push(path, prefix);
                 count += 1;
             }
         }
@@ -1549,8 +1554,7 @@ impl Speaker {
         }
         if family.is_none_or(|f| f == Family::L2VPN_EVPN) {
             if fresh {
-                let keys: Vec<EvpnRoute> =
-                    self.evpn_rib.entries().map(|(k, _)| k.clone()).collect();
+                let keys: Vec<EvpnRoute> = self.evpn_rib.entries().map(|(k, _)| k).collect();
                 messages.extend(self.export_evpn(group, &keys));
             } else if let Some(g) = self.groups.get(&group) {
                 let mut announce: HashMap<Path, Vec<EvpnRoute>> = HashMap::new();
@@ -1671,13 +1675,8 @@ impl Speaker {
         let Some(config) = &self.config else {
             return json!({"configured": false, "neighbors": []});
         };
-        let (mut v4, mut v6) = (0usize, 0usize);
-        for (prefix, _) in self.rib.entries() {
-            match prefix {
-                IpPrefix::V4(_) => v4 += 1,
-                IpPrefix::V6(_) => v6 += 1,
-            }
-        }
+        let v4 = self.rib.len_v4();
+        let v6 = self.rib.len() - v4;
         let neighbors: Vec<Value> = self
             .sorted_neighbors()
             .into_iter()
@@ -1718,18 +1717,18 @@ impl Speaker {
                 if family.is_some_and(|f| f == Family::L2VPN_EVPN) || vni.is_some() {
                     return Ok(self.evpn_routes(*prefix, *vni));
                 }
-                let mut entries: Vec<(&IpPrefix, &[crate::rib::Candidate])> = self
+                let mut entries: Vec<(IpPrefix, crate::rib::Route)> = self
                     .rib
                     .entries()
                     .filter(|(p, _)| family.is_none_or(|f| f == family_of(p)))
                     .filter(|(p, _)| prefix.is_none_or(|want| want.contains(&net_of(p))))
                     .collect();
-                entries.sort_by_key(|(p, _)| **p);
+                entries.sort_by_key(|(p, _)| *p);
                 let truncated = entries.len() > ROUTES_LIMIT;
                 let routes: Vec<Value> = entries
                     .into_iter()
                     .take(ROUTES_LIMIT)
-                    .map(|(p, candidates)| route_json(p, candidates))
+                    .map(|(p, candidates)| route_json(&p, &candidates.to_vec()))
                     .collect();
                 Ok(json!({"routes": routes, "truncated": truncated}))
             }
@@ -1872,7 +1871,7 @@ impl Speaker {
         let mut ops = Vec::new();
         self.evpn_view.set_segments(segments, &mut ops);
         self.evpn_view.set_tenants(tenants, &mut ops);
-        let keys: Vec<EvpnRoute> = self.evpn_rib.entries().map(|(k, _)| k.clone()).collect();
+        let keys: Vec<EvpnRoute> = self.evpn_rib.entries().map(|(k, _)| k).collect();
         for key in keys {
             let imported = self
                 .evpn_rib
@@ -2088,7 +2087,7 @@ impl Speaker {
     /// `bgp routes --family evpn [--vni N] [--prefix P]` (a prefix matches type 5 routes and
     /// type 2 routes with an IP inside it).
     fn evpn_routes(&self, prefix: Option<IpNet>, vni: Option<u32>) -> Value {
-        let mut entries: Vec<(&EvpnRoute, &[crate::rib::Candidate])> = self
+        let mut entries: Vec<(EvpnRoute, crate::rib::Route)> = self
             .evpn_rib
             .entries()
             .filter(|(_, candidates)| {
@@ -2106,12 +2105,12 @@ impl Speaker {
                 })
             })
             .collect();
-        entries.sort_by(|a, b| a.0.cmp(b.0));
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
         let truncated = entries.len() > ROUTES_LIMIT;
         let routes: Vec<Value> = entries
             .into_iter()
             .take(ROUTES_LIMIT)
-            .map(|(key, candidates)| evpn_route_json(key, candidates))
+            .map(|(key, candidates)| evpn_route_json(&key, &candidates.to_vec()))
             .collect();
         json!({"routes": routes, "truncated": truncated})
     }
@@ -2240,7 +2239,7 @@ fn encode_evpn(
     out
 }
 
-fn paths_json(candidates: &[crate::rib::Candidate]) -> Vec<Value> {
+fn paths_json(candidates: &[&crate::rib::Candidate]) -> Vec<Value> {
     candidates
         .iter()
         .enumerate()
@@ -2263,7 +2262,7 @@ fn paths_json(candidates: &[crate::rib::Candidate]) -> Vec<Value> {
         .collect()
 }
 
-fn evpn_route_json(key: &EvpnRoute, candidates: &[crate::rib::Candidate]) -> Value {
+fn evpn_route_json(key: &EvpnRoute, candidates: &[&crate::rib::Candidate]) -> Value {
     let best = candidates.first();
     let route = best
         .and_then(|c| c.path.evpn.clone())
@@ -2284,7 +2283,7 @@ fn evpn_route_json(key: &EvpnRoute, candidates: &[crate::rib::Candidate]) -> Val
     })
 }
 
-fn route_json(prefix: &IpPrefix, candidates: &[crate::rib::Candidate]) -> Value {
+fn route_json(prefix: &IpPrefix, candidates: &[&crate::rib::Candidate]) -> Value {
     json!({
         "prefix": prefix.to_string(),
         "family": family_of(prefix).to_string(),
