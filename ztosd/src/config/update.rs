@@ -1,20 +1,23 @@
-//! `[system.update]`: pull mode of the updater. The box checks an index of bundles on a
-//! server now and then, and installs a newer signed bundle within its maintenance window.
-//! Pure types: the updater (`crate::update::pull`) does the work.
+//! `[system.update]`: the updater's settings. With `server`, pull mode: the box checks an
+//! index of bundles on a server now and then, and installs a newer signed bundle within its
+//! maintenance window. `root_in_memory_max_mib` bounds the root image received whole before
+//! it is written. Pure types: the updater (`crate::update`) does the work.
 
 use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Pull-mode updates. Without this section the box is updated only by pushing bundles.
+/// The updater's settings. Without `server` (or without the section) the box is updated only
+/// by pushing bundles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateConfig {
-    /// URL of the bundle index (`https://...` or `http://...`), a JSON document described in
-    /// docs/update.md.
+    /// Pull mode: URL of the bundle index (`https://...` or `http://...`), a JSON document
+    /// described in docs/update.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://"))]
-    pub server: String,
+    pub server: Option<String>,
     /// Minutes between two checks (5 to 10080). Each device checks at its own offset within
     /// the interval, derived from its device id, so a fleet does not check at once.
     #[serde(default = "default_check_interval")]
@@ -33,7 +36,17 @@ pub struct UpdateConfig {
     /// version boots at the next reboot.
     #[serde(default = "default_true")]
     pub auto_reboot: bool,
+    /// The largest root image, in MiB, that an update receives whole (and checks) before it
+    /// writes the slot, at the disk's speed; a larger one is streamed into the slot as it
+    /// arrives. 0: always stream. Without it: a quarter of the memory available when the
+    /// update starts, at most 1024 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 4096))]
+    pub root_in_memory_max_mib: Option<u32>,
 }
+
+/// The largest `root_in_memory_max_mib` accepted.
+pub const MAX_ROOT_IN_MEMORY_MIB: u32 = 4096;
 
 fn default_check_interval() -> u32 {
     60
@@ -117,23 +130,31 @@ impl<'de> Deserialize<'de> for MaintenanceWindow {
     }
 }
 
-/// Checks what the types cannot: the server URL's scheme and the interval's range. Returns
+/// Checks what the types cannot: the server URL's scheme and the ranges. Returns
 /// `(key, message)` pairs relative to `system.update`.
 pub fn check_update_config(update: &UpdateConfig) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
-    let rest = update
-        .server
-        .strip_prefix("https://")
-        .or_else(|| update.server.strip_prefix("http://"));
-    match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {}
-        _ => problems.push((
-            "server",
-            format!(
-                "{:?} is not an http:// or https:// URL with a host",
-                update.server
-            ),
-        )),
+    if let Some(server) = &update.server {
+        let rest = server
+            .strip_prefix("https://")
+            .or_else(|| server.strip_prefix("http://"));
+        match rest {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {}
+            _ => problems.push((
+                "server",
+                format!("{server:?} is not an http:// or https:// URL with a host"),
+            )),
+        }
+    }
+    if let Some(mib) = update.root_in_memory_max_mib {
+        if mib > MAX_ROOT_IN_MEMORY_MIB {
+            problems.push((
+                "root_in_memory_max_mib",
+                format!(
+                    "{mib} MiB is more than {MAX_ROOT_IN_MEMORY_MIB} MiB (0 streams every root into the slot)"
+                ),
+            ));
+        }
     }
     if !(5..=10080).contains(&update.check_interval_mins) {
         problems.push((
@@ -192,16 +213,31 @@ mod tests {
         .unwrap();
         assert_eq!(update.check_interval_mins, 60);
         assert!(update.auto_reboot);
+        assert_eq!(update.root_in_memory_max_mib, None);
         assert_eq!(update.window.unwrap().start_minute, 22 * 60);
         assert!(check_update_config(&update).is_empty());
         let bad = UpdateConfig {
-            server: "ftp://x".into(),
+            server: Some("ftp://x".into()),
             check_interval_mins: 1,
+            root_in_memory_max_mib: Some(4097),
             ..update
         };
         let problems = check_update_config(&bad);
-        assert_eq!(problems.len(), 2);
+        assert_eq!(problems.len(), 3, "{problems:?}");
         assert_eq!(problems[0].0, "server");
-        assert_eq!(problems[1].0, "check_interval_mins");
+        assert_eq!(problems[1].0, "root_in_memory_max_mib");
+        assert_eq!(
+            problems[1].1,
+            "4097 MiB is more than 4096 MiB (0 streams every root into the slot)"
+        );
+        assert_eq!(problems[2].0, "check_interval_mins");
+    }
+
+    #[test]
+    fn the_section_may_hold_only_the_memory_budget() {
+        let update: UpdateConfig = toml::from_str("root_in_memory_max_mib = 0").unwrap();
+        assert_eq!(update.server, None);
+        assert_eq!(update.root_in_memory_max_mib, Some(0));
+        assert!(check_update_config(&update).is_empty());
     }
 }

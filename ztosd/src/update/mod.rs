@@ -6,14 +6,17 @@
 //!
 //! ```text
 //!  body ──channel──▶ BundleReader::open (signatures) ─▶ version policy ─▶ kernel + initramfs
-//!  to <state>/update/staging ─▶ state.json: slot "being written" ─▶ root ──▶ inactive root
-//!  partition (hashing) ─▶ re-read + sha256 ─▶ ESP: slots::install_trial ─▶ history "written"
-//!  ─▶ reboot now / at a time / not at all
+//!  to <state>/update/staging ─▶ root into memory (size, sha256; nothing may follow it) ─▶
+//!  state.json: slot "being written" ─▶ root ──▶ inactive root partition at disk speed ─▶
+//!  re-read + sha256 ─▶ ESP: slots::install_trial ─▶ history "written" ─▶ reboot now / at a
+//!  time / not at all
 //! ```
 //!
-//! Nothing touches the ESP before the root is written and verified, so any failure before
-//! that leaves it byte-for-byte as it was; the active slot's partition and entry and the
-//! bootloader are never written. One update (or rollback) runs at a time.
+//! A root larger than the memory budget ([`root_memory_budget`]) is streamed instead: the
+//! slot is marked "being written" first and the root goes to the partition as it arrives,
+//! hashed on the way. Nothing touches the ESP before the root is written and verified, so
+//! any failure before that leaves it byte-for-byte as it was; the active slot's partition and
+//! entry and the bootloader are never written. One update (or rollback) runs at a time.
 //!
 //! - [`history`]: the persisted event history; [`state`]: what the ESP does not say (slots
 //!   being written or overwritten, the device id, boot assessments already recorded).
@@ -66,6 +69,39 @@ const UPLOAD_FAILED: io::ErrorKind = io::ErrorKind::ConnectionAborted;
 /// Body chunks buffered between the network and the writing thread.
 const CHANNEL_CHUNKS: usize = 64;
 
+/// The largest root image received whole into memory when no budget is configured, whatever
+/// the machine's memory.
+pub const ROOT_IN_MEMORY_DEFAULT_CAP: u64 = 1 << 30;
+
+/// How many bytes of root image may be received whole into memory before it is written:
+/// `configured_mib` MiB when set (0: always stream), otherwise a quarter of MemAvailable in
+/// /proc/meminfo, at most [`ROOT_IN_MEMORY_DEFAULT_CAP`] (0 when /proc/meminfo cannot be
+/// read: stream).
+pub fn root_memory_budget(configured_mib: Option<u32>) -> u64 {
+    match configured_mib {
+        Some(mib) => u64::from(mib) << 20,
+        None => match std::fs::read_to_string("/proc/meminfo") {
+            Ok(text) => budget_from_meminfo(&text).unwrap_or_else(|| {
+                tracing::warn!("update: no MemAvailable in /proc/meminfo; the root is streamed");
+                0
+            }),
+            Err(err) => {
+                tracing::warn!("update: reading /proc/meminfo: {err}; the root is streamed");
+                0
+            }
+        },
+    }
+}
+
+/// A quarter of MemAvailable (`MemAvailable:  123456 kB`), capped.
+fn budget_from_meminfo(meminfo: &str) -> Option<u64> {
+    let kib: u64 = meminfo.lines().find_map(|line| {
+        let rest = line.strip_prefix("MemAvailable:")?;
+        rest.trim().strip_suffix("kB")?.trim().parse().ok()
+    })?;
+    Some((kib.saturating_mul(1024) / 4).min(ROOT_IN_MEMORY_DEFAULT_CAP))
+}
+
 /// How an update reaches the disk.
 #[derive(Debug, Clone)]
 pub enum DiskAccess {
@@ -116,6 +152,11 @@ pub enum UpdatePhase {
     Receiving,
     /// Checking signatures and the version policy; staging the kernel and initramfs.
     Verifying,
+    /// Receiving the root image whole into memory (and checking its size and sha256), before
+    /// the slot is touched.
+    ReceivingRoot,
+    /// Writing the root image into the slot: from memory, or streamed as it arrives when it
+    /// is larger than the memory budget.
     WritingRoot,
     /// Re-reading the written root and comparing its sha256.
     Checking,
@@ -129,8 +170,8 @@ pub enum UpdatePhase {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UpdateProgress {
     pub state: UpdatePhase,
-    /// Bytes of the current step done: received (receiving, verifying), written
-    /// (writing-root), re-read (checking).
+    /// Bytes of the current step done: received (receiving, verifying, receiving-root),
+    /// written (writing-root), re-read (checking).
     pub bytes_done: u64,
     /// Bytes of the current step in all; 0 when unknown.
     pub bytes_total: u64,
@@ -201,6 +242,9 @@ pub struct UpdateRequest {
     pub source: String,
     /// The upload's Content-Length, when known (for progress only).
     pub expected_bytes: Option<u64>,
+    /// `system.update.root_in_memory_max_mib`: the largest root image received whole before
+    /// it is written, in MiB (0: always stream); `None`: the default ([`root_memory_budget`]).
+    pub root_in_memory_max_mib: Option<u32>,
 }
 
 impl UpdateRequest {
@@ -211,6 +255,7 @@ impl UpdateRequest {
             tries: DEFAULT_TRIES,
             source: source.into(),
             expected_bytes: None,
+            root_in_memory_max_mib: None,
         }
     }
 }
@@ -248,9 +293,14 @@ pub struct UpdateOutcome {
     pub reboot: String,
     /// Bytes of the root image written into the slot.
     pub root_bytes: u64,
-    /// Seconds the writing-root step took: the root image streamed from the bundle into the
-    /// partition while hashed, up to its data being synced (the re-read comes after).
+    /// Seconds the writing-root step took, from its first byte written to the slot to its
+    /// data synced (the re-read comes after). For a root received into memory first
+    /// (`root_streamed` false) that is the disk write alone; for a streamed root it includes
+    /// receiving and hashing it, which the write overlaps.
     pub root_write_seconds: f64,
+    /// Whether the root was streamed into the slot as it arrived (larger than the memory
+    /// budget) rather than received whole first.
+    pub root_streamed: bool,
 }
 
 /// Why an update, or a rollback, did not happen. Each variant is one HTTP status.
@@ -711,9 +761,14 @@ impl UpdateService {
             HistoryEntry::now(
                 UpdateEvent::Written,
                 format!(
-                    "boot entry {}; root image {:.1} MiB written in {:.2} s",
+                    "boot entry {}; root image {:.1} MiB {} in {:.2} s",
                     written.entry,
                     written.root_bytes as f64 / 1_048_576.0,
+                    if written.root_streamed {
+                        "streamed into the slot"
+                    } else {
+                        "received, then written"
+                    },
                     written.root_write_seconds
                 ),
             )
@@ -729,6 +784,7 @@ impl UpdateService {
             reboot,
             root_bytes: written.root_bytes,
             root_write_seconds: written.root_write_seconds,
+            root_streamed: written.root_streamed,
         })
     }
 
@@ -862,6 +918,26 @@ impl UpdateService {
                 .map_err(|err| UpdateError::Failed(format!("syncing {}: {err}", path.display())))?;
         }
 
+        // The root whole into memory when it fits the budget: received, its size and sha256
+        // checked, and the end of the bundle reached before the slot is touched.
+        let budget = root_memory_budget(request.root_in_memory_max_mib);
+        let in_memory = if manifest.root.size <= budget {
+            match writer::RootInMemory::reserve(manifest.root.size) {
+                Ok(image) => Some(image),
+                Err(err) => {
+                    tracing::warn!("update: {err}; streaming the root into the slot instead");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let root_streamed = in_memory.is_none();
+        let root = match in_memory {
+            Some(image) => RootSource::Memory(self.receive_root(bundle, image, &manifest)?),
+            None => RootSource::Stream(Box::new(bundle)),
+        };
+
         // From here the root partition changes: say so first.
         self.save_state(|state| {
             state.slots.insert(
@@ -872,7 +948,16 @@ impl UpdateService {
                 },
             );
         })?;
-        let result = self.write_and_check_root(bundle, &manifest, &root_target);
+        let result = match root {
+            RootSource::Memory(image) => self.write_root_from_memory(&image, &root_target),
+            RootSource::Stream(bundle) => {
+                self.write_root_streamed(*bundle, &manifest, &root_target)
+            }
+        }
+        .and_then(|seconds| {
+            self.check_root(&manifest, &root_target)?;
+            Ok(seconds)
+        });
         let root_write_seconds = match result {
             Ok(seconds) => seconds,
             Err(err) => {
@@ -935,24 +1020,76 @@ impl UpdateService {
             entry: entry.file_name(),
             root_bytes: manifest.root.size,
             root_write_seconds,
+            root_streamed,
         })
     }
 
-    /// Writes the root, makes sure nothing follows it in the bundle, re-reads it; returns the
-    /// seconds the write (up to the data being synced) took.
-    fn write_and_check_root<R: Read>(
+    /// Receives the root image whole into `image` (the artifact reader checks its size and
+    /// sha256) and makes sure nothing follows it in the bundle. Nothing is written.
+    fn receive_root<R: Read>(
+        &self,
+        mut bundle: BundleReader<R>,
+        mut image: writer::RootInMemory,
+        manifest: &Manifest,
+    ) -> Result<writer::RootInMemory, UpdateError> {
+        self.set_progress(|p| {
+            p.state = UpdatePhase::ReceivingRoot;
+            p.bytes_done = 0;
+            p.bytes_total = manifest.root.size;
+        });
+        {
+            let mut root = bundle
+                .next_artifact()
+                .map_err(UpdateError::from_bundle)?
+                .ok_or_else(|| UpdateError::Rejected("the bundle has no root image".into()))?;
+            let service = self.clone();
+            image
+                .receive(&mut root, &move |done| {
+                    service.set_progress(|p| p.bytes_done = done)
+                })
+                .map_err(UpdateError::from_write)?;
+        }
+        bundle.finish().map_err(UpdateError::from_bundle)?;
+        Ok(image)
+    }
+
+    /// Writes a root received whole into the partition; returns the seconds from the first
+    /// byte written to the data synced.
+    fn write_root_from_memory(
+        &self,
+        image: &writer::RootInMemory,
+        target: &Path,
+    ) -> Result<f64, UpdateError> {
+        self.set_progress(|p| {
+            p.state = UpdatePhase::WritingRoot;
+            p.bytes_done = 0;
+            p.bytes_total = image.len();
+        });
+        let service = self.clone();
+        let started = std::time::Instant::now();
+        writer::write_root_from_memory(image, target, &move |done| {
+            service.set_progress(|p| p.bytes_done = done)
+        })
+        .map_err(UpdateError::from_write)?;
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// Streams the root into the partition as it arrives, then makes sure nothing follows it
+    /// in the bundle; returns the seconds from the start of the write (which waits for the
+    /// network) to the data synced.
+    fn write_root_streamed<R: Read>(
         &self,
         mut bundle: BundleReader<R>,
         manifest: &Manifest,
         target: &Path,
     ) -> Result<f64, UpdateError> {
         let size = manifest.root.size;
-        let started = std::time::Instant::now();
         self.set_progress(|p| {
             p.state = UpdatePhase::WritingRoot;
             p.bytes_done = 0;
             p.bytes_total = size;
         });
+        let started = std::time::Instant::now();
         {
             let mut root = bundle
                 .next_artifact()
@@ -966,6 +1103,12 @@ impl UpdateService {
         }
         let write_seconds = started.elapsed().as_secs_f64();
         bundle.finish().map_err(UpdateError::from_bundle)?;
+        Ok(write_seconds)
+    }
+
+    /// Re-reads the written root from the disk and compares its sha256 with the manifest's.
+    fn check_root(&self, manifest: &Manifest, target: &Path) -> Result<(), UpdateError> {
+        let size = manifest.root.size;
         self.set_progress(|p| {
             p.state = UpdatePhase::Checking;
             p.bytes_done = 0;
@@ -977,8 +1120,7 @@ impl UpdateService {
             &hex::encode(manifest.root.sha256),
             &move |done| service.set_progress(|p| p.bytes_done = done),
         )
-        .map_err(UpdateError::from_write)?;
-        Ok(write_seconds)
+        .map_err(UpdateError::from_write)
     }
 
     /// The device node (or file) of `slot`'s root partition.
@@ -1229,6 +1371,14 @@ fn rollback_refusal(state: &UpdateState, slot: Slot, status: &SlotStatus) -> Opt
     }
 }
 
+/// Where the root image comes from when the slot is written.
+enum RootSource<R: Read> {
+    /// Received whole and checked; the bundle has been read to its end.
+    Memory(writer::RootInMemory),
+    /// Still in the bundle, to be streamed into the slot.
+    Stream(Box<BundleReader<R>>),
+}
+
 /// A verified, written slot.
 #[derive(Debug)]
 struct Written {
@@ -1237,6 +1387,7 @@ struct Written {
     entry: String,
     root_bytes: u64,
     root_write_seconds: f64,
+    root_streamed: bool,
 }
 
 /// Upper bound on what is read and dropped after a refusal: the largest bundle there can

@@ -398,21 +398,26 @@ impl UpdateService {
 
     /// One pull check: fetch the index, decide, install. Returns a line for the status.
     pub async fn pull_once(&self, config: &UpdateConfig) -> Result<String, String> {
+        let server = config
+            .server
+            .as_deref()
+            .ok_or("system.update.server is not set: pull mode is off")?;
         let getter = HttpGetter::new(config.ca_cert.as_deref().map(Path::new))?;
-        let text = getter.get_small(&config.server, MAX_INDEX_BYTES).await?;
+        let text = getter.get_small(server, MAX_INDEX_BYTES).await?;
         let index = BundleIndex::parse(&text)?;
         let current_text = self.current_version();
         let current = Version::parse(&current_text).map_err(|e| e.to_string())?;
         let (decision, warnings) = index.decide(&current);
         for warning in warnings {
-            tracing::warn!("update: {}: {warning}", config.server);
+            tracing::warn!("update: {server}: {warning}");
         }
         match decision {
             Decision::Paused => Ok("paused by the server".into()),
             Decision::UpToDate => Ok(format!("up to date ({current_text})")),
             Decision::Install(bundle) => {
-                let url = resolve_url(&config.server, &bundle.url);
+                let url = resolve_url(server, &bundle.url);
                 let mut request = UpdateRequest::new(url.clone());
+                request.root_in_memory_max_mib = config.root_in_memory_max_mib;
                 request.reboot = if config.auto_reboot {
                     RebootWhen::Now
                 } else {
@@ -436,7 +441,8 @@ impl UpdateService {
     }
 
     /// Runs pull mode for as long as ztosd runs: `config` gives the current `[system.update]`
-    /// (it may change with every commit). Checks happen at [`schedule::next_check`].
+    /// (it may change with every commit); pull mode is on while it names a `server`. Checks
+    /// happen at [`schedule::next_check`].
     pub async fn run_pull<F, Fut>(self, config: F)
     where
         F: Fn() -> Fut,
@@ -446,12 +452,16 @@ impl UpdateService {
         loop {
             self.refresh_boot().await;
             let now = unix_now();
-            match config().await {
+            let current = config().await.and_then(|c| {
+                let server = c.server.clone()?;
+                Some((c, server))
+            });
+            match current {
                 None => {
                     due = None;
                     *super::lock(&self.inner.pull) = None;
                 }
-                Some(current) => {
+                Some((current, server)) => {
                     let device = self.device_id();
                     let interval = u64::from(current.check_interval_mins) * 60;
                     let next = match &due {
@@ -462,7 +472,7 @@ impl UpdateService {
                         let result = match self.pull_once(&current).await {
                             Ok(line) => line,
                             Err(err) => {
-                                tracing::warn!("update: pull from {}: {err}", current.server);
+                                tracing::warn!("update: pull from {server}: {err}");
                                 err
                             }
                         };
@@ -473,7 +483,7 @@ impl UpdateService {
                             current.window.as_ref(),
                         );
                         *super::lock(&self.inner.pull) = Some(PullStatus {
-                            server: current.server.clone(),
+                            server: server.clone(),
                             last_check: Some(now_rfc3339()),
                             last_result: Some(result),
                             next_check: rfc3339(after),
@@ -482,12 +492,12 @@ impl UpdateService {
                     } else {
                         let mut status = super::lock(&self.inner.pull);
                         let entry = status.get_or_insert_with(|| PullStatus {
-                            server: current.server.clone(),
+                            server: server.clone(),
                             last_check: None,
                             last_result: None,
                             next_check: None,
                         });
-                        entry.server = current.server.clone();
+                        entry.server = server;
                         entry.next_check = rfc3339(next);
                         drop(status);
                         due = Some((current, next));
@@ -621,11 +631,12 @@ mod tests {
 
     fn config(server: String) -> UpdateConfig {
         UpdateConfig {
-            server,
+            server: Some(server),
             check_interval_mins: 60,
             window: None,
             ca_cert: None,
             auto_reboot: false,
+            root_in_memory_max_mib: None,
         }
     }
 

@@ -297,3 +297,128 @@ async fn manual_rollback_to_a_good_older_slot_gives_it_the_highest_generation() 
     assert_eq!(after.next_boot.as_deref(), Some("b"));
     assert_eq!(after.slots[0].entry.as_deref(), Some("ztos-2-a.conf"));
 }
+
+/// Uploads `file` in one piece with the given memory budget (MiB; `None`: the default).
+async fn upload(
+    node: &TestBox,
+    file: Vec<u8>,
+    root_in_memory_max_mib: Option<u32>,
+) -> Result<UpdateOutcome, UpdateError> {
+    let ticket = node.service.try_begin().unwrap();
+    let body = futures::stream::iter(vec![Ok(Bytes::from(file))]);
+    let mut request = UpdateRequest::new("test");
+    request.reboot = RebootWhen::Never;
+    request.root_in_memory_max_mib = root_in_memory_max_mib;
+    node.service.update_from_stream(ticket, body, request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_within_the_budget_is_received_whole_then_written() {
+    let node = appliance();
+    // Not a multiple of 4096: the aligned bulk and the tail take their two ways.
+    let root: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let outcome = upload(&node, bundle(&node.key, "0.2.0", &root), None)
+        .await
+        .unwrap();
+    assert!(!outcome.root_streamed);
+    assert_eq!(outcome.root_bytes, root.len() as u64);
+    assert!(outcome.root_write_seconds > 0.0);
+    let disk = std::fs::read(&node.root_b).unwrap();
+    assert_eq!(&disk[..root.len()], &root[..]);
+    assert!(disk[root.len()..].iter().all(|b| *b == 0));
+    let history = node.service.history();
+    assert!(
+        history
+            .last()
+            .unwrap()
+            .message
+            .contains("received, then written"),
+        "{history:?}"
+    );
+    assert!(matches!(
+        &lock(&node.service.inner.state).slots[&Slot::B],
+        SlotRecord::Written { version, .. } if version == "0.2.0"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_root_received_into_memory_never_touches_the_slot() {
+    let node = appliance();
+    let before = std::fs::read(&node.root_b).unwrap();
+    let root = vec![9u8; 200_000];
+    let good = bundle(&node.key, "0.2.0", &root);
+    let mut flipped = good.clone();
+    let at = flipped.len() - 10;
+    flipped[at] ^= 1;
+    let err = upload(&node, flipped, Some(1)).await.unwrap_err();
+    assert!(
+        err.to_string().contains("root image sha256 mismatch"),
+        "{err}"
+    );
+    let truncated = good[..good.len() - 100].to_vec();
+    let err = upload(&node, truncated, None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("bundle truncated in root image"),
+        "{err}"
+    );
+    // Bytes after the root: refused too, before the slot is touched.
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"trailing");
+    let err = upload(&node, longer, None).await.unwrap_err();
+    assert!(matches!(err, UpdateError::Rejected(_)), "{err}");
+    assert_eq!(std::fs::read(&node.root_b).unwrap(), before);
+    assert!(!lock(&node.service.inner.state).slots.contains_key(&Slot::B));
+    assert!(node.service.slots().await.unwrap().slots[1].root.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_over_the_budget_is_streamed_into_the_slot() {
+    let node = appliance();
+    let root: Vec<u8> = (0..(1u32 << 20) - 5).map(|i| (i % 249) as u8).collect();
+    // Budget 0: always stream.
+    let outcome = upload(&node, bundle(&node.key, "0.2.0", &root), Some(0))
+        .await
+        .unwrap();
+    assert!(outcome.root_streamed);
+    let disk = std::fs::read(&node.root_b).unwrap();
+    assert_eq!(&disk[..root.len()], &root[..]);
+    assert!(node
+        .service
+        .history()
+        .last()
+        .unwrap()
+        .message
+        .contains("streamed into the slot"));
+    // A flipped byte on the streamed path is found at the root's end, after the slot was
+    // marked as being written: it stays marked overwritten.
+    let mut flipped = bundle(&node.key, "0.2.1", &root);
+    let at = flipped.len() - 10;
+    flipped[at] ^= 1;
+    let err = upload(&node, flipped, Some(0)).await.unwrap_err();
+    assert!(
+        err.to_string().contains("root image sha256 mismatch"),
+        "{err}"
+    );
+    assert!(matches!(
+        lock(&node.service.inner.state).slots[&Slot::B],
+        SlotRecord::Overwritten { .. }
+    ));
+}
+
+#[test]
+fn the_default_budget_is_a_quarter_of_available_memory_capped() {
+    let meminfo =
+        "MemTotal:        1004000 kB\nMemFree:          500000 kB\nMemAvailable:     800000 kB\n";
+    assert_eq!(budget_from_meminfo(meminfo), Some(800_000 * 1024 / 4));
+    let big = "MemAvailable:   64000000 kB\n";
+    assert_eq!(budget_from_meminfo(big), Some(ROOT_IN_MEMORY_DEFAULT_CAP));
+    assert_eq!(budget_from_meminfo("MemTotal: 1 kB\n"), None);
+    assert_eq!(root_memory_budget(Some(0)), 0);
+    assert_eq!(root_memory_budget(Some(16)), 16 << 20);
+    // This machine's /proc/meminfo has MemAvailable.
+    let default = root_memory_budget(None);
+    assert!(
+        default > 0 && default <= ROOT_IN_MEMORY_DEFAULT_CAP,
+        "{default}"
+    );
+}

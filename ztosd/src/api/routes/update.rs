@@ -172,6 +172,14 @@ pub async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
+    request.root_in_memory_max_mib = state
+        .daemon
+        .running()
+        .await
+        .config
+        .system
+        .update
+        .and_then(|u| u.root_in_memory_max_mib);
     let service = state.daemon.update();
     let ticket = match service.try_begin() {
         Ok(ticket) => ticket,
@@ -201,15 +209,10 @@ pub async fn from_url(
         reboot: body.reboot.clone(),
         tries: body.tries,
     };
-    let request = query.request(format!("{} (asked by {})", body.url, auth.caller.author))?;
-    let ca_cert = state
-        .daemon
-        .running()
-        .await
-        .config
-        .system
-        .update
-        .and_then(|u| u.ca_cert);
+    let mut request = query.request(format!("{} (asked by {})", body.url, auth.caller.author))?;
+    let settings = state.daemon.running().await.config.system.update;
+    request.root_in_memory_max_mib = settings.as_ref().and_then(|u| u.root_in_memory_max_mib);
+    let ca_cert = settings.and_then(|u| u.ca_cert);
     let getter = HttpGetter::new(ca_cert.as_deref().map(std::path::Path::new))
         .map_err(|err| ApiError::Unavailable(format!("system.update.ca_cert: {err}")))?;
     state
