@@ -159,7 +159,7 @@ fn assert_exchanged(z: &Node, b: &Node, bird: &Bird) {
 }
 
 #[test]
-fn ztos_bgp_and_bird_exchange_ipv4_and_ipv6_routes_and_recover_from_a_bird_restart() {
+fn ztos_bgp_and_bird_exchange_ipv4_and_ipv6_routes_and_recover_from_restarts_of_both() {
     let Some(lab) = Lab::new_if_root("bgpbird") else {
         return;
     };
@@ -172,7 +172,7 @@ fn ztos_bgp_and_bird_exchange_ipv4_and_ipv6_routes_and_recover_from_a_bird_resta
     b.ip(&["-6", "address", "add", "fd00:80::2/64", "dev", "eth0"]);
 
     let daemon = z.start_ztosd(ZTOS_VS_BIRD_CONFIG);
-    let _ztos_bgp = start_ztos_bgp(&z);
+    let mut ztos_bgp = start_ztos_bgp(&z);
     let mut bird = Bird::start(&b, BIRD_CONFIG);
 
     poll("both sessions established at z", 30, || {
@@ -217,6 +217,42 @@ fn ztos_bgp_and_bird_exchange_ipv4_and_ipv6_routes_and_recover_from_a_bird_resta
         2,
         "one session before the restart, one after"
     );
+
+    // ztos-bgp crashes (no NOTIFICATION): it announced graceful restart with forwarding state
+    // kept, so BIRD (a graceful restart helper by default) keeps z's routes, stale, and z's
+    // kernel keeps BIRD's while the new ztos-bgp comes up; then both sides are fresh again.
+    ztos_bgp.kill();
+    poll("BIRD notices ztos-bgp is gone", 20, || {
+        !bird.established("z4") && !bird.established("z6")
+    });
+    let stale = bird.birdc(&[
+        "show",
+        "route",
+        "for",
+        "192.0.2.0/24",
+        "all",
+        "protocol",
+        "z4",
+    ]);
+    assert!(
+        stale.contains("192.0.2.0/24"),
+        "BIRD dropped z's route while ztos-bgp restarts: {stale}"
+    );
+    assert!(
+        bgp_routes(&z, false).contains("198.51.100.0/24 via 10.80.0.2"),
+        "BIRD's route left z's kernel while ztos-bgp restarts"
+    );
+    ztos_bgp = start_ztos_bgp(&z);
+    poll(
+        "both sessions back at z after ztos-bgp's restart",
+        30,
+        || established(&daemon, "10.80.0.2") && established(&daemon, "fd00:80::2"),
+    );
+    poll("BIRD's sessions back", 30, || {
+        bird.established("z4") && bird.established("z6")
+    });
+    assert_exchanged(&z, &b, &bird);
+    drop(ztos_bgp);
 }
 
 // ---------------------------------------------------------------------------------------------
