@@ -11,7 +11,9 @@
 //!   byte) is what it was: one byte flipped in the root image, a signature by an untrusted key,
 //!   a truncated upload, a downgrade, a manifest that lies about the root image's size.
 //! - The VM is killed at several points while an update is written; every time the box boots
-//!   the old version again.
+//!   the old version again: while the root is received into memory (slot B not yet touched),
+//!   and, with `system.update.root_in_memory_max_mib = 0` (the root streamed into slot B as it
+//!   arrives), in the middle of writing slot B.
 //!
 //! The bundles are built here from the same kernel and binaries as the image (`ztos-image
 //! build --version ...`, `ztos-image bundle`), signed with the development key `just image`
@@ -144,6 +146,25 @@ fn fixtures() -> &'static Fixtures {
             size_lie,
         }
     })
+}
+
+/// Commits `system.update.root_in_memory_max_mib` (`None`: removes it, the default budget)
+/// through the CLI.
+fn set_root_memory_budget(vm: &Vm, token: &str, mib: Option<u32>) {
+    let key = "system.update.root_in_memory_max_mib";
+    let edit = match mib {
+        Some(mib) => vm.ztos(token, &["config", "set", key, &mib.to_string()]),
+        None => vm.ztos(token, &["config", "delete", key]),
+    };
+    let (ok, out) = edit.unwrap();
+    assert!(ok, "ztos config set/delete {key}: {out}");
+    let (ok, out) = vm
+        .ztos(
+            token,
+            &["config", "commit", "-m", "update root memory budget"],
+        )
+        .unwrap();
+    assert!(ok, "ztos config commit: {out}");
 }
 
 fn history(vm: &Vm, token: &str) -> Vec<Value> {
@@ -374,14 +395,23 @@ fn power_cuts_while_an_update_is_written_leave_the_old_version_booting() {
     let token = vm.first_boot(PASSWORD, BOOT_LIMIT).unwrap();
     let total = std::fs::metadata(&fixtures.good).unwrap().len();
 
-    // Where to pull the plug: the update's state and how much of the bundle has arrived
-    // (the root image starts after the kernel and initramfs, at about 45 %).
-    let points: [(&str, f64); 3] = [
-        ("verifying", 0.0),
-        ("writing-root", 0.6),
-        ("writing-root", 0.92),
+    // Where to pull the plug: the update's state, how much of the bundle has arrived (the
+    // root image starts after the kernel and initramfs, at about 45 %), and whether the root
+    // is streamed into slot B (memory budget 0) or received whole into memory first (the
+    // default: slot B is written only after the whole bundle is in and checked, in about
+    // 0.1 s, too short to aim at; a cut while receiving must leave slot B untouched).
+    let points: [(&str, f64, bool); 4] = [
+        ("verifying", 0.0, false),
+        ("receiving-root", 0.6, false),
+        ("writing-root", 0.6, true),
+        ("writing-root", 0.92, true),
     ];
-    for (state, fraction) in points {
+    let mut streaming = false;
+    for (state, fraction, streamed) in points {
+        if streamed != streaming {
+            set_root_memory_budget(&vm, &token, streamed.then_some(0));
+            streaming = streamed;
+        }
         // A slow upload, paced here at 1 MiB/s (curl's --limit-rate averages and bursts to
         // catch up after a slow start), so the cut lands where wanted: curl streams stdin
         // (chunked) and a thread feeds it 64 KiB every 62 ms.
@@ -455,10 +485,28 @@ fn power_cuts_while_an_update_is_written_leave_the_old_version_booting() {
             "trial",
             "cut at {state} {fraction}: no half-written slot may boot: {slots}"
         );
+        if streamed {
+            // The committed setting survived the cut (the next cuts rely on it).
+            let (ok, shown) = vm.ztos(&token, &["config", "show"]).unwrap();
+            assert!(
+                ok && shown.contains("root_in_memory_max_mib = 0"),
+                "cut at {state} {fraction}: the running configuration lost the budget: {shown}"
+            );
+        } else {
+            // Received into memory or less: slot B's root was never marked as being written.
+            assert_eq!(
+                slot(&slots, "b")["root"],
+                Value::Null,
+                "cut at {state} {fraction}: slot B was touched: {slots}"
+            );
+        }
     }
-    // And the box still takes the update afterwards.
+    // And the box still takes the update afterwards, received into memory as by default.
+    set_root_memory_budget(&vm, &token, None);
     let (code, body) = vm.upload_update(&token, &fixtures.good, "reboot=later");
     assert!(code < 300, "update after the power cuts: {code} {body}");
+    let outcome: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcome["root_streamed"], false, "{outcome}");
     let slots = vm.api_json(&token, "/api/v1/system/slots").unwrap();
     assert_eq!(slots["next_boot"], "b", "{slots}");
     assert_eq!(slot(&slots, "b")["status"], "trial", "{slots}");
