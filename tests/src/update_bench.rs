@@ -4,12 +4,11 @@
 //!
 //! - Raw: the image's kernel boots directly with ZTOS's own initramfs (for its storage
 //!   modules) plus a busybox archive whose `/bench-init` copies the bundle's root image from a
-//!   second virtio disk onto slot B's partition of the image (`dd bs=1M oflag=direct
-//!   conv=fsync`). One copy takes about 80 ms, so each run times [`RAW_REPEATS`] copies back to
-//!   back with the kernel's monotonic clock from /proc/timer_list (busybox's date has no
-//!   nanoseconds; /proc/uptime's 10 ms ticks are the fallback), the source read once before so
-//!   that every copy reads it from the page cache, as the update writes from memory, and
-//!   reports their bytes and seconds together. Each copy's time includes starting busybox dd.
+//!   second virtio disk onto slot B's partition of the image with GNU dd (`bs=4M oflag=direct
+//!   conv=fsync`, the host's coreutils dd and the libraries it links, put in the archive), which
+//!   times itself from its first read to its data synced, in microseconds: one copy per run,
+//!   the source read once before so that every copy reads it from the page cache, as the update
+//!   writes from memory.
 //! - Update: the image boots as usual (UEFI, systemd-boot), gets its first-boot setup on the
 //!   console, and takes the bundle through `POST /api/v1/system/update?reboot=later` several
 //!   times (each writes slot B again); ztosd reports the bytes of the root image and the seconds
@@ -50,29 +49,16 @@ while [ ! -b /dev/vdb ] || [ ! -b /dev/vda3 ]; do
     [ $i -gt 300 ] && { echo "RAW-ERROR: no /dev/vdb or /dev/vda3"; $B poweroff -f; }
     $B sleep 0.1
 done
-# Debian's busybox dd prints no byte/second summary and its date has no %N, so the script
-# reads the monotonic clock from /proc/timer_list (ns), or /proc/uptime (10 ms ticks)
-# without it, and times REPEATS copies per run. The source is read once first: every copy
-# then reads it from the page cache, and the time is the write's.
-now() {
-    if [ -r /proc/timer_list ]; then
-        $B awk '/^now at/ { printf "%.6f\n", $3 / 1e9; exit }' /proc/timer_list
-    else
-        $B cut -d' ' -f1 /proc/uptime
-    fi
-}
-[ -r /proc/timer_list ] && echo "RAW-CLOCK timer_list" || echo "RAW-CLOCK uptime"
-bytes=$($B blockdev --getsize64 /dev/vdb)
+# GNU dd (from the host's coreutils, with its libc) times itself from its first read to its
+# last write synced (conv=fsync) and prints it with microseconds: no process start, no clock
+# reading in the time. It writes 4 MiB direct, as ztosd does. The source is read once first, so
+# every copy reads it from the page cache, as the update writes from memory.
+echo "RAW-CLOCK gnu-dd"
 $B cat /dev/vdb >/dev/null
 for n in $($B seq 1 RUNS); do
-    ok=1
-    t0=$(now)
-    for k in $($B seq 1 REPEATS); do
-        $B dd if=/dev/vdb of=/dev/vda3 bs=1M oflag=direct conv=fsync 2>/dev/null || ok=0
-    done
-    t1=$(now)
-    if [ $ok = 1 ]; then
-        echo "RAW-WRITE $((bytes * REPEATS)) bytes copied, $($B awk "BEGIN { printf \"%.6f\", $t1 - $t0 }") seconds"
+    line=$(/bin/gnu-dd if=/dev/vdb of=/dev/vda3 bs=4M oflag=direct conv=fsync 2>&1 | $B grep copied)
+    if [ -n "$line" ]; then
+        echo "RAW-WRITE $line"
     else
         echo "RAW-ERROR: dd onto /dev/vda3 failed"
     fi
@@ -81,11 +67,11 @@ echo RAW-DONE
 $B poweroff -f
 "#;
 
-/// Raw copies of the root image timed together in one run (/proc/uptime's 10 ms ticks against
-/// about 80 ms a copy: 10 copies put the clock's error near 1 %).
-pub const RAW_REPEATS: usize = 10;
+/// GNU dd, copied with the libraries it links into the raw side's archive (busybox's dd does
+/// not time itself).
+pub const GNU_DD: &str = "/bin/dd";
 
-/// One raw run: the bytes of its [`RAW_REPEATS`] copies and their seconds.
+/// One raw run: the bytes of its copy and its seconds as dd timed them.
 #[derive(Debug, Clone, Copy)]
 pub struct RawWrite {
     pub bytes: u64,
@@ -100,7 +86,8 @@ pub fn parse_dd(line: &str) -> Option<RawWrite> {
     Some(RawWrite { bytes, seconds })
 }
 
-/// The busybox archive appended to ZTOS's initramfs: `/bench-init` and `/bin/busybox`.
+/// The archive appended to ZTOS's initramfs: `/bench-init`, `/bin/busybox`, and GNU dd as
+/// `/bin/gnu-dd` with the shared libraries `ldd` names for it.
 fn busybox_initramfs(runs: usize) -> anyhow::Result<Vec<u8>> {
     let busybox = std::fs::read(BUSYBOX)
         .with_context(|| format!("reading {BUSYBOX} (apt-get install busybox-static)"))?;
@@ -108,15 +95,38 @@ fn busybox_initramfs(runs: usize) -> anyhow::Result<Vec<u8>> {
     tree.file(
         "bench-init",
         0o755,
-        BENCH_INIT
-            .replace("RUNS", &runs.to_string())
-            .replace("REPEATS", &RAW_REPEATS.to_string())
-            .into_bytes(),
+        BENCH_INIT.replace("RUNS", &runs.to_string()).into_bytes(),
     )?;
     tree.file("bin/busybox", 0o755, busybox)?;
+    let dd = std::fs::read(GNU_DD).with_context(|| format!("reading {GNU_DD} (coreutils)"))?;
+    tree.file("bin/gnu-dd", 0o755, dd)?;
+    let ldd = Command::new("ldd")
+        .arg(GNU_DD)
+        .output()
+        .context("running ldd on GNU dd")?;
+    for library in shared_libraries(&String::from_utf8_lossy(&ldd.stdout)) {
+        let bytes = std::fs::read(&library)
+            .with_context(|| format!("reading {library}, which {GNU_DD} links"))?;
+        // ZTOS's initramfs has a merged /usr (lib -> usr/lib, lib64 -> usr/lib64): the
+        // library goes where its path leads through those links.
+        tree.file(&format!("usr{library}"), 0o755, bytes)?;
+    }
     let mut cpio = Vec::new();
     ztos_image::cpio::write_newc(&tree, 0, &mut cpio)?;
     Ok(cpio)
+}
+
+/// The absolute paths of the libraries in `ldd`'s output (the loader's line has no `=>`).
+fn shared_libraries(ldd: &str) -> Vec<String> {
+    ldd.lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, right)) => right.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect()
 }
 
 /// Raw sequential writes of `root` onto slot B's partition of (an overlay of) `image`, and
@@ -207,8 +217,8 @@ pub fn raw_writes(
         .lines()
         .find_map(|line| line.split("RAW-CLOCK ").nth(1))
         .map(|clock| match clock.trim() {
-            "timer_list" => "/proc/timer_list, ns".to_string(),
-            other => format!("/proc/{other}, 10 ms ticks"),
+            "gnu-dd" => "GNU dd's own timing, us".to_string(),
+            other => other.to_string(),
         })
         .context("the bench init named no clock")?;
     Ok((writes, clock))
@@ -281,7 +291,6 @@ pub fn run(
     let (updates, to_blessed) = updates(image, bundle, runs)?;
     let report = json!({
         "raw": raw.iter().map(|w| json!({"bytes": w.bytes, "seconds": w.seconds})).collect::<Vec<_>>(),
-        "raw_repeats": RAW_REPEATS,
         "raw_clock": clock,
         "update": updates.iter().map(|w| json!({
             "bytes": w.bytes, "write_seconds": w.write_seconds, "wall_seconds": w.wall_seconds,
@@ -298,11 +307,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn busybox_dd_timing_parses() {
+    fn ldd_output_gives_the_library_paths() {
+        let ldd = "\tlinux-vdso.so.1 (0x00007f4cf2bde000)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f4cf29d1000)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f4cf2be0000)\n";
+        assert_eq!(
+            shared_libraries(ldd),
+            [
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
+    }
+
+    #[test]
+    fn dd_timing_parses() {
         let w = parse_dd("10485760 bytes (10.0MB) copied, 0.052811 seconds, 189.3MB/s").unwrap();
         assert_eq!(w.bytes, 10_485_760);
         assert!((w.seconds - 0.052811).abs() < 1e-9);
         assert!(parse_dd("dd: can't open '/dev/vdb'").is_none());
+        let w = parse_dd("15556608 bytes (16 MB, 15 MiB) copied, 0.0812 s, 192 MB/s").unwrap();
+        assert_eq!(w.bytes, 15_556_608);
+        assert!((w.seconds - 0.0812).abs() < 1e-9);
         let w = parse_dd("14811136 bytes copied, 0.95 seconds").unwrap();
         assert_eq!((w.bytes, w.seconds), (14_811_136, 0.95));
     }
