@@ -5,7 +5,6 @@
 pub mod api;
 pub mod cli;
 pub mod client;
-pub mod config;
 pub mod console;
 pub mod daemon;
 pub mod dhcp;
@@ -18,3 +17,6 @@ pub mod tls;
 pub mod tokens;
 pub mod update;
 pub mod users;
+
+/// The configuration document lives in the model crate; `ztosd::config` is kept as its path here.
+pub use ztos_model::config;

@@ -275,7 +275,7 @@ batch_size = 1024
     #[test]
     fn documented_example_is_valid() {
         let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
         let doc = std::fs::read_to_string(&path).unwrap();
         let section = doc.split("## The document").nth(1).expect("section exists");
         let example = section

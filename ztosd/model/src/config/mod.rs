@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn json_schema_matches_golden_file() {
         let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.schema.json");
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.schema.json");
         let mut actual = serde_json::to_string_pretty(&json_schema()).unwrap();
         actual.push('\n');
         if std::env::var_os("ZTOS_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
@@ -202,7 +202,7 @@ mod tests {
         let expected = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             expected == actual,
-            "{} is out of date: run `ZTOS_UPDATE_GOLDEN=1 cargo test -p ztosd --lib config`",
+            "{} is out of date: run `ZTOS_UPDATE_GOLDEN=1 cargo test -p ztos-model --lib config`",
             path.display()
         );
     }
