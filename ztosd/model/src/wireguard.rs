@@ -9,6 +9,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use crate::config::PolicyAction;
+
 /// The status ztos-wireguard reports to ztosd.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WireguardStatus {
@@ -103,14 +105,6 @@ pub struct PolicyRuleCounter {
     pub action: PolicyAction,
     pub packets: u64,
     pub bytes: u64,
-}
-
-/// A rule's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PolicyAction {
-    Allow,
-    Deny,
 }
 
 /// Packets and bytes.
