@@ -14,11 +14,12 @@ use ztos_model::wireguard::{
     PacketCounter, PolicyCounters, PolicyRuleCounter, WireguardInterface, WireguardKey,
     WireguardPresharedKey, WireguardRotatedKey, WireguardShow, WireguardStatus,
 };
+use ztos_plugin::client::UnknownMethod;
 use ztos_plugin::{FieldError, Handler, LogLevel, Metric, MetricKind, PluginSender, Sections};
 
 use crate::config;
 use crate::datapath::Interface;
-use crate::keys::{decode_key, encode_key, KeyStore};
+use crate::keys::{decode_key, encode_key, KeyError, KeyStore};
 use crate::policy::Enforcer;
 
 /// What runs now.
@@ -52,9 +53,39 @@ with the new one in its configuration (for ZTOS peers: wireguard.interfaces[].pe
 and any [[policy.groups]] members or rules that name it). Until they do, their handshakes fail \
 and no traffic passes; sessions established with the old key have been dropped.";
 
+/// Why an apply or a request of the WireGuard plugin failed; the text is what the operator sees.
+#[derive(Debug, thiserror::Error)]
+pub enum WireguardError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("internal error: state lock poisoned")]
+    Poisoned,
+    #[error("{method} needs params.{param}")]
+    MissingParam { method: String, param: &'static str },
+    #[error("peer: {0}")]
+    BadPeerKey(String),
+    #[error("{peer} is not a peer of {interface} with preshared_key = true in the running configuration")]
+    NotPresharedPeer { interface: String, peer: String },
+    #[error("{interface} has no preshared key for {peer}")]
+    NoPresharedKey { interface: String, peer: String },
+    #[error("{0} is not a configured wireguard interface and has no key")]
+    NoSuchInterface(String),
+    #[error("policy: {0}")]
+    Policy(String),
+    #[error("{}", .0.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; "))]
+    Config(Vec<FieldError>),
+    /// An apply that changed what it could; each problem names its interface.
+    #[error("{}", .0.join("; "))]
+    Apply(Vec<String>),
+    #[error("internal error: cannot encode the answer: {0}")]
+    Encode(serde_json::Error),
+    #[error(transparent)]
+    UnknownMethod(#[from] UnknownMethod),
+}
+
 impl WireguardPlugin {
-    pub fn new(state_dir: PathBuf, sender: PluginSender) -> Result<Self, String> {
-        let policy = Enforcer::new(&config::Policy::default())?;
+    pub fn new(state_dir: PathBuf, sender: PluginSender) -> Result<Self, WireguardError> {
+        let policy = Enforcer::new(&config::Policy::default()).map_err(WireguardError::Policy)?;
         Ok(WireguardPlugin {
             keys: KeyStore::new(&state_dir),
             sender,
@@ -92,10 +123,8 @@ impl WireguardPlugin {
         self.sender.metrics(metrics);
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Running>, String> {
-        self.running
-            .lock()
-            .map_err(|_| "internal error: state lock poisoned".to_string())
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Running>, WireguardError> {
+        self.running.lock().map_err(|_| WireguardError::Poisoned)
     }
 
     /// The preshared keys of `spec`'s peers with `preshared_key = true`, generated (with an
@@ -103,14 +132,11 @@ impl WireguardPlugin {
     fn preshared_keys(
         &self,
         spec: &config::Interface,
-    ) -> Result<HashMap<[u8; 32], [u8; 32]>, String> {
+    ) -> Result<HashMap<[u8; 32], [u8; 32]>, WireguardError> {
         let mut psks = HashMap::new();
         for peer in spec.peers.iter().filter(|p| p.preshared_key) {
-            let public = decode_key(&peer.public_key)?;
-            let (psk, generated) = self
-                .keys
-                .load_or_generate_psk(&spec.name, &public)
-                .map_err(|e| e.to_string())?;
+            let public = decode_key(&peer.public_key).map_err(WireguardError::BadPeerKey)?;
+            let (psk, generated) = self.keys.load_or_generate_psk(&spec.name, &public)?;
             if generated {
                 self.sender.event(
                     "psk_generated",
@@ -124,10 +150,7 @@ impl WireguardPlugin {
             psks.insert(public, psk);
         }
         let keep: HashSet<[u8; 32]> = psks.keys().copied().collect();
-        let removed = self
-            .keys
-            .remove_psks_except(&spec.name, &keep)
-            .map_err(|e| e.to_string())?;
+        let removed = self.keys.remove_psks_except(&spec.name, &keep)?;
         if removed > 0 {
             self.sender.log(
                 LogLevel::Info,
@@ -140,13 +163,18 @@ impl WireguardPlugin {
         Ok(psks)
     }
 
-    async fn apply_sections(&self, revision: u64, parsed: config::Sections) -> Result<(), String> {
+    async fn apply_sections(
+        &self,
+        revision: u64,
+        parsed: config::Sections,
+    ) -> Result<(), WireguardError> {
         let mut link_work = Vec::new();
         let mut problems = Vec::new();
         {
             let mut running = self.lock()?;
             if running.policy_config != parsed.policy {
-                let enforcer = Arc::new(Enforcer::new(&parsed.policy)?);
+                let enforcer =
+                    Arc::new(Enforcer::new(&parsed.policy).map_err(WireguardError::Policy)?);
                 for interface in running.interfaces.values() {
                     interface.set_policy(enforcer.clone());
                 }
@@ -213,10 +241,7 @@ impl WireguardPlugin {
                         }
                     }
                     None => {
-                        let (key, generated) = self
-                            .keys
-                            .load_or_generate(&spec.name)
-                            .map_err(|e| e.to_string())?;
+                        let (key, generated) = self.keys.load_or_generate(&spec.name)?;
                         if generated {
                             self.sender.event(
                                 "key_generated",
@@ -255,12 +280,14 @@ impl WireguardPlugin {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(problems.join("; "))
+            Err(WireguardError::Apply(problems))
         }
     }
 }
 
 impl Handler for WireguardPlugin {
+    type Error = WireguardError;
+
     async fn validate(&mut self, sections: Sections) -> Vec<FieldError> {
         match config::Sections::parse(&sections) {
             Ok(parsed) => match Enforcer::new(&parsed.policy) {
@@ -274,14 +301,8 @@ impl Handler for WireguardPlugin {
         }
     }
 
-    async fn apply(&mut self, revision: u64, sections: Sections) -> Result<(), String> {
-        let parsed = config::Sections::parse(&sections).map_err(|errors| {
-            errors
-                .iter()
-                .map(|e| format!("{}: {}", e.path, e.message))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+    async fn apply(&mut self, revision: u64, sections: Sections) -> Result<(), WireguardError> {
+        let parsed = config::Sections::parse(&sections).map_err(WireguardError::Config)?;
         let result = self.apply_sections(revision, parsed).await;
         match &result {
             Ok(()) => self
@@ -295,18 +316,21 @@ impl Handler for WireguardPlugin {
         result
     }
 
-    async fn request(&mut self, method: String, params: Value) -> Result<Value, String> {
-        let interface = || -> Result<String, String> {
+    async fn request(&mut self, method: String, params: Value) -> Result<Value, WireguardError> {
+        let interface = || -> Result<String, WireguardError> {
             params
                 .get("interface")
                 .and_then(Value::as_str)
                 .map(str::to_string)
-                .ok_or_else(|| format!("{method} needs params.interface"))
+                .ok_or_else(|| WireguardError::MissingParam {
+                    method: method.clone(),
+                    param: "interface",
+                })
         };
         match method.as_str() {
             "wireguard genkey" => {
                 let name = interface()?;
-                let key = self.keys.generate(&name).map_err(|e| e.to_string())?;
+                let key = self.keys.generate(&name)?;
                 let running = self.lock()?;
                 if let Some(interface) = running.interfaces.get(&name) {
                     interface.set_key(key.clone());
@@ -318,12 +342,8 @@ impl Handler for WireguardPlugin {
             }
             "wireguard rotate-key" => {
                 let name = interface()?;
-                let old = self
-                    .keys
-                    .load(&name)
-                    .map_err(|e| e.to_string())?
-                    .map(|k| k.public_base64());
-                let key = self.keys.rotate(&name).map_err(|e| e.to_string())?;
+                let old = self.keys.load(&name)?.map(|k| k.public_base64());
+                let key = self.keys.rotate(&name)?;
                 {
                     let running = self.lock()?;
                     if let Some(interface) = running.interfaces.get(&name) {
@@ -350,9 +370,12 @@ impl Handler for WireguardPlugin {
                 let peer = params
                     .get("peer")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| format!("{method} needs params.peer (a public key)"))?
+                    .ok_or_else(|| WireguardError::MissingParam {
+                        method: method.clone(),
+                        param: "peer (a public key)",
+                    })?
                     .to_string();
-                let public = decode_key(&peer).map_err(|e| format!("peer: {e}"))?;
+                let public = decode_key(&peer).map_err(WireguardError::BadPeerKey)?;
                 let configured = {
                     let running = self.lock()?;
                     running.interfaces.get(&name).is_some_and(|i| {
@@ -363,15 +386,17 @@ impl Handler for WireguardPlugin {
                     })
                 };
                 if !configured {
-                    return Err(format!(
-                        "{peer} is not a peer of {name} with preshared_key = true in the running configuration"
-                    ));
+                    return Err(WireguardError::NotPresharedPeer {
+                        interface: name,
+                        peer,
+                    });
                 }
-                let psk = self
-                    .keys
-                    .load_psk(&name, &public)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("{name} has no preshared key for {peer}"))?;
+                let psk = self.keys.load_psk(&name, &public)?.ok_or_else(|| {
+                    WireguardError::NoPresharedKey {
+                        interface: name.clone(),
+                        peer: peer.clone(),
+                    }
+                })?;
                 self.sender.event(
                     "psk_exported",
                     format!("the preshared key for peer {peer} of {name} was exported"),
@@ -388,7 +413,7 @@ impl Handler for WireguardPlugin {
                 if let Some(name) = only {
                     if !running.interfaces.contains_key(name) {
                         // An interface with a key but not configured still shows its key.
-                        let key = self.keys.load(name).map_err(|e| e.to_string())?;
+                        let key = self.keys.load(name)?;
                         return match key {
                             Some(key) => answer(&WireguardShow {
                                 interfaces: vec![WireguardInterface {
@@ -401,9 +426,7 @@ impl Handler for WireguardPlugin {
                                 }],
                                 policy: None,
                             }),
-                            None => Err(format!(
-                                "{name} is not a configured wireguard interface and has no key"
-                            )),
+                            None => Err(WireguardError::NoSuchInterface(name.to_string())),
                         };
                     }
                 }
@@ -418,7 +441,7 @@ impl Handler for WireguardPlugin {
                     policy: Some(policy_status(&running)),
                 })
             }
-            _ => Err(format!("unknown method {method}")),
+            _ => Err(UnknownMethod(method).into()),
         }
     }
 }
@@ -458,9 +481,8 @@ pub fn status_of(running: &Running) -> WireguardStatus {
 }
 
 /// A request's answer as the protocol carries it.
-fn answer<T: serde::Serialize>(value: &T) -> Result<Value, String> {
-    serde_json::to_value(value)
-        .map_err(|e| format!("internal error: cannot encode the answer: {e}"))
+fn answer<T: serde::Serialize>(value: &T) -> Result<Value, WireguardError> {
+    serde_json::to_value(value).map_err(WireguardError::Encode)
 }
 
 fn metric(name: &str, help: &str, kind: MetricKind, labels: &[(&str, &str)], value: f64) -> Metric {
