@@ -378,13 +378,14 @@ mod tests {
         );
         assert!(parse_query("bgp routes", &json!({"family": "ipx"}))
             .unwrap_err()
+            .to_string()
             .contains("ipx"));
         assert!(parse_query("bgp neighbors", &json!({"address": 5}))
             .unwrap_err()
+            .to_string()
             .contains("must be a string"));
-        assert_eq!(
-            parse_query("bgp frobnicate", &Value::Null).unwrap_err(),
-            "unknown method bgp frobnicate"
-        );
+        let unknown = parse_query("bgp frobnicate", &Value::Null).unwrap_err();
+        assert!(matches!(unknown, BgpPluginError::UnknownMethod(_)));
+        assert_eq!(unknown.to_string(), "unknown method bgp frobnicate");
     }
 }

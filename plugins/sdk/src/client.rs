@@ -456,9 +456,7 @@ impl PluginClient {
                 HostMessage::Reject { reason } => {
                     return Err(ConnectionError::ClosedWithReason(reason))
                 }
-                HostMessage::Welcome { .. } => {
-                    return Err(ConnectionError::SecondWelcome)
-                }
+                HostMessage::Welcome { .. } => return Err(ConnectionError::SecondWelcome),
             };
             if replies.send(reply).is_err() {
                 return Err(ConnectionError::Write);
