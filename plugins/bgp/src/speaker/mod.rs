@@ -2294,5 +2294,4 @@ fn route_json(prefix: &IpPrefix, candidates: &[&crate::rib::Candidate]) -> Value
 }
 
 #[cfg(test)]
-#[path = "speaker_tests.rs"]
 mod tests;
