@@ -532,3 +532,7 @@ fn established(fsm: &mut Fsm, event: Event) -> (State, Vec<Action>) {
         | Event::UpdateMsgErr(_) => (State::Established, Vec::new()),
     }
 }
+
+#[cfg(test)]
+#[path = "fsm_tests.rs"]
+mod tests;
