@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use serde_json::{json, Value};
+use serde_json::Value;
+use ztos_model::wireguard::{
+    PacketCounter, PolicyCounters, PolicyRuleCounter, WireguardInterface, WireguardKey,
+    WireguardPresharedKey, WireguardRotatedKey, WireguardShow, WireguardStatus,
+};
 use ztos_plugin::{FieldError, Handler, LogLevel, Metric, MetricKind, PluginSender, Sections};
 
 use crate::config;
@@ -78,7 +82,10 @@ impl WireguardPlugin {
     /// Sends the current status and metrics to ztosd.
     pub fn report(&self) {
         let (status, metrics) = match self.running.lock() {
-            Ok(running) => (status_of(&running), metrics_of(&running)),
+            Ok(running) => (
+                serde_json::to_value(status_of(&running)).unwrap_or(Value::Null),
+                metrics_of(&running),
+            ),
             Err(_) => return,
         };
         self.sender.status(status);
@@ -197,7 +204,7 @@ impl WireguardPlugin {
                         {
                             link_work.push(LinkWork {
                                 name: spec.name.clone(),
-                                mtu: spec.mtu,
+                                mtu: spec.mtu.map(ztos_model::config::Mtu::get),
                                 old_addresses: before.addresses.clone(),
                                 addresses: spec.addresses.clone(),
                                 old_routes: before_routes,
@@ -224,7 +231,7 @@ impl WireguardPlugin {
                             Ok(interface) => {
                                 link_work.push(LinkWork {
                                     name: spec.name.clone(),
-                                    mtu: spec.mtu,
+                                    mtu: spec.mtu.map(ztos_model::config::Mtu::get),
                                     old_addresses: Vec::new(),
                                     addresses: spec.addresses.clone(),
                                     old_routes: HashSet::new(),
@@ -304,7 +311,10 @@ impl Handler for WireguardPlugin {
                 if let Some(interface) = running.interfaces.get(&name) {
                     interface.set_key(key.clone());
                 }
-                Ok(json!({"interface": name, "public_key": key.public_base64()}))
+                answer(&WireguardKey {
+                    interface: name,
+                    public_key: key.public_base64(),
+                })
             }
             "wireguard rotate-key" => {
                 let name = interface()?;
@@ -328,12 +338,12 @@ impl Handler for WireguardPlugin {
                     ),
                 );
                 self.report();
-                Ok(json!({
-                    "interface": name,
-                    "old_public_key": old,
-                    "public_key": key.public_base64(),
-                    "notice": ROTATE_NOTICE,
-                }))
+                answer(&WireguardRotatedKey {
+                    interface: name,
+                    old_public_key: old,
+                    public_key: key.public_base64(),
+                    notice: ROTATE_NOTICE.to_string(),
+                })
             }
             "wireguard preshared-key" => {
                 let name = interface()?;
@@ -366,7 +376,11 @@ impl Handler for WireguardPlugin {
                     "psk_exported",
                     format!("the preshared key for peer {peer} of {name} was exported"),
                 );
-                Ok(json!({"interface": name, "peer": peer, "preshared_key": encode_key(&psk)}))
+                answer(&WireguardPresharedKey {
+                    interface: name,
+                    peer,
+                    preshared_key: encode_key(&psk),
+                })
             }
             "wireguard show" => {
                 let only = params.get("interface").and_then(Value::as_str);
@@ -376,63 +390,77 @@ impl Handler for WireguardPlugin {
                         // An interface with a key but not configured still shows its key.
                         let key = self.keys.load(name).map_err(|e| e.to_string())?;
                         return match key {
-                            Some(key) => Ok(json!({"interfaces": [{
-                                "name": name, "public_key": key.public_base64(),
-                                "configured": false, "peers": []}]})),
+                            Some(key) => answer(&WireguardShow {
+                                interfaces: vec![WireguardInterface {
+                                    name: name.to_string(),
+                                    public_key: key.public_base64(),
+                                    configured: false,
+                                    listen_port: None,
+                                    peers: Vec::new(),
+                                    counters: None,
+                                }],
+                                policy: None,
+                            }),
                             None => Err(format!(
                                 "{name} is not a configured wireguard interface and has no key"
                             )),
                         };
                     }
                 }
-                let interfaces: Vec<Value> = running
+                let interfaces = running
                     .interfaces
                     .values()
                     .filter(|i| only.is_none_or(|n| n == i.name()))
-                    .map(|i| {
-                        let mut v = serde_json::to_value(i.status()).unwrap_or(Value::Null);
-                        v["configured"] = Value::Bool(true);
-                        v
-                    })
+                    .map(Interface::status)
                     .collect();
-                Ok(json!({"interfaces": interfaces, "policy": policy_status(&running)}))
+                answer(&WireguardShow {
+                    interfaces,
+                    policy: Some(policy_status(&running)),
+                })
             }
             _ => Err(format!("unknown method {method}")),
         }
     }
 }
 
-fn policy_status(running: &Running) -> Value {
+fn policy_status(running: &Running) -> PolicyCounters {
     let p = &running.policy;
-    let rules: Vec<Value> = p
+    let rules = p
         .names
         .iter()
         .zip(&p.actions)
         .zip(&p.counters)
         .map(|((name, action), counter)| {
             let (packets, bytes) = counter.get();
-            json!({"name": name, "action": match action {
-                config::Action::Allow => "allow", config::Action::Deny => "deny" },
-                "packets": packets, "bytes": bytes})
+            PolicyRuleCounter {
+                name: name.clone(),
+                action: *action,
+                packets,
+                bytes,
+            }
         })
         .collect();
     let (packets, bytes) = p.default_deny.get();
-    json!({"rules": rules, "default_deny": {"packets": packets, "bytes": bytes}})
+    PolicyCounters {
+        rules,
+        default_deny: PacketCounter { packets, bytes },
+    }
 }
 
 /// The status report ztosd shows in `ztos security status` and `/api/v1/security/status`.
-pub fn status_of(running: &Running) -> Value {
-    let interfaces: Vec<Value> = running
-        .interfaces
-        .values()
-        .map(|i| serde_json::to_value(i.status()).unwrap_or(Value::Null))
-        .collect();
-    json!({
-        "applied_revision": running.revision,
-        "backend": "userspace",
-        "interfaces": interfaces,
-        "policy": policy_status(running),
-    })
+pub fn status_of(running: &Running) -> WireguardStatus {
+    WireguardStatus {
+        applied_revision: running.revision,
+        backend: "userspace".to_string(),
+        interfaces: running.interfaces.values().map(Interface::status).collect(),
+        policy: policy_status(running),
+    }
+}
+
+/// A request's answer as the protocol carries it.
+fn answer<T: serde::Serialize>(value: &T) -> Result<Value, String> {
+    serde_json::to_value(value)
+        .map_err(|e| format!("internal error: cannot encode the answer: {e}"))
 }
 
 fn metric(name: &str, help: &str, kind: MetricKind, labels: &[(&str, &str)], value: f64) -> Metric {
@@ -489,20 +517,21 @@ pub fn metrics_of(running: &Running) -> Vec<Metric> {
                 peer.latest_handshake.unwrap_or(0) as f64,
             ));
         }
+        let counters = status.counters.unwrap_or_default();
         let labels = [("interface", status.name.as_str())];
         out.push(metric(
             "ztos_wireguard_invalid_datagrams_total",
             "Datagrams that failed authentication or parsing.",
             MetricKind::Counter,
             &labels,
-            status.invalid_datagrams as f64,
+            counters.invalid_datagrams as f64,
         ));
         out.push(metric(
             "ztos_wireguard_cookies_sent_total",
             "Cookie replies sent under handshake load.",
             MetricKind::Counter,
             &labels,
-            status.cookies_sent as f64,
+            counters.cookies_sent as f64,
         ));
     }
     let p = &running.policy;
