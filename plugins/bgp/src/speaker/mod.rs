@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use ztos_plugin::Metric;
@@ -149,7 +149,7 @@ impl SpeakerHandle {
             events_tx,
             accepted_tx,
             report,
-            last_status: Value::Null,
+            last_status: None,
             evpn_rib: Rib::new(),
             evpn_view: KernelView::default(),
             evpn_originated: HashSet::new(),
@@ -237,7 +237,7 @@ struct Speaker {
     events_tx: mpsc::UnboundedSender<(u64, SessionEvent)>,
     accepted_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
     report: Arc<dyn Report>,
-    last_status: Value,
+    last_status: Option<ztos_model::bgp::BgpSummary>,
     /// The EVPN Loc-RIB, by route key ([`route_key`]).
     evpn_rib: Rib<EvpnRoute>,
     /// The kernel's EVPN entries as the Loc-RIB wants them.
@@ -621,20 +621,17 @@ impl Speaker {
 
     /// Sends status and metrics when they changed.
     fn publish(&mut self) {
-        let mut status = self.summary();
+        let status = self.summary();
         // Uptimes change every second; the status shows them but does not resend for them.
-        let stable = {
-            let mut s = status.clone();
-            if let Some(list) = s["neighbors"].as_array_mut() {
-                for n in list {
-                    n["uptime_seconds"] = json!(n["uptime_seconds"].is_number());
-                }
-            }
-            s
-        };
-        if stable != self.last_status {
-            self.last_status = stable;
-            self.report.status(std::mem::take(&mut status));
+        let mut stable = status.clone();
+        for n in &mut stable.neighbors {
+            n.uptime_seconds = n.uptime_seconds.map(|_| 0);
+        }
+        if self.last_status.as_ref() != Some(&stable) {
+            self.last_status = Some(stable);
+            self.report.status(
+                serde_json::to_value(&status).expect("answer types have string keys and serialize"),
+            );
         }
         self.report.metrics(self.metrics());
     }
