@@ -11,7 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::*;
-use crate::codec::{decode_message, message_length, Asn, Capability, Message, Open, Received};
+use crate::codec::notification::code;
+use crate::codec::{
+    decode_message, message_length, Asn, Capability, Context, GracefulRestart, Message, NlriEntry,
+    Notification, Open, Received, Update,
+};
 
 #[derive(Default)]
 struct Collect {
