@@ -87,8 +87,8 @@ image: deps dev-key
 
 # Boot the image headless in qemu (TCG): the boot tests, then the A/B update tests (two VMs at a time).
 vm-test: image
-    cargo test -p ztos-tests --test vm_boot -- --ignored --nocapture
-    cargo test -p ztos-tests --test vm_update -- --ignored --nocapture --test-threads=2
+    cargo test -p ztos-tests --test system -- --ignored --nocapture vm_boot::
+    cargo test -p ztos-tests --test system -- --ignored --nocapture --test-threads=2 vm_update::
 
 # Fuzz a decoder with cargo-fuzz for `secs` seconds, seeded from fuzz/corpus/ (needs a nightly toolchain; installs cargo-fuzz when missing).
 fuzz target="bgp_decode" secs="600":
