@@ -15,6 +15,7 @@ mod dhcp;
 mod evpn;
 mod spec;
 mod supervisor;
+mod tidy;
 mod vm_boot;
 mod vm_update;
 mod vxlan;
