@@ -192,7 +192,15 @@ fn walk(
         let Some(name) = name.to_str() else { continue };
         let path = entry.path();
         let child = rel.join(name);
-        if path.is_dir() {
+        // Symbolic links are not followed: a link cannot make a loop or count a file twice.
+        let kind = entry.file_type().map_err(|source| TidyError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if kind.is_symlink() {
+            continue;
+        }
+        if kind.is_dir() {
             if name == "target" || name.starts_with('.') || name == "node_modules" {
                 continue;
             }
