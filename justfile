@@ -21,7 +21,9 @@ build:
 test: deps
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+    just deny
     cargo build --workspace --bins
+    # Two tests at a time per binary; the netns labs of all areas share one binary (--test system).
     cargo test --workspace --no-fail-fast -- --test-threads=2
     just fuzz-ci
     just vm-test
@@ -87,8 +89,12 @@ image: deps dev-key
 
 # Boot the image headless in qemu (TCG): the boot tests, then the A/B update tests (two VMs at a time).
 vm-test: image
-    cargo test -p ztos-tests --test vm_boot -- --ignored --nocapture
-    cargo test -p ztos-tests --test vm_update -- --ignored --nocapture --test-threads=2
+    cargo test -p ztos-tests --test system -- --ignored --nocapture vm_boot::
+    cargo test -p ztos-tests --test system -- --ignored --nocapture --test-threads=2 vm_update::
+
+# Licenses, duplicate versions and sources of the dependency tree (deny.toml); skipped, saying so, when cargo-deny is not installed (`cargo install cargo-deny --locked` took 15 minutes on the 2-core dev machine, too long for every test run).
+deny:
+    if command -v cargo-deny >/dev/null; then cargo deny check licenses bans sources; else echo "deny: cargo-deny is not installed, skipping (cargo install cargo-deny --locked)"; fi
 
 # Fuzz a decoder with cargo-fuzz for `secs` seconds, seeded from fuzz/corpus/ (needs a nightly toolchain; installs cargo-fuzz when missing).
 fuzz target="bgp_decode" secs="600":

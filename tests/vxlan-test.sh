@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins
-cargo test -p ztos-tests --test vxlan -- --nocapture
+cargo test -p ztos-tests --test system -- --nocapture vxlan::

@@ -15,4 +15,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y "${missing[@]}"
 fi
 cargo build --workspace --bins
-cargo test -p ztos-tests --test wireguard -- --nocapture --test-threads 1
+cargo test -p ztos-tests --test system -- --nocapture --test-threads 1 wireguard::

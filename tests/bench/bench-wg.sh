@@ -2,7 +2,7 @@
 # `just bench-wg`: WireGuard throughput (iperf3 TCP), ping latency and CPU per Gbit/s through
 # ztos-wireguard, Debian's wireguard-go, boringtun's own CLI and ztos-wireguard with 1,000
 # policy rules, in one run, two network namespaces joined by one veth link (the topology of
-# tests/tests/wireguard.rs). Method: tests/src/bin/ztos-wg-bench.rs. Medians go to the
+# tests/tests/system/wireguard.rs). Method: tests/src/bin/ztos-wg-bench.rs. Medians go to the
 # WireGuard section of docs/benchmarks.md (replaced on every run). Needs root.
 # RUNS and SECONDS_PER_RUN (environment) change the transfers per implementation and their length.
 set -euo pipefail

@@ -1,4 +1,4 @@
-//! What the BGP system tests share (`tests/bgp.rs`, `tests/bgp_interop.rs`): processes run
+//! What the BGP system tests share (`tests/system/bgp.rs`, `tests/system/bgp_interop.rs`): processes run
 //! inside a lab node and killed when dropped ([`Daemon`]), ztos-bgp as its own process next to
 //! the node's ztosd (so a test can kill and restart it), queries of ztosd's BGP state through
 //! the `ztos` CLI, and the real peers from Debian as plain processes in a node: FRR's zebra and

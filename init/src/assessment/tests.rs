@@ -1,3 +1,4 @@
+//! Unit tests of the boot assessment: trial boots blessed, rolled back or left alone.
 use std::fs;
 
 use ztos_image::bootloader::{boot_entry, ENTRIES_DIR};

@@ -1,6 +1,6 @@
 //! `ztos-wg-bench`: the measurements behind `just bench-wg` (tests/bench/bench-wg.sh writes
 //! them into docs/benchmarks.md). Two network namespaces joined by one veth link, as in
-//! tests/tests/wireguard.rs; for each WireGuard implementation a fresh lab with that
+//! tests/tests/system/wireguard.rs; for each WireGuard implementation a fresh lab with that
 //! implementation on both ends:
 //!
 //! - `ztos`: ztosd + ztos-wireguard on both nodes, the server allowing ICMP and TCP 5201 from

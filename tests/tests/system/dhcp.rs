@@ -2,7 +2,7 @@
 //! in the other node, configured with `dhcp = true`, gets a lease and installs it (address,
 //! default route with ZTOS's protocol, resolv.conf), shows it in `ztos interfaces`, and
 //! removes it when a commit turns DHCP off. Renewal and expiry are tested against dnsmasq in
-//! ztosd/tests/dhcp.rs. Needs root and dnsmasq (Debian dnsmasq-base, from .ci/deps).
+//! ztosd/tests/integration/dhcp.rs. Needs root and dnsmasq (Debian dnsmasq-base, from .ci/deps).
 
 use std::fs;
 use std::process::{Child, Command, Stdio};
