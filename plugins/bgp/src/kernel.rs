@@ -32,6 +32,30 @@ pub enum KernelOp {
     Remove { prefix: IpPrefix },
 }
 
+/// Why a kernel route operation failed; the text is what the operator sees in the log.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("cannot open an rtnetlink socket: {0}")]
+    Open(#[source] std::io::Error),
+    #[error("cannot install route {prefix} via {gateway}: {source}")]
+    Install {
+        prefix: IpPrefix,
+        gateway: IpAddr,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("cannot remove route {prefix}: {source}")]
+    Remove {
+        prefix: IpPrefix,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("cannot list routes: {0}")]
+    ListRoutes(#[source] rtnetlink::Error),
+    #[error("cannot list addresses: {0}")]
+    ListAddresses(#[source] rtnetlink::Error),
+}
+
 #[derive(Debug, Clone)]
 pub struct Kernel {
     handle: rtnetlink::Handle,
@@ -70,14 +94,13 @@ fn message(prefix: &IpPrefix, gateway: Option<IpAddr>) -> RouteMessage {
 
 impl Kernel {
     /// Opens an rtnetlink socket in the calling thread's network namespace.
-    pub fn open() -> Result<Kernel, String> {
-        let (connection, handle, _) = rtnetlink::new_connection()
-            .map_err(|e| format!("cannot open an rtnetlink socket: {e}"))?;
+    pub fn open() -> Result<Kernel, KernelError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(KernelError::Open)?;
         tokio::spawn(connection);
         Ok(Kernel { handle })
     }
 
-    pub async fn apply(&self, op: &KernelOp) -> Result<(), String> {
+    pub async fn apply(&self, op: &KernelOp) -> Result<(), KernelError> {
         match op {
             KernelOp::Replace { prefix, gateway } => self
                 .handle
@@ -86,7 +109,11 @@ impl Kernel {
                 .replace()
                 .execute()
                 .await
-                .map_err(|e| format!("cannot install route {prefix} via {gateway}: {e}")),
+                .map_err(|source| KernelError::Install {
+                    prefix: *prefix,
+                    gateway: *gateway,
+                    source,
+                }),
             KernelOp::Remove { prefix } => {
                 // Without a metric, scope or type, the kernel deletes our (protocol 197)
                 // route to the prefix whatever those are: a previous run's may differ.
@@ -102,21 +129,24 @@ impl Kernel {
                     Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_esrch() => {
                         Ok(())
                     }
-                    Err(e) => Err(format!("cannot remove route {prefix}: {e}")),
+                    Err(source) => Err(KernelError::Remove {
+                        prefix: *prefix,
+                        source,
+                    }),
                 }
             }
         }
     }
 
     /// ztos-bgp's routes (protocol 197, main table) now in the kernel, whatever their metric.
-    pub async fn bgp_routes(&self) -> Result<Vec<RouteMessage>, String> {
+    pub async fn bgp_routes(&self) -> Result<Vec<RouteMessage>, KernelError> {
         let mut found = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut request = RouteMessage::default();
             request.header.address_family = family;
             let mut stream = self.handle.route().get(request).execute();
             while let Some(route) = stream.next().await {
-                let route = route.map_err(|e| format!("cannot list routes: {e}"))?;
+                let route = route.map_err(KernelError::ListRoutes)?;
                 let main_table = route.header.table == MAIN_TABLE
                     || route.attributes.iter().any(
                         |a| matches!(a, RouteAttribute::Table(t) if *t == u32::from(MAIN_TABLE)),
@@ -132,7 +162,7 @@ impl Kernel {
 
     /// The prefixes of the BGP routes an earlier run left (for a graceful restart: they stay
     /// until peers have sent their routes again).
-    pub async fn stale_prefixes(&self) -> Result<Vec<IpPrefix>, String> {
+    pub async fn stale_prefixes(&self) -> Result<Vec<IpPrefix>, KernelError> {
         Ok(self
             .bgp_routes()
             .await?
@@ -144,7 +174,7 @@ impl Kernel {
     /// RFC 4271 leaves the BGP identifier to the operator; ZTOS's default is the highest
     /// IPv4 address on the loopback interface that is not in 127/8, else the highest IPv4
     /// address on any other interface.
-    pub async fn default_router_id(&self) -> Result<Option<Ipv4Addr>, String> {
+    pub async fn default_router_id(&self) -> Result<Option<Ipv4Addr>, KernelError> {
         let mut loopback = Vec::new();
         let mut other = Vec::new();
         let mut stream = self.handle.address().get().execute();
@@ -161,7 +191,7 @@ impl Kernel {
             }
         };
         while let Some(address) = stream.next().await {
-            let address = address.map_err(|e| format!("cannot list addresses: {e}"))?;
+            let address = address.map_err(KernelError::ListAddresses)?;
             for attribute in &address.attributes {
                 if let AddressAttribute::Address(IpAddr::V4(v4)) = attribute {
                     if v4.is_loopback() || v4.is_unspecified() {
@@ -211,7 +241,7 @@ fn libc_esrch() -> i32 {
 /// stalls the speaker. Failures are reported on `errors`.
 pub fn spawn(
     kernel: Kernel,
-    errors: mpsc::UnboundedSender<String>,
+    errors: mpsc::UnboundedSender<KernelError>,
 ) -> mpsc::UnboundedSender<KernelOp> {
     let (ops, mut receiver) = mpsc::unbounded_channel::<KernelOp>();
     tokio::spawn(async move {

@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use ztos_bgp::codec::Family;
 use ztos_bgp::config::{self, BgpConfig};
 use ztos_bgp::evpn_kernel::{self, EvpnKernel};
-use ztos_bgp::kernel::{self, Kernel};
-use ztos_bgp::speaker::{EvpnIo, Query, Report, SpeakerHandle};
+use ztos_bgp::kernel::{self, Kernel, KernelError};
+use ztos_bgp::speaker::{EvpnIo, Query, Report, SpeakerError, SpeakerHandle};
+use ztos_model::bgp::BgpSummary;
 use ztos_plugin::client::UnknownMethod;
 use ztos_plugin::protocol::DEFAULT_SOCKET_PATH;
 use ztos_plugin::{FieldError, Handler, LogLevel, Metric, PluginClient, PluginSender, Sections};
@@ -51,8 +52,8 @@ impl Report for Reporter {
         self.0
             .log(if warn { LogLevel::Warn } else { LogLevel::Info }, message);
     }
-    fn status(&self, status: Value) {
-        self.0.status(status);
+    fn status(&self, status: &BgpSummary) {
+        self.0.status(to_json(status));
     }
     fn metrics(&self, metrics: Vec<Metric>) {
         self.0.metrics(metrics);
@@ -65,12 +66,12 @@ enum BgpPluginError {
     #[error("{}", joined(.0))]
     Config(Vec<FieldError>),
     #[error("cannot read the node's addresses for the router id: {0}")]
-    RouterIdLookup(String),
+    RouterIdLookup(#[from] KernelError),
     #[error("bgp.router_id is not set and this node has no IPv4 address to take it from")]
     NoRouterId,
     /// The speaker refused the configuration or the query.
-    #[error("{0}")]
-    Speaker(String),
+    #[error(transparent)]
+    Speaker(#[from] SpeakerError),
     /// A request parameter that is not what the method takes.
     #[error("{0}")]
     BadParam(String),
@@ -88,10 +89,7 @@ impl Bgp {
     async fn resolve(&self, mut config: BgpConfig) -> Result<BgpConfig, BgpPluginError> {
         if config.router_id.is_none() {
             if let Some(kernel) = &self.kernel {
-                config.router_id = kernel
-                    .default_router_id()
-                    .await
-                    .map_err(BgpPluginError::RouterIdLookup)?;
+                config.router_id = kernel.default_router_id().await?;
             }
         }
         if config.router_id.is_none() {
@@ -99,6 +97,11 @@ impl Bgp {
         }
         Ok(config)
     }
+}
+
+/// An answer or status as the JSON the SDK sends: the speaker's types at the edge.
+fn to_json<T: serde::Serialize>(answer: &T) -> Value {
+    serde_json::to_value(answer).expect("answer types have string keys and serialize")
 }
 
 fn section<'a>(sections: &'a Sections, name: &str) -> &'a Value {
@@ -145,18 +148,12 @@ impl Handler for Bgp {
             }
             None => None,
         };
-        self.speaker
-            .apply(resolved)
-            .await
-            .map_err(BgpPluginError::Speaker)
+        Ok(self.speaker.apply(resolved).await?)
     }
 
     async fn request(&mut self, method: String, params: Value) -> Result<Value, BgpPluginError> {
         let query = parse_query(&method, &params)?;
-        self.speaker
-            .query(query)
-            .await
-            .map_err(BgpPluginError::Speaker)
+        Ok(to_json(&self.speaker.query(query).await?))
     }
 }
 
@@ -263,18 +260,18 @@ async fn main() {
     let report: Arc<dyn Report> = Arc::new(Reporter(client.sender()));
 
     let opened = if args.no_kernel {
-        Err("started with --no-kernel".to_string())
+        None
     } else {
-        Kernel::open()
+        Some(Kernel::open())
     };
     let mut stale = Vec::new();
     let (kernel, ops) = match opened {
-        Ok(kernel) => {
+        Some(Ok(kernel)) => {
             // Routes an earlier run left stay while peers send theirs again (graceful
             // restart); the speaker removes the ones nobody sends.
             match kernel.stale_prefixes().await {
                 Ok(found) => stale = found,
-                Err(e) => report.log(true, e),
+                Err(e) => report.log(true, e.to_string()),
             }
             if !stale.is_empty() {
                 report.log(
@@ -285,18 +282,25 @@ async fn main() {
                     ),
                 );
             }
-            let (errors_tx, mut errors) = mpsc::unbounded_channel::<String>();
+            let (errors_tx, mut errors) = mpsc::unbounded_channel::<KernelError>();
             let ops = kernel::spawn(kernel.clone(), errors_tx);
             let forward = report.clone();
             tokio::spawn(async move {
                 while let Some(e) = errors.recv().await {
-                    forward.log(true, e);
+                    forward.log(true, e.to_string());
                 }
             });
             (Some(kernel), Some(ops))
         }
-        Err(e) => {
+        Some(Err(e)) => {
             report.log(true, format!("{e}; learned routes will not be installed"));
+            (None, None)
+        }
+        None => {
+            report.log(
+                true,
+                "started with --no-kernel; learned routes will not be installed".to_string(),
+            );
             (None, None)
         }
     };

@@ -19,7 +19,7 @@
 //! The decisions are [`fsm`]'s, a pure state machine fed events and answering with actions;
 //! `tasks` owns the sockets, the read and write loops and the timers.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,11 +29,51 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use crate::codec::{
-    Asn, Capability, Family, GracefulRestart, Negotiated, NlriList, Notification, Open, Update,
+    Asn, Capability, EncodeError, Family, GracefulRestart, Negotiated, NlriList, Notification,
+    Open, Update,
 };
+use crate::md5::Md5Error;
 
 pub mod fsm;
 mod tasks;
+
+/// Why a connection of a session did not reach Established: connecting failed, the OPEN or
+/// KEEPALIVE could not be written, or the state machine closed it. The text is the reason of
+/// the [`SessionEvent::Down`] the speaker logs and shows as the neighbor's last error.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot create a socket for {address}: {source}")]
+    Socket {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TCP MD5 key could not be set on the outgoing socket.
+    #[error(transparent)]
+    Md5(#[from] Md5Error),
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to {address}: no answer in {} s", .after.as_secs())]
+    ConnectTimeout {
+        address: SocketAddr,
+        after: Duration,
+    },
+    #[error("connection lost: {0}")]
+    Lost(#[source] std::io::Error),
+    #[error("cannot encode our OPEN: {0}")]
+    EncodeOpen(#[source] EncodeError),
+    #[error("cannot send OPEN: {0}")]
+    SendOpen(#[source] std::io::Error),
+    #[error("cannot send KEEPALIVE: {0}")]
+    SendKeepalive(#[source] std::io::Error),
+    /// The state machine closed the connection; the reason is its own (see [`fsm::Action`]).
+    #[error("{0}")]
+    Closed(String),
+}
 
 /// The RFC 4271 §8.2.2 states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -403,5 +443,36 @@ mod tests {
                 Vec::new(),
             ))
             .await;
+    }
+
+    #[test]
+    fn session_errors_read_as_the_reasons_operators_saw() {
+        let address: std::net::SocketAddr = "192.0.2.1:179".parse().unwrap();
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            SessionError::Connect {
+                address,
+                source: refused
+            }
+            .to_string(),
+            "cannot connect to 192.0.2.1:179: connection refused"
+        );
+        assert_eq!(
+            SessionError::ConnectTimeout {
+                address,
+                after: Duration::from_secs(10)
+            }
+            .to_string(),
+            "cannot connect to 192.0.2.1:179: no answer in 10 s"
+        );
+        let lost = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert_eq!(
+            SessionError::SendOpen(lost).to_string(),
+            "cannot send OPEN: broken pipe"
+        );
+        assert_eq!(
+            SessionError::Closed("hold timer expired".to_string()).to_string(),
+            "hold timer expired"
+        );
     }
 }

@@ -37,7 +37,8 @@ use crate::codec::{decode_message, message_length, Context, DecodeError, Message
 
 use super::fsm::{collision_keeps, Action, Delivery, Event, Fsm, Origin, OPEN_HOLD_TIME};
 use super::{
-    Backoff, Established, SessionCommand, SessionConfig, SessionEvent, Slot, State, UPDATE_BACKLOG,
+    Backoff, Established, SessionCommand, SessionConfig, SessionError, SessionEvent, Slot, State,
+    UPDATE_BACKLOG,
 };
 
 /// How long a TCP connect may take before it counts as failed.
@@ -88,16 +89,8 @@ pub(super) async fn run(
         )
         .await
         {
-            Ok(Some(connection)) => connection,
-            Ok(None) => return,
-            Err(reason) => {
-                emitter.emit(SessionEvent::Down {
-                    reason,
-                    was_established: false,
-                    graceful: false,
-                });
-                return;
-            }
+            Some(connection) => connection,
+            None => return,
         };
         backoff.reset();
         emitter.emit(SessionEvent::Established(connection.established.clone()));
@@ -139,10 +132,10 @@ struct Connection {
     keepalive: Option<Duration>,
 }
 
-type Handshake = BoxFuture<'static, (Origin, Result<Connection, String>)>;
+type Handshake = BoxFuture<'static, (Origin, Result<Connection, SessionError>)>;
 
 /// Connect, Active, OpenSent and OpenConfirm: returns the connection that reached
-/// Established, `Ok(None)` when stopped. An active session first connects after
+/// Established, `None` when stopped. An active session first connects after
 /// `first_attempt`, and after each failure after `backoff`'s next wait.
 async fn establish(
     config: &SessionConfig,
@@ -151,7 +144,7 @@ async fn establish(
     backoff: &mut Backoff,
     first_attempt: Duration,
     incoming: Option<TcpStream>,
-) -> Result<Option<Connection>, String> {
+) -> Option<Connection> {
     let mut handshakes: FuturesUnordered<Handshake> = FuturesUnordered::new();
     // Set when a connection wins: the handshakes still running close with Cease 6/7.
     let (abandon, abandoned) = watch::channel(false);
@@ -194,7 +187,7 @@ async fn establish(
                 }));
             }
             command = commands.recv() => match command {
-                None | Some(SessionCommand::Stop(_)) => return Ok(None),
+                None | Some(SessionCommand::Stop(_)) => return None,
                 Some(SessionCommand::Incoming(stream)) => {
                     handshakes.push(start_handshake(Origin::Incoming, stream, config, emitter, &abandoned));
                 }
@@ -207,12 +200,12 @@ async fn establish(
                 match result {
                     Ok(mut connection) => {
                         if handshakes.is_empty() {
-                            return Ok(Some(connection));
+                            return Some(connection);
                         }
                         let remote_id = connection.established.remote_router_id;
                         if collision_keeps(origin, config.router_id, remote_id) {
                             abandon_others(handshakes, abandon);
-                            return Ok(Some(connection));
+                            return Some(connection);
                         }
                         for action in connection.fsm.event(Event::OpenCollisionDump) {
                             if let Action::SendNotification(n) = action {
@@ -221,7 +214,7 @@ async fn establish(
                         }
                     }
                     Err(reason) => {
-                        emitter.emit(SessionEvent::Down { reason, was_established: false, graceful: false });
+                        emitter.emit(SessionEvent::Down { reason: reason.to_string(), was_established: false, graceful: false });
                         if !config.passive && retry_at.is_none() && !outgoing_pending {
                             retry_at = Some(Instant::now() + backoff.next_delay());
                         }
@@ -260,28 +253,27 @@ fn start_handshake(
     Box::pin(async move { handshake(origin, Ok(stream), &config, &emitter, abandoned).await })
 }
 
-async fn connect(config: SessionConfig) -> Result<TcpStream, String> {
+async fn connect(config: SessionConfig) -> Result<TcpStream, SessionError> {
     let address = SocketAddr::new(config.peer, config.port);
     let socket = match config.peer {
         IpAddr::V4(_) => TcpSocket::new_v4(),
         IpAddr::V6(_) => TcpSocket::new_v6(),
     }
-    .map_err(|e| format!("cannot create a socket for {address}: {e}"))?;
+    .map_err(|source| SessionError::Socket { address, source })?;
     if let Some(password) = &config.password {
         let local = match config.peer {
             IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
         };
-        crate::md5::set_key(&socket, local, config.peer, password.as_bytes())
-            .map_err(|e| e.to_string())?;
+        crate::md5::set_key(&socket, local, config.peer, password.as_bytes())?;
     }
     match timeout(CONNECT_TIMEOUT, socket.connect(address)).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(format!("cannot connect to {address}: {e}")),
-        Err(_) => Err(format!(
-            "cannot connect to {address}: no answer in {} s",
-            CONNECT_TIMEOUT.as_secs()
-        )),
+        Ok(Err(source)) => Err(SessionError::Connect { address, source }),
+        Err(_) => Err(SessionError::ConnectTimeout {
+            address,
+            after: CONNECT_TIMEOUT,
+        }),
     }
 }
 
@@ -289,11 +281,11 @@ async fn connect(config: SessionConfig) -> Result<TcpStream, String> {
 /// connection, or why connecting failed.
 async fn handshake(
     origin: Origin,
-    stream: Result<TcpStream, String>,
+    stream: Result<TcpStream, SessionError>,
     config: &SessionConfig,
     emitter: &Emitter,
     mut abandoned: watch::Receiver<bool>,
-) -> (Origin, Result<Connection, String>) {
+) -> (Origin, Result<Connection, SessionError>) {
     let mut fsm = Fsm::new(config);
     // Connect (whose action the caller has taken) or Active.
     fsm.event(Event::ManualStart {
@@ -301,7 +293,9 @@ async fn handshake(
     });
     let result = match stream {
         Ok(stream) => handshake_inner(stream, fsm, emitter, &mut abandoned).await,
-        Err(e) => Err(close_reason(fsm.event(Event::TcpConnectionFails(e)))),
+        Err(e) => Err(SessionError::Closed(close_reason(
+            fsm.event(Event::TcpConnectionFails(e.to_string())),
+        ))),
     };
     (origin, result)
 }
@@ -323,12 +317,12 @@ async fn handshake_inner(
     mut fsm: Fsm,
     emitter: &Emitter,
     abandoned: &mut watch::Receiver<bool>,
-) -> Result<Connection, String> {
+) -> Result<Connection, SessionError> {
     let _ = stream.set_nodelay(true);
     let local_address = stream
         .local_addr()
         .map(|a| crate::config::canonical(a.ip()))
-        .map_err(|e| format!("connection lost: {e}"))?;
+        .map_err(SessionError::Lost)?;
     let (read, mut writer) = stream.into_split();
     let mut reader = MessageReader::new(read);
     // Connected after another connection won: closed at once.
@@ -346,16 +340,16 @@ async fn handshake_inner(
                 Action::SendOpen(open) => {
                     let bytes = Message::Open(open)
                         .to_bytes(&Context::default())
-                        .map_err(|e| format!("cannot encode our OPEN: {e}"))?;
+                        .map_err(SessionError::EncodeOpen)?;
                     writer
                         .write_all(&bytes)
                         .await
-                        .map_err(|e| format!("cannot send OPEN: {e}"))?;
+                        .map_err(SessionError::SendOpen)?;
                 }
                 Action::SendKeepalive => writer
                     .write_all(&keepalive_bytes())
                     .await
-                    .map_err(|e| format!("cannot send KEEPALIVE: {e}"))?,
+                    .map_err(SessionError::SendKeepalive)?,
                 Action::SendNotification(n) => send_notification(&mut writer, &n).await,
                 Action::HoldTimer(wait) => hold = wait,
                 Action::KeepaliveTimer(every) => keepalive = every,
@@ -369,7 +363,7 @@ async fn handshake_inner(
                         keepalive,
                     })
                 }
-                Action::Close { reason, .. } => return Err(reason),
+                Action::Close { reason, .. } => return Err(SessionError::Closed(reason)),
                 Action::Connect | Action::Deliver(_) => {}
             }
         }
@@ -412,7 +406,7 @@ fn read_to_event(read: Result<Vec<u8>, ReadError>, ctx: &Context) -> Event {
     match read {
         Ok(bytes) => Event::from_received(decode_message(&bytes, ctx)),
         Err(ReadError::Closed) => Event::TcpConnectionFails("peer closed the connection".into()),
-        Err(ReadError::Io(e)) => Event::TcpConnectionFails(format!("connection lost: {e}")),
+        Err(ReadError::Io(e)) => Event::TcpConnectionFails(SessionError::Lost(e).to_string()),
         Err(ReadError::Framing(e)) => Event::BGPHeaderErr(e),
     }
 }

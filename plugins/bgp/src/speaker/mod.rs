@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use serde_json::Value;
+use serde::Serialize;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
+use ztos_model::bgp::{BgpNeighbors, BgpRoutes, BgpSummary, EvpnRoutes};
 use ztos_plugin::Metric;
 
 use crate::codec::notification::subcode;
@@ -33,6 +34,7 @@ mod update_groups;
 
 use crate::evpn_kernel::{EvpnOp, L2Segment, LocalMac};
 use crate::kernel::KernelOp;
+use crate::md5::Md5Error;
 use crate::rib::{AdjIn, BestChange, Path, Rib, SourceInfo};
 use crate::session::{
     ConnectRetry, Established, SessionCommand, SessionEvent, SessionHandle, State,
@@ -67,8 +69,45 @@ const FLUSH_AT: usize = 2_048;
 pub trait Report: Send + Sync + 'static {
     fn event(&self, kind: &str, message: String);
     fn log(&self, warn: bool, message: String);
-    fn status(&self, status: Value);
+    /// The summary, sent when it changed (uptimes aside).
+    fn status(&self, status: &BgpSummary);
     fn metrics(&self, metrics: Vec<Metric>);
+}
+
+/// Why the speaker refused a configuration or a query; the text is what the operator sees.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    /// The speaker task is gone (it ends only when every handle is dropped, or panicked).
+    #[error("the BGP speaker has stopped")]
+    Stopped,
+    #[error("bgp.router_id is not set and no IPv4 address was found to take it from")]
+    NoRouterId,
+    #[error("{0} is not a configured BGP neighbor")]
+    UnknownNeighbor(IpAddr),
+    #[error("cannot create the BGP listening socket: {0}")]
+    ListenSocket(#[source] std::io::Error),
+    #[error("cannot set SO_REUSEADDR on the BGP socket: {0}")]
+    ReuseAddr(#[source] std::io::Error),
+    #[error("cannot listen on port {port}: {source}")]
+    Listen {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A neighbor's TCP MD5 key could not be set (or removed) on the listening socket.
+    #[error(transparent)]
+    Md5(#[from] Md5Error),
+}
+
+/// An answer to a [`Query`]. Serialized untagged it is the answer type's own JSON, which is
+/// what the plugin passes on to ztosd (the CLI and API read it as those types).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Summary(BgpSummary),
+    Neighbors(BgpNeighbors),
+    Routes(BgpRoutes),
+    EvpnRoutes(EvpnRoutes),
 }
 
 /// An operational query.
@@ -93,8 +132,8 @@ pub struct EvpnIo {
 }
 
 enum Command {
-    Apply(Option<BgpConfig>, oneshot::Sender<Result<(), String>>),
-    Query(Query, oneshot::Sender<Result<Value, String>>),
+    Apply(Option<BgpConfig>, oneshot::Sender<Result<(), SpeakerError>>),
+    Query(Query, oneshot::Sender<Result<Answer, SpeakerError>>),
 }
 
 /// The handle the plugin (or a test) drives the speaker with.
@@ -168,22 +207,20 @@ impl SpeakerHandle {
 
     /// Makes `config` the running configuration (idempotent); sessions whose neighbor did not
     /// change stay up. The router id must be resolved already.
-    pub async fn apply(&self, config: Option<BgpConfig>) -> Result<(), String> {
+    pub async fn apply(&self, config: Option<BgpConfig>) -> Result<(), SpeakerError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Apply(config, tx))
-            .map_err(|_| "the BGP speaker has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the BGP speaker has stopped".to_string())?
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)?
     }
 
-    pub async fn query(&self, query: Query) -> Result<Value, String> {
+    pub async fn query(&self, query: Query) -> Result<Answer, SpeakerError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Query(query, tx))
-            .map_err(|_| "the BGP speaker has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the BGP speaker has stopped".to_string())?
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)?
     }
 }
 
@@ -237,7 +274,7 @@ struct Speaker {
     events_tx: mpsc::UnboundedSender<(u64, SessionEvent)>,
     accepted_tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
     report: Arc<dyn Report>,
-    last_status: Option<ztos_model::bgp::BgpSummary>,
+    last_status: Option<BgpSummary>,
     /// The EVPN Loc-RIB, by route key ([`route_key`]).
     evpn_rib: Rib<EvpnRoute>,
     /// The kernel's EVPN entries as the Loc-RIB wants them.
@@ -375,7 +412,11 @@ impl Speaker {
         }
     }
 
-    async fn apply(&mut self, config: Option<BgpConfig>, dirty: &mut Dirty) -> Result<(), String> {
+    async fn apply(
+        &mut self,
+        config: Option<BgpConfig>,
+        dirty: &mut Dirty,
+    ) -> Result<(), SpeakerError> {
         let Some(config) = config else {
             if self.config.is_some() {
                 self.report.log(
@@ -394,9 +435,7 @@ impl Speaker {
             self.set_evpn(&[], &[]);
             return Ok(());
         };
-        let router_id = config.router_id.ok_or_else(|| {
-            "bgp.router_id is not set and no IPv4 address was found to take it from".to_string()
-        })?;
+        let router_id = config.router_id.ok_or(SpeakerError::NoRouterId)?;
         // A new identity or port restarts every session.
         let restart = self.config.as_ref().is_some_and(|old| {
             old.local_as != config.local_as
@@ -461,7 +500,7 @@ impl Speaker {
         Ok(())
     }
 
-    async fn ensure_listener(&mut self, config: &BgpConfig) -> Result<(), String> {
+    async fn ensure_listener(&mut self, config: &BgpConfig) -> Result<(), SpeakerError> {
         if config.neighbors.is_empty() {
             self.listener = None;
             return Ok(());
@@ -470,18 +509,17 @@ impl Speaker {
         if self.listener.as_ref().is_none_or(|l| l.port != port) {
             self.listener = None;
             let address = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-            let socket = TcpSocket::new_v6()
-                .map_err(|e| format!("cannot create the BGP listening socket: {e}"))?;
+            let socket = TcpSocket::new_v6().map_err(SpeakerError::ListenSocket)?;
             socket
                 .set_reuseaddr(true)
-                .map_err(|e| format!("cannot set SO_REUSEADDR on the BGP socket: {e}"))?;
+                .map_err(SpeakerError::ReuseAddr)?;
             socket
                 .bind(address)
-                .map_err(|e| format!("cannot listen on port {port}: {e}"))?;
+                .map_err(|source| SpeakerError::Listen { port, source })?;
             let listener = Arc::new(
                 socket
                     .listen(128)
-                    .map_err(|e| format!("cannot listen on port {port}: {e}"))?,
+                    .map_err(|source| SpeakerError::Listen { port, source })?,
             );
             let accept = listener.clone();
             let accepted = self.accepted_tx.clone();
@@ -518,14 +556,12 @@ impl Speaker {
         let local = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
         for (address, key) in &wanted {
             if listener.keys.get(address) != Some(key) {
-                crate::md5::set_key(listener.socket.as_ref(), local, *address, key.as_bytes())
-                    .map_err(|e| e.to_string())?;
+                crate::md5::set_key(listener.socket.as_ref(), local, *address, key.as_bytes())?;
             }
         }
         for address in listener.keys.keys() {
             if !wanted.contains_key(address) {
-                crate::md5::set_key(listener.socket.as_ref(), local, *address, b"")
-                    .map_err(|e| e.to_string())?;
+                crate::md5::set_key(listener.socket.as_ref(), local, *address, b"")?;
             }
         }
         listener.keys = wanted;
@@ -629,9 +665,7 @@ impl Speaker {
         }
         if self.last_status.as_ref() != Some(&stable) {
             self.last_status = Some(stable);
-            self.report.status(
-                serde_json::to_value(&status).expect("answer types have string keys and serialize"),
-            );
+            self.report.status(&status);
         }
         self.report.metrics(self.metrics());
     }

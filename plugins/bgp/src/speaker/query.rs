@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde_json::Value;
 use ztos_model::bgp::{
     AsPathSegment, AsSegmentKind, BgpNeighbor, BgpNeighborConfigured, BgpNeighborSession,
     BgpNeighbors, BgpOrigin, BgpPath, BgpPeerGracefulRestart, BgpRoute, BgpRouteCounts, BgpRoutes,
@@ -20,12 +19,7 @@ use crate::evpn;
 use crate::evpn_kernel::L2Segment;
 use crate::session::State;
 
-use super::{family_of, net_of, Neighbor, Query, Speaker, ROUTES_LIMIT};
-
-/// An answer as the JSON the speaker's handle passes on.
-fn to_json<T: serde::Serialize>(answer: &T) -> Value {
-    serde_json::to_value(answer).expect("answer types have string keys and serialize")
-}
+use super::{family_of, net_of, Answer, Neighbor, Query, Speaker, SpeakerError, ROUTES_LIMIT};
 
 /// Bytes as lowercase hex, as the codec writes them.
 fn hex(bytes: &[u8]) -> String {
@@ -315,10 +309,10 @@ impl Speaker {
         }
     }
 
-    pub(super) fn query(&self, query: &Query) -> Result<Value, String> {
+    pub(super) fn query(&self, query: &Query) -> Result<Answer, SpeakerError> {
         match query {
-            Query::Summary => Ok(to_json(&self.summary())),
-            Query::Neighbors(None) => Ok(to_json(&BgpNeighbors {
+            Query::Summary => Ok(Answer::Summary(self.summary())),
+            Query::Neighbors(None) => Ok(Answer::Neighbors(BgpNeighbors {
                 neighbors: self
                     .sorted_neighbors()
                     .into_iter()
@@ -330,11 +324,11 @@ impl Speaker {
                 self.neighbors
                     .get(&address)
                     .map(|n| {
-                        to_json(&BgpNeighbors {
+                        Answer::Neighbors(BgpNeighbors {
                             neighbors: vec![self.neighbor_json(address, n, true)],
                         })
                     })
-                    .ok_or_else(|| format!("{address} is not a configured BGP neighbor"))
+                    .ok_or(SpeakerError::UnknownNeighbor(address))
             }
             Query::Routes {
                 family,
@@ -342,7 +336,7 @@ impl Speaker {
                 vni,
             } => {
                 if family.is_some_and(|f| f == Family::L2VPN_EVPN) || vni.is_some() {
-                    return Ok(to_json(&self.evpn_routes(*prefix, *vni)));
+                    return Ok(Answer::EvpnRoutes(self.evpn_routes(*prefix, *vni)));
                 }
                 let mut entries: Vec<(IpPrefix, crate::rib::Route)> = self
                     .rib
@@ -357,7 +351,7 @@ impl Speaker {
                     .take(ROUTES_LIMIT)
                     .map(|(p, candidates)| route_json(&p, &candidates.to_vec()))
                     .collect();
-                Ok(to_json(&BgpRoutes { routes, truncated }))
+                Ok(Answer::Routes(BgpRoutes { routes, truncated }))
             }
         }
     }

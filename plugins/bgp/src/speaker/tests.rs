@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -33,7 +33,7 @@ impl Report for Collect {
     fn log(&self, _warn: bool, message: String) {
         self.logs.lock().unwrap().push(message);
     }
-    fn status(&self, _status: Value) {}
+    fn status(&self, _status: &BgpSummary) {}
     fn metrics(&self, _metrics: Vec<Metric>) {}
 }
 
@@ -155,6 +155,11 @@ fn announce(prefix: [u8; 4], len: u8, asns: &[u32]) -> Message {
     })
 }
 
+/// A query's answer as the JSON the plugin sends.
+async fn ask(speaker: &SpeakerHandle, query: Query) -> Value {
+    serde_json::to_value(speaker.query(query).await.unwrap()).unwrap()
+}
+
 async fn wait_for(
     speaker: &SpeakerHandle,
     query: Query,
@@ -163,7 +168,7 @@ async fn wait_for(
 ) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let value = speaker.query(query.clone()).await.unwrap();
+        let value = ask(speaker, query.clone()).await;
         if check(&value) {
             return value;
         }
@@ -240,7 +245,7 @@ async fn a_peer_learns_and_teaches_routes_and_survives_a_malformed_update() {
     .await;
     assert_eq!(summary["neighbors"][0]["prefixes_accepted"], 1);
     assert!(!has_route(
-        &speaker.query(routes_query()).await.unwrap(),
+        &ask(&speaker, routes_query()).await,
         "203.0.113.0/24"
     ));
 
@@ -264,7 +269,7 @@ async fn a_peer_learns_and_teaches_routes_and_survives_a_malformed_update() {
     })
     .await;
     peer.send(&Message::Keepalive).await;
-    let summary = speaker.query(Query::Summary).await.unwrap();
+    let summary = ask(&speaker, Query::Summary).await;
     assert_eq!(summary["neighbors"][0]["state"], "established", "{summary}");
     assert!(report
         .logs
@@ -280,10 +285,11 @@ async fn a_peer_learns_and_teaches_routes_and_survives_a_malformed_update() {
         has_route(v, "198.51.100.0/24")
     })
     .await;
-    let neighbors = speaker
-        .query(Query::Neighbors(Some("127.0.0.1".parse().unwrap())))
-        .await
-        .unwrap();
+    let neighbors = ask(
+        &speaker,
+        Query::Neighbors(Some("127.0.0.1".parse().unwrap())),
+    )
+    .await;
     assert_eq!(neighbors["neighbors"][0]["established_count"], 1);
 
     // Removing the neighbor sends Cease / peer de-configured and drops its routes.
@@ -459,7 +465,7 @@ async fn graceful_restart_keeps_a_restarting_peers_routes_until_its_end_of_rib()
         assert!(tokio::time::Instant::now() < deadline, "no stale event");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let routes = speaker.query(routes_query()).await.unwrap();
+    let routes = ask(&speaker, routes_query()).await;
     assert!(has_route(&routes, "10.9.0.0/16") && has_route(&routes, "10.8.0.0/16"));
 
     // It comes back, sends one of the two again and End-of-RIB: the other goes.
@@ -516,4 +522,50 @@ async fn without_the_capability_a_lost_connection_drops_the_routes() {
         })
         .await;
     }
+}
+
+#[tokio::test]
+async fn refusals_are_typed_and_keep_their_text() {
+    let report = Arc::new(Collect::default());
+    let speaker = SpeakerHandle::spawn(report, None, None);
+    let unknown = speaker
+        .query(Query::Neighbors(Some("192.0.2.9".parse().unwrap())))
+        .await
+        .unwrap_err();
+    assert!(matches!(unknown, SpeakerError::UnknownNeighbor(_)));
+    assert_eq!(
+        unknown.to_string(),
+        "192.0.2.9 is not a configured BGP neighbor"
+    );
+    let mut no_id = config(free_port(), false, None);
+    no_id.router_id = None;
+    let refused = speaker.apply(Some(no_id)).await.unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "bgp.router_id is not set and no IPv4 address was found to take it from"
+    );
+    assert_eq!(
+        SpeakerError::Stopped.to_string(),
+        "the BGP speaker has stopped"
+    );
+}
+
+#[tokio::test]
+async fn answers_serialize_as_their_own_types() {
+    let report = Arc::new(Collect::default());
+    let speaker = SpeakerHandle::spawn(report, None, None);
+    let Answer::Summary(summary) = speaker.query(Query::Summary).await.unwrap() else {
+        panic!("a summary query answers with a summary");
+    };
+    assert_eq!(
+        serde_json::to_value(Answer::Summary(summary.clone())).unwrap(),
+        serde_json::to_value(&summary).unwrap()
+    );
+    let Answer::Routes(routes) = speaker.query(routes_query()).await.unwrap() else {
+        panic!("a unicast routes query answers with routes");
+    };
+    assert_eq!(
+        serde_json::to_value(Answer::Routes(routes)).unwrap(),
+        json!({"routes": [], "truncated": false})
+    );
 }
