@@ -16,7 +16,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::AddressFamily;
 use tokio::sync::mpsc;
 
-use crate::codec::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
+use ztos_bgp_codec::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 
 /// The routing protocol id of ztos-bgp's routes (`proto 197` in `ip route`), next to ztosd's
 /// `RTPROT_ZTOS` (196) in ztosd/src/netlink/model.rs.
@@ -227,7 +227,7 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Ipv4Prefix, Ipv6Prefix};
+    use ztos_bgp_codec::{Ipv4Prefix, Ipv6Prefix};
 
     #[test]
     fn stale_route_messages_read_back_as_prefixes() {

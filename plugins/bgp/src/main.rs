@@ -11,11 +11,11 @@ use clap::Parser;
 use ipnet::IpNet;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use ztos_bgp::codec::Family;
 use ztos_bgp::config::{self, BgpConfig};
 use ztos_bgp::evpn_kernel::{self, EvpnKernel};
 use ztos_bgp::kernel::{self, Kernel};
 use ztos_bgp::speaker::{EvpnIo, Query, Report, SpeakerHandle};
+use ztos_bgp_codec::Family;
 use ztos_plugin::protocol::DEFAULT_SOCKET_PATH;
 use ztos_plugin::{FieldError, Handler, LogLevel, Metric, PluginClient, PluginSender, Sections};
 
