@@ -36,8 +36,9 @@ use crate::users::UserStore;
 /// at boot before ztosd runs.
 pub const HOSTNAME_FILE: &str = "hostname";
 
-/// Written by ztos-init when the persistent partition could not be used and /perm is a tmpfs.
-pub const PERM_DEGRADED_FILE: &str = "/run/ztos/perm-degraded";
+/// Written by ztos-init when the persistent partition could not be used and /perm is a tmpfs;
+/// re-exported for the console's banner.
+pub use ztos_image::layout::PERM_DEGRADED_FILE;
 
 /// Why a daemon operation failed. The API turns each variant into one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -211,7 +212,7 @@ pub struct DaemonOptions {
     /// Revisions kept in the store.
     pub retention: usize,
     pub kernel: Box<dyn Kernel>,
-    /// ztos-init's status socket ([`crate::init_client::DEFAULT_INIT_SOCKET`]); ztosd runs
+    /// ztos-init's status socket ([`ztos_image::layout::INIT_SOCKET`]); ztosd runs
     /// without a supervisor when nothing listens there.
     pub init_socket: PathBuf,
 }

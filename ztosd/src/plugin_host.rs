@@ -1255,6 +1255,16 @@ mod tests {
     }
 
     #[test]
+    fn the_plugin_socket_is_in_the_runtime_directory() {
+        // The SDK defines it (plugins do not depend on ztos-image); the layout names the
+        // directory init creates for it.
+        assert_eq!(
+            std::path::Path::new(ztos_plugin::protocol::DEFAULT_SOCKET_PATH).parent(),
+            Some(std::path::Path::new(ztos_image::layout::RUN_DIR))
+        );
+    }
+
+    #[test]
     fn owner_table_names_plugin_sections_of_the_config() {
         assert_eq!(owner_of("bgp"), Some("ztos-bgp"));
         assert_eq!(owner_of("policy"), Some("ztos-wireguard"));

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use ztos_bgp_codec::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 
 /// The routing protocol id of ztos-bgp's routes (`proto 197` in `ip route`), next to ztosd's
-/// `RTPROT_ZTOS` (196) in ztosd/src/netlink/model.rs.
-pub const RTPROT_ZTOS_BGP: u8 = 197;
+/// `RTPROT_ZTOS` (196), both in `ztos_plugin::kernel_ids`.
+pub use ztos_plugin::kernel_ids::RTPROT_ZTOS_BGP;
 /// The metric of BGP routes, as FRR installs them. Not an ownership marker: the protocol is.
 pub const BGP_METRIC: u32 = 20;
 const MAIN_TABLE: u8 = 254;

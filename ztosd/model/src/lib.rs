@@ -5,3 +5,4 @@
 //! without pulling in the daemon.
 
 pub mod config;
+pub mod init;
