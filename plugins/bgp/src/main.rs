@@ -278,7 +278,7 @@ async fn start_evpn(report: &Arc<dyn Report>, run_dir: &std::path::Path) -> Opti
             false,
             format!("removed {n} stale EVPN FDB, neighbour and route entries from the kernel"),
         ),
-        Err(e) => report.log(true, e),
+        Err(e) => report.log(true, e.to_string()),
     }
     let (errors_tx, mut errors) = mpsc::unbounded_channel::<String>();
     let ops = evpn_kernel::spawn(kernel, errors_tx);

@@ -17,7 +17,7 @@ use super::messages::{
     bridge_fdb_message, flood_message, parse_fdb, parse_link, prefix_route_message,
     vtep_neighbour_message, vxlan_fdb_message, Link,
 };
-use super::{mac_text, EvpnKernel, EvpnOp, Unsolicited, ZERO_MAC};
+use super::{mac_text, EvpnKernel, EvpnKernelError, EvpnOp, Unsolicited, ZERO_MAC};
 
 /// One installed type 5 prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,20 +74,25 @@ impl Applier {
     }
 
     /// The index of a device that must exist, remembered for re-install decisions.
-    pub(super) async fn index(&mut self, name: &str) -> Result<u32, String> {
+    pub(super) async fn index(&mut self, name: &str) -> Result<u32, EvpnKernelError> {
         Ok(self.resolve(name).await?.index)
     }
 
     /// A device that must exist, remembered for re-install decisions.
-    pub(super) async fn resolve(&mut self, name: &str) -> Result<Link, String> {
+    pub(super) async fn resolve(&mut self, name: &str) -> Result<Link, EvpnKernelError> {
         match self.kernel.link(name).await {
             Ok(Some(link)) => {
                 self.links
                     .insert(name.to_string(), (link.index, link.master));
                 Ok(link)
             }
-            Ok(None) => Err(format!("device {name} does not exist")),
-            Err(e) => Err(format!("cannot look up device {name}: {e}")),
+            Ok(None) => Err(EvpnKernelError::NoDevice {
+                device: name.to_string(),
+            }),
+            Err(source) => Err(EvpnKernelError::LookUp {
+                device: name.to_string(),
+                source,
+            }),
         }
     }
 
@@ -156,7 +161,7 @@ impl Applier {
         vxlan: &str,
         mac: &[u8; 6],
         vtep: IpAddr,
-    ) -> Result<(), String> {
+    ) -> Result<(), EvpnKernelError> {
         let index = self.index(vxlan).await?;
         self.kernel
             .change(
@@ -164,7 +169,10 @@ impl Applier {
                 NLM_F_CREATE | NLM_F_REPLACE,
             )
             .await
-            .map_err(|e| format!("FDB entry on {vxlan}: {e}"))?;
+            .map_err(|source| EvpnKernelError::Change {
+                what: format!("FDB entry on {vxlan}"),
+                source,
+            })?;
         self.install_bridge_entry(vxlan, index, mac).await
     }
 
@@ -175,7 +183,7 @@ impl Applier {
         vxlan: &str,
         index: u32,
         mac: &[u8; 6],
-    ) -> Result<(), String> {
+    ) -> Result<(), EvpnKernelError> {
         if self
             .links
             .get(vxlan)
@@ -190,15 +198,25 @@ impl Applier {
                 NLM_F_CREATE | NLM_F_REPLACE,
             )
             .await
-            .map_err(|e| format!("bridge FDB entry on port {vxlan}: {e}"))
+            .map_err(|source| EvpnKernelError::Change {
+                what: format!("bridge FDB entry on port {vxlan}"),
+                source,
+            })
     }
 
-    pub(super) async fn remove_mac(&mut self, vxlan: &str, mac: &[u8; 6]) -> Result<(), String> {
-        let Some(Link { index, master, .. }) = self
-            .kernel
-            .link(vxlan)
-            .await
-            .map_err(|e| format!("cannot look up device {vxlan}: {e}"))?
+    pub(super) async fn remove_mac(
+        &mut self,
+        vxlan: &str,
+        mac: &[u8; 6],
+    ) -> Result<(), EvpnKernelError> {
+        let Some(Link { index, master, .. }) =
+            self.kernel
+                .link(vxlan)
+                .await
+                .map_err(|source| EvpnKernelError::LookUp {
+                    device: vxlan.to_string(),
+                    source,
+                })?
         else {
             return Ok(());
         };
@@ -208,18 +226,28 @@ impl Applier {
                     index, mac,
                 )))
                 .await
-                .map_err(|e| format!("bridge FDB entry on port {vxlan}: {e}"))?;
+                .map_err(|source| EvpnKernelError::Change {
+                    what: format!("bridge FDB entry on port {vxlan}"),
+                    source,
+                })?;
         }
         self.kernel
             .delete(RouteNetlinkMessage::DelNeighbour(vxlan_fdb_message(
                 index, mac, None,
             )))
             .await
-            .map_err(|e| format!("FDB entry on {vxlan}: {e}"))
+            .map_err(|source| EvpnKernelError::Change {
+                what: format!("FDB entry on {vxlan}"),
+                source,
+            })
     }
 
     /// Whether the kernel has the flood remote `vtep` on the device `index`.
-    pub(super) async fn has_flood(&self, index: u32, vtep: IpAddr) -> Result<bool, String> {
+    pub(super) async fn has_flood(
+        &self,
+        index: u32,
+        vtep: IpAddr,
+    ) -> Result<bool, EvpnKernelError> {
         Ok(self
             .kernel
             .fdb()
@@ -234,7 +262,11 @@ impl Applier {
             }))
     }
 
-    pub(super) async fn add_flood(&mut self, vxlan: &str, vtep: IpAddr) -> Result<(), String> {
+    pub(super) async fn add_flood(
+        &mut self,
+        vxlan: &str,
+        vtep: IpAddr,
+    ) -> Result<(), EvpnKernelError> {
         let remotes = self.wanted.floods.entry(vxlan.to_string()).or_default();
         if remotes.contains_key(&vtep) {
             return Ok(());
@@ -245,7 +277,11 @@ impl Applier {
 
     /// Appends the flood remote unless the kernel has it already (ztosd's static list).
     /// (Also on a re-created device: whatever was there before went with the old one.)
-    pub(super) async fn install_flood(&mut self, vxlan: &str, vtep: IpAddr) -> Result<(), String> {
+    pub(super) async fn install_flood(
+        &mut self,
+        vxlan: &str,
+        vtep: IpAddr,
+    ) -> Result<(), EvpnKernelError> {
         let link = self.resolve(vxlan).await?;
         let present = self.has_flood(link.index, vtep).await?;
         if !present {
@@ -255,7 +291,10 @@ impl Applier {
                     NLM_F_CREATE | NLM_F_APPEND,
                 )
                 .await
-                .map_err(|e| format!("flood entry on {vxlan}: {e}"))?;
+                .map_err(|source| EvpnKernelError::Change {
+                    what: format!("flood entry on {vxlan}"),
+                    source,
+                })?;
         }
         if let Some(owned) = self
             .wanted
@@ -271,7 +310,11 @@ impl Applier {
         write_journal(&self.kernel.journal, &self.wanted.journal())
     }
 
-    pub(super) async fn remove_flood(&mut self, vxlan: &str, vtep: IpAddr) -> Result<(), String> {
+    pub(super) async fn remove_flood(
+        &mut self,
+        vxlan: &str,
+        vtep: IpAddr,
+    ) -> Result<(), EvpnKernelError> {
         let Some(remotes) = self.wanted.floods.get_mut(vxlan) else {
             return Ok(());
         };
@@ -284,18 +327,24 @@ impl Applier {
             // ztosd's entry (or never installed): not ours to remove.
             return Ok(());
         }
-        if let Some(Link { index, .. }) = self
-            .kernel
-            .link(vxlan)
-            .await
-            .map_err(|e| format!("cannot look up device {vxlan}: {e}"))?
+        if let Some(Link { index, .. }) =
+            self.kernel
+                .link(vxlan)
+                .await
+                .map_err(|source| EvpnKernelError::LookUp {
+                    device: vxlan.to_string(),
+                    source,
+                })?
         {
             self.kernel
                 .delete(RouteNetlinkMessage::DelNeighbour(flood_message(
                     index, vtep,
                 )))
                 .await
-                .map_err(|e| format!("flood entry on {vxlan}: {e}"))?;
+                .map_err(|source| EvpnKernelError::Change {
+                    what: format!("flood entry on {vxlan}"),
+                    source,
+                })?;
         }
         write_journal(&self.kernel.journal, &self.wanted.journal())
     }
@@ -305,7 +354,7 @@ impl Applier {
         table: u32,
         prefix: &IpNet,
         entry: &Prefix,
-    ) -> Result<(), String> {
+    ) -> Result<(), EvpnKernelError> {
         if self.kernel.link(&entry.vrf).await.ok().flatten().is_none() {
             if self.missing_vrfs.insert(entry.vrf.clone()) {
                 let why = if Path::new("/sys/module/vrf").exists() {
@@ -313,11 +362,10 @@ impl Applier {
                 } else {
                     "this kernel has no VRF support (module vrf not available)"
                 };
-                return Err(format!(
-                    "the tenant's VRF device {} does not exist: {why}; its EVPN type 5 \
-                     routes are not installed until it does",
-                    entry.vrf
-                ));
+                return Err(EvpnKernelError::NoVrf {
+                    vrf: entry.vrf.clone(),
+                    why,
+                });
             }
             return Ok(());
         }
@@ -333,7 +381,10 @@ impl Applier {
                 NLM_F_CREATE | NLM_F_REPLACE,
             )
             .await
-            .map_err(|e| format!("router MAC FDB entry on {}: {e}", entry.l3_vxlan))?;
+            .map_err(|source| EvpnKernelError::Change {
+                what: format!("router MAC FDB entry on {}", entry.l3_vxlan),
+                source,
+            })?;
         self.install_bridge_entry(&entry.l3_vxlan, vxlan, &entry.router_mac)
             .await?;
         let bridge = self.index(&entry.l3_bridge).await?;
@@ -347,7 +398,10 @@ impl Applier {
                 NLM_F_CREATE | NLM_F_REPLACE,
             )
             .await
-            .map_err(|e| format!("neighbour {} on {}: {e}", entry.vtep, entry.l3_bridge))?;
+            .map_err(|source| EvpnKernelError::Change {
+                what: format!("neighbour {} on {}", entry.vtep, entry.l3_bridge),
+                source,
+            })?;
         self.kernel
             .change(
                 RouteNetlinkMessage::NewRoute(prefix_route_message(
@@ -358,16 +412,26 @@ impl Applier {
                 NLM_F_CREATE | NLM_F_REPLACE,
             )
             .await
-            .map_err(|e| format!("route {prefix} in table {table}: {e}"))
+            .map_err(|source| EvpnKernelError::Change {
+                what: format!("route {prefix} in table {table}"),
+                source,
+            })
     }
 
-    pub(super) async fn remove_route(&self, table: u32, prefix: &IpNet) -> Result<(), String> {
+    pub(super) async fn remove_route(
+        &self,
+        table: u32,
+        prefix: &IpNet,
+    ) -> Result<(), EvpnKernelError> {
         self.kernel
             .delete(RouteNetlinkMessage::DelRoute(prefix_route_message(
                 table, prefix, None,
             )))
             .await
-            .map_err(|e| format!("route {prefix} in table {table}: {e}"))
+            .map_err(|source| EvpnKernelError::Change {
+                what: format!("route {prefix} in table {table}"),
+                source,
+            })
     }
 
     pub(super) async fn remove_prefix(
@@ -375,14 +439,17 @@ impl Applier {
         table: u32,
         prefix: &IpNet,
         old: &Prefix,
-    ) -> Result<(), String> {
+    ) -> Result<(), EvpnKernelError> {
         self.remove_route(table, prefix).await?;
         self.release_prefix_parts(old).await
     }
 
     /// Removes the neighbour and router MAC of a prefix no longer wanted, unless another
     /// prefix still uses them.
-    pub(super) async fn release_prefix_parts(&mut self, old: &Prefix) -> Result<(), String> {
+    pub(super) async fn release_prefix_parts(
+        &mut self,
+        old: &Prefix,
+    ) -> Result<(), EvpnKernelError> {
         let prefixes = &self.wanted.prefixes;
         let neighbour_used = prefixes
             .values()
@@ -391,18 +458,23 @@ impl Applier {
             .values()
             .any(|p| p.l3_vxlan == old.l3_vxlan && p.router_mac == old.router_mac);
         if !neighbour_used {
-            if let Some(Link { index: bridge, .. }) = self
-                .kernel
-                .link(&old.l3_bridge)
-                .await
-                .map_err(|e| format!("cannot look up device {}: {e}", old.l3_bridge))?
+            if let Some(Link { index: bridge, .. }) =
+                self.kernel.link(&old.l3_bridge).await.map_err(|source| {
+                    EvpnKernelError::LookUp {
+                        device: old.l3_bridge.clone(),
+                        source,
+                    }
+                })?
             {
                 self.kernel
                     .delete(RouteNetlinkMessage::DelNeighbour(vtep_neighbour_message(
                         bridge, old.vtep, None,
                     )))
                     .await
-                    .map_err(|e| format!("neighbour {} on {}: {e}", old.vtep, old.l3_bridge))?;
+                    .map_err(|source| EvpnKernelError::Change {
+                        what: format!("neighbour {} on {}", old.vtep, old.l3_bridge),
+                        source,
+                    })?;
             }
         }
         if !mac_used {

@@ -7,12 +7,12 @@ use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::mac_text;
+use super::{mac_text, EvpnKernelError, JournalError};
 
 /// The flood journal of the calling thread's network namespace, in `dir`.
-pub(super) fn journal_in(dir: &Path) -> Result<PathBuf, String> {
-    let namespace = std::fs::metadata("/proc/thread-self/ns/net")
-        .map_err(|e| format!("cannot identify the network namespace: {e}"))?;
+pub(super) fn journal_in(dir: &Path) -> Result<PathBuf, EvpnKernelError> {
+    let namespace =
+        std::fs::metadata("/proc/thread-self/ns/net").map_err(EvpnKernelError::Namespace)?;
     Ok(dir.join(format!("bgp-evpn-flood-{}", namespace.ino())))
 }
 
@@ -40,7 +40,7 @@ pub(super) fn parse_mac(text: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
-pub(super) fn parse_journal(text: &str) -> Result<Journal, String> {
+pub(super) fn parse_journal(text: &str) -> Result<Journal, JournalError> {
     let mut entries = BTreeSet::new();
     for (number, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -48,37 +48,47 @@ pub(super) fn parse_journal(text: &str) -> Result<Journal, String> {
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [device, mac, vtep] = fields.as_slice() else {
-            return Err(format!(
-                "line {}: expected `device device-mac vtep`, found `{line}`",
-                number + 1
-            ));
+            return Err(JournalError::Fields {
+                line: number + 1,
+                text: line.to_string(),
+            });
         };
-        let mac = parse_mac(mac)
-            .ok_or_else(|| format!("line {}: bad MAC address `{mac}`", number + 1))?;
+        let mac = parse_mac(mac).ok_or_else(|| JournalError::Mac {
+            line: number + 1,
+            mac: mac.to_string(),
+        })?;
         let vtep = vtep
             .parse::<IpAddr>()
-            .map_err(|e| format!("line {}: bad VTEP address `{vtep}`: {e}", number + 1))?;
+            .map_err(|source| JournalError::Vtep {
+                line: number + 1,
+                vtep: vtep.to_string(),
+                source,
+            })?;
         entries.insert((device.to_string(), mac, vtep));
     }
     Ok(entries)
 }
 
-pub(super) fn read_journal(path: &Path) -> Result<Journal, String> {
+pub(super) fn read_journal(path: &Path) -> Result<Journal, EvpnKernelError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            parse_journal(&text).map_err(|e| format!("flood journal {}: {e}", path.display()))
-        }
+        Ok(text) => parse_journal(&text).map_err(|source| EvpnKernelError::JournalSyntax {
+            path: path.to_path_buf(),
+            source,
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeSet::new()),
-        Err(e) => Err(format!(
-            "cannot read the flood journal {}: {e}",
-            path.display()
-        )),
+        Err(source) => Err(EvpnKernelError::JournalRead {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 /// Replaces the journal atomically (write, then rename); an empty journal is no file.
-pub(super) fn write_journal(path: &Path, entries: &Journal) -> Result<(), String> {
-    let fail = |e: io::Error| format!("cannot write the flood journal {}: {e}", path.display());
+pub(super) fn write_journal(path: &Path, entries: &Journal) -> Result<(), EvpnKernelError> {
+    let fail = |source: io::Error| EvpnKernelError::JournalWrite {
+        path: path.to_path_buf(),
+        source,
+    };
     if entries.is_empty() {
         return match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(fail(e)),

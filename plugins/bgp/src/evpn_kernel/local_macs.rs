@@ -11,11 +11,11 @@ use rtnetlink::MulticastGroup;
 use tokio::sync::{mpsc, watch};
 
 use super::messages::{dump_fdb, dump_links, is_local_mac, parse_fdb, parse_link, SegmentPorts};
-use super::{EvpnKernel, L2Segment, LocalMac};
+use super::{EvpnKernel, EvpnKernelError, L2Segment, LocalMac};
 
 impl EvpnKernel {
     /// The MACs learned right now on local ports of `segment`'s bridge (for a (re)start).
-    pub async fn local_macs(&self, segment: &L2Segment) -> Result<Vec<[u8; 6]>, String> {
+    pub async fn local_macs(&self, segment: &L2Segment) -> Result<Vec<[u8; 6]>, EvpnKernelError> {
         let links = self.links().await?;
         let Some(ports) = SegmentPorts::resolve(segment, &links) else {
             return Ok(Vec::new());
@@ -207,7 +207,7 @@ pub(super) async fn resync_local_macs(
     segments: &[L2Segment],
     state: &mut LocalMacs,
     names: &mut HashMap<String, Option<u32>>,
-) -> Result<Vec<LocalMac>, String> {
+) -> Result<Vec<LocalMac>, EvpnKernelError> {
     let links = dump_links(handle).await?;
     names.clear();
     for segment in segments {

@@ -20,7 +20,7 @@ use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::kernel::{BGP_METRIC, RTPROT_ZTOS_BGP};
 
-use super::{L2Segment, NUD_NOARP, NUD_PERMANENT, NUD_REACHABLE, ZERO_MAC};
+use super::{EvpnKernelError, L2Segment, NUD_NOARP, NUD_PERMANENT, NUD_REACHABLE, ZERO_MAC};
 
 pub(super) async fn request(
     handle: &rtnetlink::Handle,
@@ -69,14 +69,17 @@ pub(super) async fn link_by_name(
     }
 }
 
-pub(super) async fn dump_links(handle: &rtnetlink::Handle) -> Result<Vec<Link>, String> {
+pub(super) async fn dump_links(handle: &rtnetlink::Handle) -> Result<Vec<Link>, EvpnKernelError> {
     let replies = request(
         handle,
         RouteNetlinkMessage::GetLink(LinkMessage::default()),
         NLM_F_REQUEST | NLM_F_DUMP,
     )
     .await
-    .map_err(|e| format!("cannot list links: {e}"))?;
+    .map_err(|source| EvpnKernelError::Dump {
+        what: "links",
+        source,
+    })?;
     Ok(replies
         .iter()
         .filter_map(|reply| match reply {
@@ -86,7 +89,9 @@ pub(super) async fn dump_links(handle: &rtnetlink::Handle) -> Result<Vec<Link>, 
         .collect())
 }
 
-pub(super) async fn dump_fdb(handle: &rtnetlink::Handle) -> Result<Vec<NeighbourMessage>, String> {
+pub(super) async fn dump_fdb(
+    handle: &rtnetlink::Handle,
+) -> Result<Vec<NeighbourMessage>, EvpnKernelError> {
     let mut request_message = NeighbourMessage::default();
     request_message.header.family = AddressFamily::Bridge;
     let replies = request(
@@ -95,7 +100,10 @@ pub(super) async fn dump_fdb(handle: &rtnetlink::Handle) -> Result<Vec<Neighbour
         NLM_F_REQUEST | NLM_F_DUMP,
     )
     .await
-    .map_err(|e| format!("cannot list FDB entries: {e}"))?;
+    .map_err(|source| EvpnKernelError::Dump {
+        what: "FDB entries",
+        source,
+    })?;
     Ok(replies
         .into_iter()
         .filter_map(|reply| match reply {

@@ -5,7 +5,7 @@
 //! The files: this one holds the ops and the [`EvpnKernel`] handle; `messages` the netlink
 //! requests, dumps, parsing and message builders; `apply` the op task ([`spawn`]); `sweep`
 //! [`EvpnKernel::sweep`]; `journal` the flood journal; `local_macs` the local MAC watcher
-//! ([`watch_local_macs`]).
+//! ([`watch_local_macs`]); `error` [`EvpnKernelError`], what every fallible call returns.
 //!
 //! Every message is built here from `netlink-packet-route` types and sent through the
 //! rtnetlink handle, as ztosd's reconciler does, so that every flag is under control
@@ -39,6 +39,7 @@
 //!   there.
 
 mod apply;
+mod error;
 mod journal;
 mod local_macs;
 mod messages;
@@ -61,6 +62,7 @@ use journal::journal_in;
 use messages::{dump_fdb, dump_links, is_gone, link_by_name, request, Link};
 
 pub use apply::spawn;
+pub use error::{EvpnKernelError, JournalError};
 pub use local_macs::watch_local_macs;
 
 /// One L2 VNI: its VXLAN device, the bridge that device is a port of, and the local VTEP.
@@ -205,18 +207,18 @@ impl fmt::Debug for EvpnKernel {
 impl EvpnKernel {
     /// Opens an rtnetlink connection in the current network namespace, with the flood journal
     /// in `/run/ztos`.
-    pub fn open() -> Result<EvpnKernel, String> {
+    pub fn open() -> Result<EvpnKernel, EvpnKernelError> {
         EvpnKernel::open_in(Path::new(JOURNAL_DIR))
     }
 
     /// [`EvpnKernel::open`] with the flood journal in `run_dir` (a lab node's directory).
-    pub fn open_in(run_dir: &Path) -> Result<EvpnKernel, String> {
-        let (connection, handle, _) = rtnetlink::new_connection()
-            .map_err(|e| format!("cannot open an rtnetlink socket: {e}"))?;
+    pub fn open_in(run_dir: &Path) -> Result<EvpnKernel, EvpnKernelError> {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(EvpnKernelError::Socket)?;
         tokio::spawn(connection);
         let (connection, links_handle, links) =
             rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
-                .map_err(|e| format!("cannot subscribe to link changes over rtnetlink: {e}"))?;
+                .map_err(EvpnKernelError::Subscribe)?;
         tokio::spawn(connection);
         Ok(EvpnKernel {
             handle,
@@ -254,11 +256,11 @@ impl EvpnKernel {
         link_by_name(&self.handle, name).await
     }
 
-    async fn links(&self) -> Result<Vec<Link>, String> {
+    async fn links(&self) -> Result<Vec<Link>, EvpnKernelError> {
         dump_links(&self.handle).await
     }
 
-    async fn fdb(&self) -> Result<Vec<NeighbourMessage>, String> {
+    async fn fdb(&self) -> Result<Vec<NeighbourMessage>, EvpnKernelError> {
         dump_fdb(&self.handle).await
     }
 }
@@ -518,11 +520,15 @@ mod tests {
         assert_eq!(parse_journal(&text).unwrap(), entries);
         assert_eq!(parse_journal("").unwrap(), Journal::new());
         assert_eq!(
-            parse_journal("vx100 02:00:00:00:00:01 10.0.0.2\nvx100 10.0.0.2\n").unwrap_err(),
+            parse_journal("vx100 02:00:00:00:00:01 10.0.0.2\nvx100 10.0.0.2\n")
+                .unwrap_err()
+                .to_string(),
             "line 2: expected `device device-mac vtep`, found `vx100 10.0.0.2`"
         );
         assert_eq!(
-            parse_journal("vx100 02:00:00:00:01 10.0.0.2").unwrap_err(),
+            parse_journal("vx100 02:00:00:00:01 10.0.0.2")
+                .unwrap_err()
+                .to_string(),
             "line 1: bad MAC address `02:00:00:00:01`"
         );
         assert_eq!(parse_mac("02:00:00:00:00:1"), None);
@@ -530,6 +536,7 @@ mod tests {
         assert_eq!(parse_mac("02:00:00:00:00:zz"), None);
         assert!(parse_journal("vx100 02:00:00:00:00:01 10.0.0.300")
             .unwrap_err()
+            .to_string()
             .starts_with("line 1: bad VTEP address `10.0.0.300`"));
     }
 

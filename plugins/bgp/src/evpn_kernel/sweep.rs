@@ -15,13 +15,13 @@ use super::messages::{
     bridge_fdb_message, flood_message, neighbour_destination, parse_fdb, route_table,
     vxlan_fdb_message,
 };
-use super::{mac_text, EvpnKernel, LOCAL_TABLE, MAIN_TABLE};
+use super::{mac_text, EvpnKernel, EvpnKernelError, LOCAL_TABLE, MAIN_TABLE};
 
 impl EvpnKernel {
     /// Removes every FDB entry, neighbour and route ZTOS's BGP put there earlier (what a
     /// crashed or restarted ztos-bgp left behind); the number removed. Entries ztosd or the
     /// kernel made (static flood list, learned MACs, local addresses) are never touched.
-    pub async fn sweep(&self) -> Result<usize, String> {
+    pub async fn sweep(&self) -> Result<usize, EvpnKernelError> {
         let mut removed = 0;
         let links = self.links().await?;
         let vxlan_name = |index: u32| {
@@ -52,12 +52,11 @@ impl EvpnKernel {
             }
             self.delete(RouteNetlinkMessage::DelNeighbour(delete))
                 .await
-                .map_err(|e| {
-                    format!(
-                        "cannot remove stale EVPN MAC {} from {device}{}: {e}",
-                        mac_text(&mac),
-                        if master { " (bridge entry)" } else { "" }
-                    )
+                .map_err(|source| EvpnKernelError::StaleMac {
+                    mac: mac_text(&mac),
+                    device: device.clone(),
+                    entry: if master { " (bridge entry)" } else { "" },
+                    source,
                 })?;
             removed += 1;
         }
@@ -71,7 +70,10 @@ impl EvpnKernel {
                     NLM_F_REQUEST | NLM_F_DUMP,
                 )
                 .await
-                .map_err(|e| format!("cannot list neighbours: {e}"))?;
+                .map_err(|source| EvpnKernelError::Dump {
+                    what: "neighbours",
+                    source,
+                })?;
             for reply in replies {
                 let RouteNetlinkMessage::NewNeighbour(neighbour) = reply else {
                     continue;
@@ -94,8 +96,10 @@ impl EvpnKernel {
                     .collect();
                 self.delete(RouteNetlinkMessage::DelNeighbour(delete))
                     .await
-                    .map_err(|e| {
-                        format!("cannot remove stale EVPN neighbour {what} (link {index}): {e}")
+                    .map_err(|source| EvpnKernelError::StaleNeighbour {
+                        what,
+                        index,
+                        source,
                     })?;
                 removed += 1;
             }
@@ -110,7 +114,10 @@ impl EvpnKernel {
                     NLM_F_REQUEST | NLM_F_DUMP,
                 )
                 .await
-                .map_err(|e| format!("cannot list routes: {e}"))?;
+                .map_err(|source| EvpnKernelError::Dump {
+                    what: "routes",
+                    source,
+                })?;
             for reply in replies {
                 let RouteNetlinkMessage::NewRoute(route) = reply else {
                     continue;
@@ -124,9 +131,7 @@ impl EvpnKernel {
                 }
                 self.delete(RouteNetlinkMessage::DelRoute(route))
                     .await
-                    .map_err(|e| {
-                        format!("cannot remove a stale EVPN route in table {table}: {e}")
-                    })?;
+                    .map_err(|source| EvpnKernelError::StaleRoute { table, source })?;
                 removed += 1;
             }
         }
@@ -136,7 +141,10 @@ impl EvpnKernel {
             let link = self
                 .link(device)
                 .await
-                .map_err(|e| format!("cannot look up {device}: {e}"))?;
+                .map_err(|source| EvpnKernelError::LookUp {
+                    device: device.clone(),
+                    source,
+                })?;
             let Some(link) = link.filter(|link| link.mac == Some(*device_mac)) else {
                 // Gone, or re-created since (its entries went with the old device).
                 continue;
@@ -145,7 +153,11 @@ impl EvpnKernel {
                 link.index, *vtep,
             )))
             .await
-            .map_err(|e| format!("cannot remove stale flood VTEP {vtep} from {device}: {e}"))?;
+            .map_err(|source| EvpnKernelError::StaleFlood {
+                vtep: *vtep,
+                device: device.clone(),
+                source,
+            })?;
             removed += 1;
         }
         write_journal(&self.journal, &BTreeSet::new())?;
