@@ -17,8 +17,9 @@
 //! ztosd's or the kernel's. Verified on Linux 6.18 (and in the tests of this module):
 //!
 //! - IPv4/IPv6 neighbours and routes keep `NDA_PROTOCOL` / `rtm_protocol`: they carry
-//!   [`RTPROT_ZTOS_BGP`] (197). Routes in the main table are [`crate::kernel`]'s; this module
-//!   sweeps protocol-197 routes of the other tables (the tenant VRF tables).
+//!   [`RTPROT_ZTOS_BGP`](crate::kernel::RTPROT_ZTOS_BGP) (197). Routes in the main table are
+//!   [`crate::kernel`]'s; this module sweeps protocol-197 routes of the other tables (the
+//!   tenant VRF tables).
 //! - Neither the bridge nor the vxlan driver stores `NDA_PROTOCOL` on FDB entries (checked:
 //!   an entry added with `NDA_PROTOCOL` 197, on either, dumps without it), so FDB entries carry `NTF_EXT_LEARNED` (`extern_learn`), as FRR's
 //!   zebra installs remote MACs. ztosd's static entries never use it, the bridge never ages
