@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ztos_bgp::codec::{
+use ztos_bgp_codec::{
     decode_message, message_length, AddPathFamilies, Context, Family, Message, Received,
 };
 
@@ -82,8 +82,8 @@ fuzz_target!(|data: &[u8]| {
     }
     // The operator path: hex text in, never a panic; and arbitrary text, never a panic.
     let text: String = data.iter().map(|b| format!("{b:02x}")).collect();
-    let _ = ztos_bgp::decode_hex(&text);
+    let _ = ztos_bgp_codec::decode_hex(&text);
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = ztos_bgp::decode_hex(text);
+        let _ = ztos_bgp_codec::decode_hex(text);
     }
 });

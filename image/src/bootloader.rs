@@ -5,7 +5,7 @@
 //! [`crate::slots`] put these files on disk. Why the names look like this: docs/update.md,
 //! "Boot assessment and rollback".
 
-use crate::layout::{Slot, CMDLINE_SLOT};
+use crate::layout::{Slot, SlotLayout, CMDLINE_SLOT};
 
 /// Kernel command line of every ZTOS entry after `ztos.slot=<slot>`: consoles on the first
 /// VGA console and the first serial port (the last one named is /dev/console), reboot 10 s

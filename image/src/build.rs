@@ -24,8 +24,8 @@ use crate::guid::{Guid, GuidError};
 use crate::host::{image_path_of_library, shared_libraries, stripped, HostToolError};
 use crate::kernel_config::{check, KernelConfig, KernelConfigError};
 use crate::layout::{
-    extent_of, image_size, partition_extents, Slot, ESP_LABEL, PERM_LABEL, ROOT_A_LABEL,
-    SECTOR_SIZE,
+    extent_of, image_size, partition_extents, Slot, SlotLayout, ESP_LABEL, PERM_LABEL,
+    ROOT_A_LABEL, SECTOR_SIZE,
 };
 use crate::modules::{
     plain_path, read_module, ModuleIndex, ModulesError, FEATURE_MODULES, INITRAMFS_MODULES,

@@ -15,12 +15,8 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::layout::ESP_LABEL;
+use crate::layout::{ESP_LABEL, ESP_LOCK, ESP_MOUNT_POINT};
 
-/// The lock every writer of the ESP holds.
-pub const ESP_LOCK: &str = "/run/ztos/esp.lock";
-/// Where the ESP is mounted while it is needed.
-pub const ESP_MOUNT_POINT: &str = "/run/ztos/esp";
 /// Where the kernel lists block devices.
 pub const SYS_CLASS_BLOCK: &str = "/sys/class/block";
 /// How long [`EspMount::mount`] waits for another holder of the lock.

@@ -11,7 +11,7 @@ use crate::bootloader::{loader_default, BootEntry};
 use crate::disk_io::PartitionIo;
 use crate::esp::{read_esp, EspError};
 use crate::gpt::{Gpt, GptError};
-use crate::layout::{Slot, ESP_LABEL, SECTOR_SIZE};
+use crate::layout::{Slot, SlotLayout, ESP_LABEL, SECTOR_SIZE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {

@@ -2,59 +2,28 @@
 //! persistent partition. Partition names are the GPT partition labels init looks for; type
 //! GUIDs follow the Discoverable Partitions Specification (x86-64).
 
-use std::fmt;
+/// One of the two root slots. Defined in ztos-model, because ztos-init's boot answer names
+/// slots and ztosd parses it; its place on the disk is [`SlotLayout`]'s.
+pub use ztos_model::init::Slot;
 
-/// One of the two root slots.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Slot {
-    A,
-    B,
+/// Where a slot lives on the disk: its root partition's label and its ESP directory.
+pub trait SlotLayout {
+    /// The GPT partition label of this slot's root filesystem.
+    fn root_label(self) -> &'static str;
+    /// The ESP directory that holds this slot's kernel and initramfs (`/ztos-a`).
+    fn esp_dir(self) -> String;
 }
 
-impl Slot {
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            Slot::B => Slot::A,
-        }
-    }
-
-    /// The slot's letter as it appears in labels, directories and the kernel command line.
-    pub fn letter(self) -> &'static str {
-        match self {
-            Slot::A => "a",
-            Slot::B => "b",
-        }
-    }
-
-    /// The GPT partition label of this slot's root filesystem.
-    pub fn root_label(self) -> &'static str {
+impl SlotLayout for Slot {
+    fn root_label(self) -> &'static str {
         match self {
             Slot::A => ROOT_A_LABEL,
             Slot::B => ROOT_B_LABEL,
         }
     }
 
-    /// The ESP directory that holds this slot's kernel and initramfs (`/ztos-a`).
-    pub fn esp_dir(self) -> String {
+    fn esp_dir(self) -> String {
         format!("ztos-{}", self.letter())
-    }
-
-    pub fn parse(text: &str) -> Option<Slot> {
-        match text {
-            "a" | "A" => Some(Slot::A),
-            "b" | "B" => Some(Slot::B),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.letter())
     }
 }
 
@@ -69,6 +38,27 @@ pub const CMDLINE_SLOT: &str = "ztos.slot";
 /// Where the persistent partition is mounted, and ztosd's state inside it.
 pub const PERM_MOUNT: &str = "/perm";
 pub const ZTOSD_STATE_DIR: &str = "/perm/ztos";
+
+// Runtime paths: the contracts between ztos-init, ztosd, the CLI and the plugins that are a
+// path in the tmpfs init creates at boot. Each is written here once; the processes take their
+// defaults from these. The plugin socket (`/run/ztos/plugin.sock`) is the exception:
+// `ztos_plugin::protocol::DEFAULT_SOCKET_PATH` defines it, since plugins do not depend on this
+// crate, and a ztosd test pins it inside [`RUN_DIR`].
+
+/// The runtime directory (tmpfs), created by ztos-init before any service starts.
+pub const RUN_DIR: &str = "/run/ztos";
+/// ztos-init's status socket: services, their logs, reboot, poweroff, reformat of a degraded
+/// perm (the protocol in `docs/supervisor.md`).
+pub const INIT_SOCKET: &str = "/run/ztos/init.sock";
+/// ztosd's local API socket (mode 0600), for the `ztos` CLI and init's health checks.
+pub const API_SOCKET: &str = "/run/ztos/api.sock";
+/// Written by ztos-init (with the reason) when the persistent partition could not be used and
+/// /perm is a tmpfs; ztosd and the console read it to report the degraded state.
+pub const PERM_DEGRADED_FILE: &str = "/run/ztos/perm-degraded";
+/// The lock every writer of the ESP holds ([`crate::esp_mount`]).
+pub const ESP_LOCK: &str = "/run/ztos/esp.lock";
+/// Where the ESP is mounted while it is needed.
+pub const ESP_MOUNT_POINT: &str = "/run/ztos/esp";
 
 /// Discoverable Partitions Specification type GUIDs.
 pub const ESP_TYPE_GUID: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";

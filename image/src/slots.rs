@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::bootloader::{boot_entry, next_boot, BootEntry, EntryName, ENTRIES_DIR};
-use crate::layout::Slot;
+use crate::layout::{Slot, SlotLayout};
 
 /// The most boot tries an update may give a slot.
 pub const MAX_TRIES: u32 = 10;

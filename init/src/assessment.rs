@@ -32,8 +32,6 @@ pub const DEFAULT_BLESS_AFTER: Duration = Duration::from_secs(60);
 pub const DEFAULT_HEALTH_DEADLINE: Duration = Duration::from_secs(300);
 /// How often ztosd's health is asked while assessing.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
-/// ztosd's local API socket, where `GET /health` is answered without authentication.
-pub const ZTOSD_API_SOCKET: &str = "/run/ztos/api.sock";
 /// Kernel command-line keys overriding `[boot]` in services.toml.
 pub const CMDLINE_BLESS_AFTER: &str = "ztos.bless_after";
 pub const CMDLINE_HEALTH_DEADLINE: &str = "ztos.health_deadline";
@@ -529,7 +527,7 @@ pub fn spawn(settings: &BootSettings, supervisor_healthy: Arc<AtomicBool>) -> Bo
         reboot: Arc::new(tokio::sync::Notify::new()),
     };
     let mut env = RealEnvironment {
-        api_socket: PathBuf::from(ZTOSD_API_SOCKET),
+        api_socket: PathBuf::from(ztos_image::layout::API_SOCKET),
         supervisor_healthy,
         reboot: hooks.reboot.clone(),
     };

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ztos_image::layout::INIT_SOCKET;
 use ztos_init::supervisor::{
     self, BackoffPolicy, Manifest, ShutdownKind, SupervisorOptions, DEFAULT_RING_BYTES,
-    DEFAULT_STATUS_SOCKET,
 };
 
 #[derive(Debug, Parser)]
@@ -32,7 +32,7 @@ enum Command {
         #[arg(long, default_value = "/etc/ztos/services.toml")]
         manifest: PathBuf,
         /// Status socket for ztosd and `ztos system ...` (mode 0600).
-        #[arg(long, default_value = DEFAULT_STATUS_SOCKET)]
+        #[arg(long, default_value = INIT_SOCKET)]
         status_socket: PathBuf,
         /// Bytes kept per service log ring.
         #[arg(long, default_value_t = DEFAULT_RING_BYTES)]

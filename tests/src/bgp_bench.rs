@@ -6,7 +6,7 @@
 //!   10.90.1.2 eth0 ---- veth ---- eth-a 10.90.1.1   10.90.2.1 eth-b ---- veth ---- eth0 10.90.2.2
 //! ```
 //!
-//! Peers A and B are this process, written with ZTOS's own codec (`ztos_bgp::codec`); each
+//! Peers A and B are this process, written with ZTOS's own codec (`ztos_bgp_codec`); each
 //! runs on threads that entered its namespace. Both connect to the daemon (configured passive
 //! for them), B first. A sends N IPv4 prefixes packed many per UPDATE, with a few attribute
 //! sets shared by the prefixes (prefix i uses set i mod K, as in a table dump where many
@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use serde::Serialize;
 use serde_json::Value;
-use ztos_bgp::codec::{
+use ztos_bgp_codec::{
     decode_message, message_length, negotiate, pack_announcements, AsPath, Asn, Capability,
     Community, Context, Family, Ipv4Prefix, Message, Negotiated, NlriEntry, NlriList, Open, Origin,
     PathAttributes, Received, Update,

@@ -530,7 +530,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Bgp(command) => {
             let value = match command {
                 BgpCommand::Decode { hex } => {
-                    let message = ztos_bgp::decode_hex(&hex.join(" "))
+                    let message = ztos_bgp_codec::decode_hex(&hex.join(" "))
                         .map_err(|e| anyhow::anyhow!("cannot decode the message: {e}"))?;
                     // A decoded message is printed as JSON, with or without --json.
                     serde_json::to_value(message)?

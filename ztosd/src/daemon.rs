@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::{watch, Mutex};
+use ztos_plugin::prom_text::{PromText, PromType};
 
 use crate::config::{self, Config, ConfigErrors};
 use crate::init_client::InitClient;
@@ -36,8 +37,9 @@ use crate::users::UserStore;
 /// at boot before ztosd runs.
 pub const HOSTNAME_FILE: &str = "hostname";
 
-/// Written by ztos-init when the persistent partition could not be used and /perm is a tmpfs.
-pub const PERM_DEGRADED_FILE: &str = "/run/ztos/perm-degraded";
+/// Written by ztos-init when the persistent partition could not be used and /perm is a tmpfs;
+/// re-exported for the console's banner.
+pub use ztos_image::layout::PERM_DEGRADED_FILE;
 
 /// Why a daemon operation failed. The API turns each variant into one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -211,7 +213,7 @@ pub struct DaemonOptions {
     /// Revisions kept in the store.
     pub retention: usize,
     pub kernel: Box<dyn Kernel>,
-    /// ztos-init's status socket ([`crate::init_client::DEFAULT_INIT_SOCKET`]); ztosd runs
+    /// ztos-init's status socket ([`ztos_image::layout::INIT_SOCKET`]); ztosd runs
     /// without a supervisor when nothing listens there.
     pub init_socket: PathBuf,
 }
@@ -1056,59 +1058,49 @@ impl Daemon {
 
     /// ztosd's own metrics and every plugin's, in the Prometheus text format.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
         let c = &self.inner.counters;
         let revision = self.inner.current.borrow().revision;
-        let _ = writeln!(
-            out,
-            "# HELP ztos_config_revision The running configuration revision."
+        let mut text = PromText::new(out);
+        text.family(
+            "ztos_config_revision",
+            PromType::Gauge,
+            "The running configuration revision.",
+        )
+        .sample(&[], revision);
+        let mut commits = text.family(
+            "ztos_commits_total",
+            PromType::Counter,
+            "Commits by result.",
         );
-        let _ = writeln!(out, "# TYPE ztos_config_revision gauge");
-        let _ = writeln!(out, "ztos_config_revision {revision}");
-        let _ = writeln!(out, "# HELP ztos_commits_total Commits by result.");
-        let _ = writeln!(out, "# TYPE ztos_commits_total counter");
         for (result, counter) in [
             ("ok", &c.commits_ok),
             ("invalid", &c.commits_invalid),
             ("vetoed", &c.commits_vetoed),
             ("kernel_error", &c.commits_kernel_error),
         ] {
-            let _ = writeln!(
-                out,
-                "ztos_commits_total{{result=\"{result}\"}} {}",
-                counter.load(Ordering::Relaxed)
-            );
+            commits.sample(&[("result", result)], counter.load(Ordering::Relaxed));
         }
-        let _ = writeln!(
-            out,
-            "# HELP ztos_confirm_rollbacks_total Unconfirmed commits reverted."
+        text.family(
+            "ztos_confirm_rollbacks_total",
+            PromType::Counter,
+            "Unconfirmed commits reverted.",
+        )
+        .sample(&[], c.auto_rollbacks.load(Ordering::Relaxed));
+        text.family(
+            "ztos_last_apply_seconds",
+            PromType::Gauge,
+            "Duration of the last kernel apply.",
+        )
+        .sample(
+            &[],
+            c.last_apply_micros.load(Ordering::Relaxed) as f64 / 1e6,
         );
-        let _ = writeln!(out, "# TYPE ztos_confirm_rollbacks_total counter");
-        let _ = writeln!(
-            out,
-            "ztos_confirm_rollbacks_total {}",
-            c.auto_rollbacks.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP ztos_last_apply_seconds Duration of the last kernel apply."
-        );
-        let _ = writeln!(out, "# TYPE ztos_last_apply_seconds gauge");
-        let _ = writeln!(
-            out,
-            "ztos_last_apply_seconds {}",
-            c.last_apply_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "# HELP ztos_uptime_seconds Seconds since ztosd started."
-        );
-        let _ = writeln!(out, "# TYPE ztos_uptime_seconds gauge");
-        let _ = writeln!(
-            out,
-            "ztos_uptime_seconds {}",
-            self.inner.started.elapsed().as_secs()
-        );
+        text.family(
+            "ztos_uptime_seconds",
+            PromType::Gauge,
+            "Seconds since ztosd started.",
+        )
+        .sample(&[], self.inner.started.elapsed().as_secs());
         self.inner.plugins.render_metrics(out);
     }
 }

@@ -1,22 +1,24 @@
 //! Client of ztos-init's status socket (`/run/ztos/init.sock`): the services init supervises,
-//! their captured output, restarts, reboot, poweroff and the reformat of a degraded perm. One request per connection, newline-
-//! delimited JSON as documented in `docs/supervisor.md` (the init side is
-//! `ztos_init::supervisor::protocol`). ztosd also runs without a supervisor (development,
-//! some labs); then every call says so with [`InitClientError::NotRunning`].
+//! their captured output, restarts, reboot, poweroff and the reformat of a degraded perm. One
+//! request per connection, newline-delimited JSON as documented in `docs/supervisor.md`, sent
+//! and parsed as the protocol's own types ([`ztos_model::init`], which ztos-init serves), so a
+//! field renamed on one side is a compile error on the other. ztosd also runs without a
+//! supervisor (development, some labs); then every call says so with
+//! [`InitClientError::NotRunning`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use ztos_model::init::{
+    AssessmentState, BootStatus, LogEntry, Request, Response, ServiceStatus, ShutdownKind, Slot,
+    SlotReport,
+};
 
-/// Where ztos-init listens in the appliance.
-pub const DEFAULT_INIT_SOCKET: &str = "/run/ztos/init.sock";
-
-/// The GPT label of the persistent partition (`ztos_image::layout::PERM_LABEL`).
-pub const PERM_LABEL: &str = "ztos-perm";
+/// The GPT label of the persistent partition, re-exported for the CLI's reformat messages.
+pub use ztos_image::layout::PERM_LABEL;
 
 /// How long one exchange with init may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,63 +42,39 @@ pub enum InitClientError {
     Refused(String),
 }
 
-/// A service init supervises.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct InitService {
-    pub name: String,
-    /// `running`, `backoff`, `crash-loop`, `stopped` or `exited`.
-    pub state: String,
-    /// The process id while it runs.
-    pub pid: Option<u32>,
-    /// Times it was started again after its first start.
-    pub restarts: u64,
-    /// RFC 3339 time of its last state change.
-    pub since: String,
-    /// How its last run ended, such as `exited with status 1` or `killed by SIGKILL`.
-    pub last_exit: Option<String>,
-    /// A crash-looping critical service makes the box unhealthy.
-    pub critical: bool,
-}
-
 /// The answer to a `services` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InitServices {
-    pub services: Vec<InitService>,
+    pub services: Vec<ServiceStatus>,
     /// False while a critical service crash-loops.
     pub healthy: bool,
 }
 
-/// A line init captured from a service (or its own event about one).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct InitLogEntry {
-    /// RFC 3339 UTC time.
-    pub time: String,
-    pub service: String,
-    /// `stdout`, `stderr`, `supervisor` or `kernel`.
-    pub stream: String,
-    pub message: String,
-}
-
-/// The answer to a `boot` request: init's assessment of this boot (docs/supervisor.md).
-/// Fields init may add later are ignored.
+/// The part of init's answer to a `boot` request (`BootStatus` in docs/supervisor.md) that
+/// ztosd keeps and shows in the update status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BootAssessment {
-    /// `a` or `b`; absent when init does not know (not PID 1, no `ztos.slot=`).
-    #[serde(default)]
-    pub booted_slot: Option<String>,
+    /// Absent when init does not know (not PID 1, no `ztos.slot=`).
+    pub booted_slot: Option<Slot>,
     /// The boot entry file that booted, such as `ztos-2-b+2-1.conf`.
-    #[serde(default)]
     pub entry: Option<String>,
-    /// `assessing` (trial boot, not blessed yet), `blessed` (blessed during this boot),
-    /// `good` (booted an entry without a counter), `rolled-back` or `unknown`.
-    pub state: String,
+    pub state: AssessmentState,
     /// The version whose entry ran out of tries, when this boot is a rollback.
-    #[serde(default)]
     pub rolled_back_from: Option<String>,
-    /// Both slots as init sees them (entry, version, status), as init sends them.
-    #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
-    pub slots: Vec<Value>,
+    /// Both slots as init saw them on the ESP.
+    pub slots: Vec<SlotReport>,
+}
+
+impl From<BootStatus> for BootAssessment {
+    fn from(status: BootStatus) -> BootAssessment {
+        BootAssessment {
+            booted_slot: status.booted_slot,
+            entry: status.entry,
+            state: status.state,
+            rolled_back_from: status.rolled_back_from,
+            slots: status.slots,
+        }
+    }
 }
 
 /// What a shutdown request asks for.
@@ -108,9 +86,15 @@ pub enum Shutdown {
 
 impl Shutdown {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Shutdown::Reboot => "reboot",
-            Shutdown::Poweroff => "poweroff",
+        ShutdownKind::from(self).as_str()
+    }
+}
+
+impl From<Shutdown> for ShutdownKind {
+    fn from(shutdown: Shutdown) -> ShutdownKind {
+        match shutdown {
+            Shutdown::Reboot => ShutdownKind::Reboot,
+            Shutdown::Poweroff => ShutdownKind::Poweroff,
         }
     }
 }
@@ -134,8 +118,10 @@ impl InitClient {
 
     /// The supervised services and whether init is healthy.
     pub async fn services(&self) -> Result<InitServices, InitClientError> {
-        let answer = self.request(json!({ "request": "services" })).await?;
-        self.decode(answer)
+        match self.request(Request::Services {}).await? {
+            Response::Services { services, healthy } => Ok(InitServices { services, healthy }),
+            other => Err(self.unexpected(&other)),
+        }
     }
 
     /// The newest `limit` captured lines of `service` (all services merged by time when
@@ -144,31 +130,30 @@ impl InitClient {
         &self,
         service: Option<&str>,
         limit: Option<usize>,
-    ) -> Result<Vec<InitLogEntry>, InitClientError> {
-        let mut request = json!({ "request": "logs" });
-        if let Some(service) = service {
-            request["service"] = json!(service);
+    ) -> Result<Vec<LogEntry>, InitClientError> {
+        let request = Request::Logs {
+            service: service.map(str::to_string),
+            limit,
+        };
+        match self.request(request).await? {
+            Response::Logs { entries } => Ok(entries),
+            other => Err(self.unexpected(&other)),
         }
-        if let Some(limit) = limit {
-            request["limit"] = json!(limit);
-        }
-        let mut answer = self.request(request).await?;
-        self.decode(answer["entries"].take())
     }
 
     /// Restarts one service (SIGTERM, then started again at once).
     pub async fn restart(&self, service: &str) -> Result<(), InitClientError> {
-        self.request(json!({ "request": "restart", "service": service }))
-            .await
-            .map(drop)
+        let request = Request::Restart {
+            service: service.to_string(),
+        };
+        self.request_ok(request).await
     }
 
     /// Asks init to stop every service and reboot or power off. Init answers before it
     /// begins, so this returns while ztosd still runs.
     pub async fn shutdown(&self, kind: Shutdown) -> Result<(), InitClientError> {
-        self.request(json!({ "request": "shutdown", "kind": kind.as_str() }))
-            .await
-            .map(drop)
+        let request = Request::Shutdown { kind: kind.into() };
+        self.request_ok(request).await
     }
 
     /// Asks init to erase the perm partition (`mkfs.ext4 -F -L ztos-perm`) and reboot. Init
@@ -176,30 +161,39 @@ impl InitClient {
     /// reason otherwise; it answers before stopping the services, so this returns while ztosd
     /// still runs.
     pub async fn reformat_perm(&self) -> Result<(), InitClientError> {
-        self.request(json!({ "request": "reformat-perm" }))
-            .await
-            .map(drop)
+        self.request_ok(Request::ReformatPerm {}).await
     }
 
     /// The boot assessment: which slot booted, whether it was blessed or is still on trial,
     /// and whether this boot is a rollback.
     pub async fn boot(&self) -> Result<BootAssessment, InitClientError> {
-        let answer = self.request(json!({ "request": "boot" })).await?;
-        self.decode(answer)
+        match self.request(Request::Boot {}).await? {
+            Response::Boot(status) => Ok(status.into()),
+            other => Err(self.unexpected(&other)),
+        }
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(&self, value: Value) -> Result<T, InitClientError> {
-        let line = value.to_string();
-        serde_json::from_value(value).map_err(|_| InitClientError::Protocol {
+    /// A request init answers with `{"ok":true}`.
+    async fn request_ok(&self, request: Request) -> Result<(), InitClientError> {
+        match self.request(request).await? {
+            Response::Ok { ok: true } => Ok(()),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// An answer of the protocol, but not one to the request asked.
+    fn unexpected(&self, answer: &Response) -> InitClientError {
+        InitClientError::Protocol {
             socket: self.socket.clone(),
-            line,
-        })
+            line: answer.encode().trim_end().to_string(),
+        }
     }
 
     /// One request on a fresh connection; an `{"error": ...}` answer becomes
     /// [`InitClientError::Refused`].
-    async fn request(&self, request: Value) -> Result<Value, InitClientError> {
-        match tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(request)).await {
+    async fn request(&self, request: Request) -> Result<Response, InitClientError> {
+        match tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(&request)).await {
+            Ok(Ok(Response::Error { error })) => Err(InitClientError::Refused(error)),
             Ok(result) => result,
             Err(_) => Err(InitClientError::Timeout {
                 socket: self.socket.clone(),
@@ -207,7 +201,7 @@ impl InitClient {
         }
     }
 
-    async fn exchange(&self, request: Value) -> Result<Value, InitClientError> {
+    async fn exchange(&self, request: &Request) -> Result<Response, InitClientError> {
         let io = |reason| InitClientError::Io {
             socket: self.socket.clone(),
             reason,
@@ -223,23 +217,19 @@ impl InitClient {
             }
         })?;
         let (read, mut write) = stream.into_split();
-        let mut line = request.to_string();
-        line.push('\n');
-        write.write_all(line.as_bytes()).await.map_err(io)?;
+        write
+            .write_all(request.encode().as_bytes())
+            .await
+            .map_err(io)?;
         let mut answer = String::new();
         BufReader::new(read)
             .read_line(&mut answer)
             .await
             .map_err(io)?;
-        let value: Value =
-            serde_json::from_str(answer.trim()).map_err(|_| InitClientError::Protocol {
-                socket: self.socket.clone(),
-                line: answer.trim().to_string(),
-            })?;
-        if let Some(error) = value.get("error").and_then(Value::as_str) {
-            return Err(InitClientError::Refused(error.to_string()));
-        }
-        Ok(value)
+        Response::decode(&answer).map_err(|_| InitClientError::Protocol {
+            socket: self.socket.clone(),
+            line: answer.trim().to_string(),
+        })
     }
 }
 
@@ -302,7 +292,14 @@ mod tests {
                 "garbage",
                 r#"{"ok":true}"#,
                 r#"{"error":"perm is healthy (/dev/vda4 is mounted on /perm); nothing was done"}"#,
-                r#"{"booted_slot":"a","entry":"ztos-1-a.conf","state":"rolled-back","rolled_back_from":"0.2.0","healthy_since":null,"bless_after_secs":60,"slots":[{"slot":"a"},{"slot":"b"}]}"#,
+                concat!(
+                    r#"{"booted_slot":"a","entry":"ztos-1-a.conf","version":"0.1.0","state":"rolled-back","#,
+                    r#""rolled_back_from":"0.2.0","healthy_since":null,"bless_after_secs":60,"#,
+                    r#""health_deadline_secs":300,"slots":["#,
+                    r#"{"slot":"a","entry":"ztos-1-a.conf","version":"0.1.0","status":"good","tries_left":null,"tries_done":null,"booted":true,"next_boot":true},"#,
+                    r#"{"slot":"b","entry":"ztos-2-b+0-3.conf","version":"0.2.0","status":"bad","tries_left":0,"tries_done":3,"booted":false,"next_boot":false}"#,
+                    r#"],"slots_read_at":"2025-01-01T00:00:05Z","message":null}"#
+                ),
             ],
         )
         .await;
@@ -325,17 +322,18 @@ mod tests {
             "ztos-init: perm is healthy (/dev/vda4 is mounted on /perm); nothing was done"
         );
         let boot = client.boot().await.unwrap();
-        assert_eq!(boot.booted_slot.as_deref(), Some("a"));
-        assert_eq!(boot.state, "rolled-back");
+        assert_eq!(boot.booted_slot, Some(Slot::A));
+        assert_eq!(boot.state, AssessmentState::RolledBack);
         assert_eq!(boot.rolled_back_from.as_deref(), Some("0.2.0"));
         assert_eq!(boot.slots.len(), 2);
+        assert_eq!(boot.slots[1].tries_done, Some(3));
         let requests = init.await.unwrap();
         assert_eq!(
             requests,
             [
                 r#"{"request":"services"}"#,
-                r#"{"limit":10,"request":"logs","service":"ztos-bgp"}"#,
-                r#"{"kind":"poweroff","request":"shutdown"}"#,
+                r#"{"request":"logs","service":"ztos-bgp","limit":10}"#,
+                r#"{"request":"shutdown","kind":"poweroff"}"#,
                 r#"{"request":"restart","service":"nope"}"#,
                 r#"{"request":"services"}"#,
                 r#"{"request":"reformat-perm"}"#,

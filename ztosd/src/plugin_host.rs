@@ -29,6 +29,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
+use ztos_plugin::prom_text::{PromText, PromType};
 use ztos_plugin::protocol::{
     FieldError, HostMessage, LogLevel, Metric, MetricKind, PluginMessage, Sections,
     PROTOCOL_VERSION,
@@ -896,8 +897,6 @@ impl PluginHost {
     /// Appends the Prometheus text exposition of every connected plugin's metrics (each with
     /// a `plugin` label) and `ztos_plugin_up` for every plugin in [`PluginHost::list`].
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-
         // name -> (help, kind, samples as (plugin, metric)), in name order.
         /// The samples of one metric name, from all plugins.
         struct Family {
@@ -925,31 +924,25 @@ impl PluginHost {
                 }
             }
         }
+        let mut text = PromText::new(out);
         for (name, family) in &families {
-            let kind = match family.kind {
-                MetricKind::Counter => "counter",
-                MetricKind::Gauge => "gauge",
-            };
-            let _ = writeln!(out, "# HELP {name} {}", escape_help(&family.help));
-            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let mut samples = text.family(name, family.kind.into(), &family.help);
             for (plugin, metric) in &family.samples {
-                let mut labels = format!("plugin=\"{}\"", escape_label_value(plugin));
-                for (key, value) in &metric.labels {
-                    let _ = write!(labels, ",{key}=\"{}\"", escape_label_value(value));
-                }
-                let _ = writeln!(out, "{name}{{{labels}}} {}", format_value(metric.value));
+                let labels: Vec<(&str, &str)> = std::iter::once(("plugin", plugin.as_str()))
+                    .chain(metric.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .collect();
+                samples.sample(&labels, metric.value);
             }
         }
-        out.push_str(
-            "# HELP ztos_plugin_up Whether the plugin is connected to ztosd (1) or not (0).\n",
+        let mut up = text.family(
+            "ztos_plugin_up",
+            PromType::Gauge,
+            "Whether the plugin is connected to ztosd (1) or not (0).",
         );
-        out.push_str("# TYPE ztos_plugin_up gauge\n");
         for info in self.list() {
-            let up = u8::from(info.state == PluginState::Up);
-            let _ = writeln!(
-                out,
-                "ztos_plugin_up{{plugin=\"{}\"}} {up}",
-                escape_label_value(&info.name)
+            up.sample(
+                &[("plugin", &info.name)],
+                u8::from(info.state == PluginState::Up),
             );
         }
     }
@@ -1088,29 +1081,6 @@ fn check_metric(metric: &Metric) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Prometheus text format: label values escape `\`, `"` and newline.
-fn escape_label_value(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Prometheus text format: help text escapes `\` and newline.
-fn escape_help(help: &str) -> String {
-    help.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-fn format_value(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_string()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else {
-        value.to_string()
-    }
 }
 
 #[cfg(test)]
@@ -1252,6 +1222,16 @@ mod tests {
     fn apply_of(revision: u64, sections: Value) -> impl Fn(&HostMessage) -> bool {
         let sections: Sections = serde_json::from_value(sections).unwrap();
         move |m| matches!(m, HostMessage::Apply { revision: r, sections: s, .. } if *r == revision && *s == sections)
+    }
+
+    #[test]
+    fn the_plugin_socket_is_in_the_runtime_directory() {
+        // The SDK defines it (plugins do not depend on ztos-image); the layout names the
+        // directory init creates for it.
+        assert_eq!(
+            std::path::Path::new(ztos_plugin::protocol::DEFAULT_SOCKET_PATH).parent(),
+            Some(std::path::Path::new(ztos_image::layout::RUN_DIR))
+        );
     }
 
     #[test]

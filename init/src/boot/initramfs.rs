@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ztos_image::layout::{Slot, PERM_LABEL};
+use ztos_image::layout::{Slot, SlotLayout, PERM_LABEL};
 
 use super::steps::{ensure_mounted, find_partition_by_label, load_module_list, BootLog, MountSpec};
 use super::syscalls::{GrowOutcome, MsFlags, Syscalls};

@@ -37,8 +37,6 @@ pub const SYSROOT: &str = "/sysroot";
 pub const ROOT_INIT: &str = "/usr/bin/ztos-init";
 /// The supervisor's manifest in the root filesystem.
 pub const SERVICES_MANIFEST: &str = "/etc/ztos/services.toml";
-/// The supervisor's status socket.
-pub const STATUS_SOCKET: &str = "/run/ztos/init.sock";
 /// Present on /perm once it has been mounted and grown: a filesystem without it is new.
 pub const PERM_MARKER: &str = "/perm/.ztos";
 /// The hostname ztosd keeps in perm; "ztos" when absent.
@@ -47,9 +45,6 @@ pub const HOSTNAME_FILE: &str = "/perm/ztos/hostname";
 pub const DEFAULT_HOSTNAME: &str = "ztos";
 /// The random seed carried across boots.
 pub const RANDOM_SEED: &str = "/perm/random-seed";
-/// Written (with the reason) when /perm is a tmpfs because the partition could not be used;
-/// ztosd and the console read it to report the degraded state and offer a reformat.
-pub const PERM_DEGRADED_FILE: &str = "/run/ztos/perm-degraded";
 /// Targets of the symlinks the image has in its read-only /etc (`/etc/hostname`,
 /// `/etc/resolv.conf`).
 pub const RUN_HOSTNAME: &str = "/run/hostname";

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ztos_image::layout::INIT_SOCKET;
 
 use crate::supervisor::{supervise, Manifest, PermState, ShutdownKind, SupervisorOptions};
 
 use super::syscalls::{RebootKind, Syscalls, Watchdog};
 use super::{
     initramfs_stage, switch_to_root, system_stage, RealSyscalls, MKFS_EXT4, SERVICES_MANIFEST,
-    STATUS_SOCKET,
 };
 
 /// How often the watchdog is petted while the supervisor reports healthy. Well below the
@@ -92,7 +92,7 @@ fn boot(sys: &mut RealSyscalls) -> anyhow::Result<Infallible> {
     }
     let manifest = Manifest::load(Path::new(SERVICES_MANIFEST))
         .with_context(|| format!("load {SERVICES_MANIFEST}"))?;
-    let mut options = SupervisorOptions::new(STATUS_SOCKET.into());
+    let mut options = SupervisorOptions::new(INIT_SOCKET.into());
     options.kernel_log = true;
     options.perm = Some(PermState {
         device: state.perm_device.clone(),

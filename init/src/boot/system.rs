@@ -7,14 +7,13 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use ztos_image::layout::{Slot, PERM_LABEL, PERM_MOUNT};
+use ztos_image::layout::{Slot, PERM_DEGRADED_FILE, PERM_LABEL, PERM_MOUNT, RUN_DIR};
 
 use super::steps::{ensure_mounted, find_partition_by_label, load_module_list, BootLog, MountSpec};
 use super::syscalls::{MsFlags, Syscalls, Watchdog};
 use super::{
-    parse_cmdline, BootError, DEFAULT_HOSTNAME, E2FSCK, HOSTNAME_FILE, MODULES_LOAD,
-    PERM_DEGRADED_FILE, PERM_MARKER, RANDOM_SEED, RESIZE2FS, RUN_HOSTNAME, RUN_RESOLV_CONF,
-    WATCHDOG_DEVICE,
+    parse_cmdline, BootError, DEFAULT_HOSTNAME, E2FSCK, HOSTNAME_FILE, MODULES_LOAD, PERM_MARKER,
+    RANDOM_SEED, RESIZE2FS, RUN_HOSTNAME, RUN_RESOLV_CONF, WATCHDOG_DEVICE,
 };
 
 /// How long the system stage waits for the perm partition; it is on the disk the root came
@@ -167,7 +166,7 @@ pub fn system_stage_with_timeout(
         }
     }
 
-    for directory in ["/run/ztos", "/run/lock"] {
+    for directory in [RUN_DIR, "/run/lock"] {
         if let Err(error) = sys.mkdir_p(Path::new(directory), 0o755) {
             log.warn(sys, format!("create directory {directory}: {error}"));
         }

@@ -47,8 +47,6 @@ pub use protocol::{
 use process::ChildExit;
 use status_socket::Incoming;
 
-/// Default status socket.
-pub const DEFAULT_STATUS_SOCKET: &str = "/run/ztos/init.sock";
 /// Default byte budget of each log ring.
 pub const DEFAULT_RING_BYTES: usize = 256 * 1024;
 /// The stream name of the supervisor's own events in a service's ring.
@@ -62,7 +60,7 @@ const AFTER_KILL_WAIT: Duration = Duration::from_secs(5);
 /// How [`supervise`] runs.
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {
-    /// The status socket ([`DEFAULT_STATUS_SOCKET`]).
+    /// The status socket ([`ztos_image::layout::INIT_SOCKET`] in the appliance).
     pub status_socket: PathBuf,
     /// Byte budget of each service's log ring.
     pub ring_bytes: usize,

@@ -16,8 +16,8 @@ use serde_json::Value;
 use ztos_model::config as model;
 use ztos_plugin::FieldError;
 
-use crate::codec::Family;
 use crate::evpn_kernel::L2Segment;
+use ztos_bgp_codec::Family;
 
 /// The well-known BGP port.
 pub const DEFAULT_PORT: u16 = 179;

@@ -24,15 +24,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::codec::ext_community::TUNNEL_TYPE_VXLAN;
-use crate::codec::{
+use crate::config::L3Tenant;
+use crate::evpn_kernel::{EvpnOp, L2Segment};
+use crate::rib::Path;
+use ztos_bgp_codec::ext_community::TUNNEL_TYPE_VXLAN;
+use ztos_bgp_codec::{
     AsPath, EthernetSegmentId, EvpnRoute, ExtendedCommunity, InclusiveMulticast, IpPrefix,
     IpPrefixRoute, Label, MacAddress, MacIpAdvertisement, NextHop, Origin, PathAttributes,
     PmsiTunnel, PmsiTunnelId, RouteDistinguisher, Vni,
 };
-use crate::config::L3Tenant;
-use crate::evpn_kernel::{EvpnOp, L2Segment};
-use crate::rib::Path;
 
 use ipnet::IpNet;
 
@@ -191,11 +191,11 @@ pub fn ip_prefix_route(
 ) -> Option<Path> {
     let (prefix, gateway) = match prefix.trunc() {
         IpNet::V4(n) => (
-            IpPrefix::V4(crate::codec::Ipv4Prefix::new(n.addr(), n.prefix_len())?),
+            IpPrefix::V4(ztos_bgp_codec::Ipv4Prefix::new(n.addr(), n.prefix_len())?),
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         ),
         IpNet::V6(n) => (
-            IpPrefix::V6(crate::codec::Ipv6Prefix::new(n.addr(), n.prefix_len())?),
+            IpPrefix::V6(ztos_bgp_codec::Ipv6Prefix::new(n.addr(), n.prefix_len())?),
             IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         ),
     };

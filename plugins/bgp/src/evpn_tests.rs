@@ -1,8 +1,8 @@
 //! The EVPN speaker logic: route keys, originated routes, import rules and the kernel view.
 
 use super::*;
-use crate::codec::{Context, Family, Message, NlriEntry, NlriList, Update};
 use crate::config::L3Tenant;
+use ztos_bgp_codec::{Context, Family, Message, NlriEntry, NlriList, Update};
 
 const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
 const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
@@ -30,7 +30,7 @@ fn ip(a: [u8; 4]) -> IpAddr {
 fn remote_mac(vni: u32, mac: [u8; 6], vtep: [u8; 4], asn: u32, sequence: Option<u32>) -> Path {
     let remote = segment(vni, "x", vtep);
     let mut path = mac_advertisement(&remote, mac, sequence, Ipv4Addr::from(vtep), asn);
-    path.attributes.as_path = Some(AsPath::sequence(vec![crate::codec::Asn(asn)]));
+    path.attributes.as_path = Some(AsPath::sequence(vec![ztos_bgp_codec::Asn(asn)]));
     path
 }
 
@@ -116,7 +116,7 @@ fn originated_routes_carry_what_rfc_8365_asks() {
     // Both encode as an UPDATE a peer can read back.
     for path in [&imet, &mac] {
         let list = NlriList::Evpn(vec![NlriEntry::new(path.evpn.clone().unwrap())]);
-        let messages = crate::codec::pack_announcements(
+        let messages = ztos_bgp_codec::pack_announcements(
             &Context::MODERN,
             &path.attributes,
             Some(&path.next_hop),
@@ -124,9 +124,9 @@ fn originated_routes_carry_what_rfc_8365_asks() {
         )
         .unwrap();
         assert_eq!(messages.len(), 1);
-        let decoded = crate::codec::decode_message(&messages[0], &Context::MODERN).unwrap();
+        let decoded = ztos_bgp_codec::decode_message(&messages[0], &Context::MODERN).unwrap();
         match decoded {
-            crate::codec::Received::Message(Message::Update(Update {
+            ztos_bgp_codec::Received::Message(Message::Update(Update {
                 mp_reach: Some(reach),
                 ..
             })) => {

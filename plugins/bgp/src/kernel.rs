@@ -16,11 +16,11 @@ use netlink_packet_route::route::{
 use netlink_packet_route::AddressFamily;
 use tokio::sync::mpsc;
 
-use crate::codec::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
+use ztos_bgp_codec::{IpPrefix, Ipv4Prefix, Ipv6Prefix};
 
 /// The routing protocol id of ztos-bgp's routes (`proto 197` in `ip route`), next to ztosd's
-/// `RTPROT_ZTOS` (196) in ztosd/src/netlink/model.rs.
-pub const RTPROT_ZTOS_BGP: u8 = 197;
+/// `RTPROT_ZTOS` (196), both in `ztos_plugin::kernel_ids`.
+pub use ztos_plugin::kernel_ids::RTPROT_ZTOS_BGP;
 /// The metric of BGP routes, as FRR installs them. Not an ownership marker: the protocol is.
 pub const BGP_METRIC: u32 = 20;
 const MAIN_TABLE: u8 = 254;
@@ -257,7 +257,7 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Ipv4Prefix, Ipv6Prefix};
+    use ztos_bgp_codec::{Ipv4Prefix, Ipv6Prefix};
 
     #[test]
     fn stale_route_messages_read_back_as_prefixes() {

@@ -11,11 +11,11 @@ use clap::Parser;
 use ipnet::IpNet;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use ztos_bgp::codec::Family;
 use ztos_bgp::config::{self, BgpConfig};
 use ztos_bgp::evpn_kernel::{self, EvpnKernel};
 use ztos_bgp::kernel::{self, Kernel, KernelError};
 use ztos_bgp::speaker::{EvpnIo, Query, Report, SpeakerError, SpeakerHandle};
+use ztos_bgp_codec::Family;
 use ztos_model::bgp::BgpSummary;
 use ztos_plugin::client::UnknownMethod;
 use ztos_plugin::protocol::DEFAULT_SOCKET_PATH;
@@ -333,7 +333,7 @@ async fn start_evpn(report: &Arc<dyn Report>, run_dir: &std::path::Path) -> Opti
             false,
             format!("removed {n} stale EVPN FDB, neighbour and route entries from the kernel"),
         ),
-        Err(e) => report.log(true, e),
+        Err(e) => report.log(true, e.to_string()),
     }
     let (errors_tx, mut errors) = mpsc::unbounded_channel::<String>();
     let ops = evpn_kernel::spawn(kernel, errors_tx);

@@ -4,8 +4,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::codec::{AsPath, Asn, NextHop, PathAttributes};
 use crate::rib::{Path, SourceInfo, DEFAULT_LOCAL_PREF};
+use ztos_bgp_codec::{AsPath, Asn, NextHop, PathAttributes};
 
 /// Why a received route is not a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,8 +142,8 @@ pub fn export(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Origin;
     use std::net::IpAddr;
+    use ztos_bgp_codec::Origin;
 
     fn learned(ebgp: bool, rr_client: bool) -> SourceInfo {
         SourceInfo {

@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use crate::codec::{EvpnRoute, IpPrefix, Ipv4Prefix, NextHop, Origin, PathAttributes};
+use ztos_bgp_codec::{EvpnRoute, IpPrefix, Ipv4Prefix, NextHop, Origin, PathAttributes};
 
 /// The LOCAL_PREF a route without one is ranked with (the common default).
 pub const DEFAULT_LOCAL_PREF: u32 = 100;
@@ -705,7 +705,7 @@ pub fn compare(a: &Candidate, b: &Candidate) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{AsPath, Asn, Ipv4Prefix};
+    use ztos_bgp_codec::{AsPath, Asn, Ipv4Prefix};
 
     fn source(peer: u64, address: [u8; 4], router_id: [u8; 4], ebgp: bool) -> Arc<SourceInfo> {
         Arc::new(SourceInfo {
@@ -774,8 +774,9 @@ mod tests {
         let mut rib = Rib::new();
         let short = path(&mut rib, &[1], |_| {});
         let long = path(&mut rib, &[1, 2], |_| {});
-        let v6: IpPrefix =
-            IpPrefix::V6(crate::codec::Ipv6Prefix::new("2001:db8::".parse().unwrap(), 32).unwrap());
+        let v6: IpPrefix = IpPrefix::V6(
+            ztos_bgp_codec::Ipv6Prefix::new("2001:db8::".parse().unwrap(), 32).unwrap(),
+        );
         let v4 = |i: u8| IpPrefix::V4(Ipv4Prefix::new(Ipv4Addr::new(20, 0, i, 0), 24).unwrap());
         // A thousand routes of one source and path share one pair.
         for i in 0..=255 {

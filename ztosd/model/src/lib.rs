@@ -6,4 +6,5 @@
 
 pub mod bgp;
 pub mod config;
+pub mod init;
 pub mod wireguard;

@@ -5,13 +5,13 @@
 //! concrete path, so that clients cannot grow the label set without bound.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use ztos_plugin::prom_text::{PromText, PromType};
 
 use super::ApiState;
 
@@ -65,56 +65,44 @@ impl HttpMetrics {
     /// Appends the metrics in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(
-            out,
-            "# HELP ztosd_http_requests_total API requests by method, route and status."
+        let mut text = PromText::new(out);
+        let mut requests = text.family(
+            "ztosd_http_requests_total",
+            PromType::Counter,
+            "API requests by method, route and status.",
         );
-        let _ = writeln!(out, "# TYPE ztosd_http_requests_total counter");
         for ((method, route, status), count) in &tables.requests {
-            let _ = writeln!(
-                out,
-                "ztosd_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {count}",
-                escape(route)
+            let status = status.to_string();
+            requests.sample(
+                &[("method", method), ("route", route), ("status", &status)],
+                *count,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP ztosd_http_request_duration_seconds Time to the response head, by method and route."
+        let mut duration = text.family(
+            "ztosd_http_request_duration_seconds",
+            PromType::Histogram,
+            "Time to the response head, by method and route.",
         );
-        let _ = writeln!(out, "# TYPE ztosd_http_request_duration_seconds histogram");
         for ((method, route), latency) in &tables.latency {
-            let labels = format!("method=\"{method}\",route=\"{}\"", escape(route));
             for (bound, count) in BUCKETS.iter().zip(latency.buckets) {
-                let _ = writeln!(
-                    out,
-                    "ztosd_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
+                let bound = bound.to_string();
+                duration.sample_suffixed(
+                    "_bucket",
+                    &[("method", method), ("route", route), ("le", &bound)],
+                    count,
                 );
             }
-            let _ = writeln!(
-                out,
-                "ztosd_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                latency.count
-            );
-            let _ = writeln!(
-                out,
-                "ztosd_http_request_duration_seconds_sum{{{labels}}} {}",
-                latency.sum_seconds
-            );
-            let _ = writeln!(
-                out,
-                "ztosd_http_request_duration_seconds_count{{{labels}}} {}",
-                latency.count
-            );
+            let labels = [("method", method.as_str()), ("route", route.as_str())];
+            duration
+                .sample_suffixed(
+                    "_bucket",
+                    &[labels[0], labels[1], ("le", "+Inf")],
+                    latency.count,
+                )
+                .sample_suffixed("_sum", &labels, latency.sum_seconds)
+                .sample_suffixed("_count", &labels, latency.count);
         }
     }
-}
-
-/// Prometheus label value escaping.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Middleware (installed with `route_layer`, so the matched route is known) that records
@@ -139,6 +127,35 @@ pub async fn track(State(state): State<ApiState>, request: Request, next: Next) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_is_exact_and_routes_are_escaped() {
+        let metrics = HttpMetrics::default();
+        metrics.record("POST", "/a\"b\\c\nd", 503, 12.0);
+        let mut out = String::new();
+        metrics.render(&mut out);
+        let labels = "method=\"POST\",route=\"/a\\\"b\\\\c\\nd\"";
+        let mut expected = format!(
+            "# HELP ztosd_http_requests_total API requests by method, route and status.\n\
+             # TYPE ztosd_http_requests_total counter\n\
+             ztosd_http_requests_total{{{labels},status=\"503\"}} 1\n\
+             # HELP ztosd_http_request_duration_seconds Time to the response head, by method and route.\n\
+             # TYPE ztosd_http_request_duration_seconds histogram\n"
+        );
+        for bound in [
+            "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "10",
+        ] {
+            expected.push_str(&format!(
+                "ztosd_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} 0\n"
+            ));
+        }
+        expected.push_str(&format!(
+            "ztosd_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 1\n\
+             ztosd_http_request_duration_seconds_sum{{{labels}}} 12\n\
+             ztosd_http_request_duration_seconds_count{{{labels}}} 1\n"
+        ));
+        assert_eq!(out, expected);
+    }
 
     #[test]
     fn renders_counters_and_cumulative_buckets() {

@@ -10,23 +10,25 @@ use clap::Parser;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use ztos_image::layout;
+use ztos_plugin::protocol::DEFAULT_SOCKET_PATH;
 use ztosd::daemon::{Daemon, DaemonOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "ztosd", version, about = "The ZTOS network daemon")]
 struct Args {
     /// Persistent state: config revisions, tokens, TLS keys, log tails.
-    #[arg(long, env = "ZTOS_STATE_DIR", default_value = "/perm/ztos")]
+    #[arg(long, env = "ZTOS_STATE_DIR", default_value = layout::ZTOSD_STATE_DIR)]
     state_dir: PathBuf,
     /// Local API socket for the `ztos` CLI (mode 0600: root only).
-    #[arg(long, default_value = "/run/ztos/api.sock")]
+    #[arg(long, default_value = layout::API_SOCKET)]
     api_socket: PathBuf,
     /// Socket plugins connect to.
-    #[arg(long, default_value = "/run/ztos/plugin.sock")]
+    #[arg(long, default_value = DEFAULT_SOCKET_PATH)]
     plugin_socket: PathBuf,
     /// ztos-init's status socket (services, reboot, poweroff); ztosd runs without a
     /// supervisor when nothing listens there.
-    #[arg(long, default_value = ztosd::init_client::DEFAULT_INIT_SOCKET)]
+    #[arg(long, default_value = layout::INIT_SOCKET)]
     init_socket: PathBuf,
     /// HTTPS listen address (`none` to disable); default from system.management_address and
     /// system.https_port, else all addresses on port 443.

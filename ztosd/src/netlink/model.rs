@@ -11,14 +11,12 @@ use ipnet::IpNet;
 use super::ReconcileError;
 use crate::config::{Config, InterfaceKind};
 
-/// The routing protocol id ZTOS puts on the routes it installs (`proto 196` in `ip route`).
-/// Only routes carrying it are ever removed by the reconciler.
-pub const RTPROT_ZTOS: u8 = 196;
-
-/// The routing protocol id of the routes the ztos-bgp plugin installs (`proto 197`). They are
-/// the plugin's to add and remove: the reconciler, which only removes [`RTPROT_ZTOS`] routes,
-/// never touches them, whatever their metric (plugins/bgp/src/kernel.rs has the same value).
-pub const RTPROT_ZTOS_BGP: u8 = 197;
+/// The routing protocol ids (`ztos_plugin::kernel_ids`): ZTOS puts [`RTPROT_ZTOS`] (`proto 196`
+/// in `ip route`) on the routes it installs, and only routes carrying it are ever removed by the
+/// reconciler. The routes the ztos-bgp plugin installs carry [`RTPROT_ZTOS_BGP`] (`proto 197`):
+/// they are the plugin's to add and remove, and the reconciler never touches them, whatever
+/// their metric.
+pub use ztos_plugin::kernel_ids::{RTPROT_ZTOS, RTPROT_ZTOS_BGP};
 
 /// The interface alias (IFLA_IFALIAS) put on every link ZTOS creates. Only links carrying it
 /// are ever deleted by the reconciler.

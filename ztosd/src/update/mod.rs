@@ -47,10 +47,11 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use ztos_image::bundle::{BundleError, BundleReader, Manifest};
 use ztos_image::esp_mount::{EspMount, EspMountError};
-use ztos_image::layout::{Slot, CMDLINE_SLOT};
+use ztos_image::layout::{Slot, SlotLayout, CMDLINE_SLOT};
 use ztos_image::slots::{self, SlotError, SlotStatus, DEFAULT_TRIES, MAX_TRIES};
 use ztos_image::trust::TrustStore;
 use ztos_image::version::{check_update, Version};
+use ztos_model::init::AssessmentState;
 
 use crate::init_client::{BootAssessment, InitClient, Shutdown};
 use history::{now_rfc3339, History, HistoryEntry, UpdateEvent};
@@ -599,7 +600,7 @@ impl UpdateService {
     /// "rolled back from <version>" when init says this boot is a rollback.
     pub fn rollback_notice(&self) -> Option<String> {
         let boot = lock(&self.inner.boot).clone()?;
-        if boot.state != "rolled-back" {
+        if boot.state != AssessmentState::RolledBack {
             return None;
         }
         Some(match boot.rolled_back_from {
@@ -1314,9 +1315,9 @@ impl UpdateService {
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|id| id.trim().to_string())
             .unwrap_or_default();
-        let slot = boot.booted_slot.as_deref().and_then(Slot::parse);
-        let entry = match boot.state.as_str() {
-            "blessed" => {
+        let slot = boot.booted_slot;
+        let entry = match boot.state {
+            AssessmentState::Blessed => {
                 let mut entry = HistoryEntry::now(
                     UpdateEvent::Blessed,
                     format!(
@@ -1328,7 +1329,7 @@ impl UpdateService {
                 entry.slot = slot.map(|s| s.letter().to_string());
                 entry
             }
-            "rolled-back" => {
+            AssessmentState::RolledBack => {
                 let from = boot.rolled_back_from.clone().unwrap_or_else(|| "?".into());
                 let mut entry = HistoryEntry::now(
                     UpdateEvent::RolledBack,
@@ -1344,7 +1345,7 @@ impl UpdateService {
         };
         let key = format!(
             "{boot_id}:{}:{}",
-            boot.state,
+            boot.state.as_str(),
             boot.entry.as_deref().unwrap_or_default()
         );
         let mut first = false;

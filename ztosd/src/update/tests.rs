@@ -140,7 +140,7 @@ async fn reboot_now_asks_init_and_is_in_the_history() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(request, r#"{"kind":"reboot","request":"shutdown"}"#);
+    assert_eq!(request, r#"{"request":"shutdown","kind":"reboot"}"#);
     // The history is written before init is asked.
     assert_eq!(
         events(&node),
@@ -179,7 +179,12 @@ async fn a_reboot_in_the_past_is_refused_before_anything_happens() {
 async fn blessed_and_rolled_back_are_recorded_once_per_boot() {
     let node = appliance();
     let _requests = fake_init(&node.dir.path().join("init.sock"), |_| {
-        r#"{"booted_slot":"a","entry":"ztos-1-a.conf","state":"rolled-back","rolled_back_from":"0.2.0","slots":[]}"#.into()
+        concat!(
+            r#"{"booted_slot":"a","entry":"ztos-1-a.conf","version":"0.1.0","state":"rolled-back","#,
+            r#""rolled_back_from":"0.2.0","healthy_since":null,"bless_after_secs":60,"#,
+            r#""health_deadline_secs":300,"slots":[],"slots_read_at":null,"message":null}"#
+        )
+        .into()
     });
     node.service.refresh_boot().await;
     node.service.refresh_boot().await;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use ztos_plugin::protocol::DEFAULT_SOCKET_PATH;
 use ztos_plugin::PluginClient;
 use ztos_wireguard::plugin::WireguardPlugin;
 
@@ -15,7 +16,7 @@ use ztos_wireguard::plugin::WireguardPlugin;
 )]
 struct Args {
     /// ztosd's plugin socket.
-    #[arg(long, default_value = "/run/ztos/plugin.sock")]
+    #[arg(long, default_value = DEFAULT_SOCKET_PATH)]
     socket: PathBuf,
     /// Where the interfaces' private keys are kept (`<dir>/keys/<interface>.key`, mode 0600).
     #[arg(long, default_value = "/perm/ztos/wireguard")]

@@ -102,8 +102,8 @@ pub async fn decode(
     _auth: Auth<ReadScope>,
     ApiQuery(params): ApiQuery<DecodeParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let message =
-        ztos_bgp::decode_hex(&params.hex).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let message = ztos_bgp_codec::decode_hex(&params.hex)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     serde_json::to_value(message)
         .map(Json)
         .map_err(|e| ApiError::Internal(format!("cannot render a decoded BGP message: {e}")))

@@ -12,7 +12,8 @@ use serde::Serialize;
 use crate::api::auth::{AdminScope, Auth, ReadScope};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::ApiState;
-use crate::init_client::{InitClientError, InitServices, Shutdown, PERM_LABEL};
+use crate::init_client::{InitClientError, InitServices, Shutdown};
+use ztos_image::layout::PERM_LABEL;
 
 /// The answer to a reboot or poweroff request.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -229,8 +230,8 @@ mod tests {
             init.await.unwrap(),
             [
                 r#"{"request":"services"}"#,
-                r#"{"kind":"reboot","request":"shutdown"}"#,
-                r#"{"kind":"poweroff","request":"shutdown"}"#,
+                r#"{"request":"shutdown","kind":"reboot"}"#,
+                r#"{"request":"shutdown","kind":"poweroff"}"#,
             ]
         );
     }
@@ -316,7 +317,7 @@ mod tests {
         assert_eq!(body[0]["service"], "ztos-bgp");
         assert_eq!(
             init.await.unwrap(),
-            [r#"{"limit":5,"request":"logs","service":"ztos-bgp"}"#]
+            [r#"{"request":"logs","service":"ztos-bgp","limit":5}"#]
         );
     }
 }

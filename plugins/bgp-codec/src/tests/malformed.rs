@@ -2,7 +2,7 @@
 //! require one, treat-as-withdraw or attribute discard where RFC 7606 allows the session to live.
 
 use super::{four_octet, hex, message, update};
-use crate::codec::{
+use crate::{
     decode_message, Context, DecodeError, Family, Ipv4Prefix, Message, NlriEntry, NlriList,
     Received,
 };

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use super::{four_octet, hex, round_trip};
-use crate::codec::{
+use crate::{
     AddPathDirection, AddPathFamilies, Aggregator, AsPath, AsSegment, AsSegmentKind, Asn,
     Capability, Community, Context, EthernetAutoDiscovery, EthernetSegment, EthernetSegmentId,
     EvpnRoute, ExtendedCommunity, Family, GracefulRestart, InclusiveMulticast, IpPrefix,

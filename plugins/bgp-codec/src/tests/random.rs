@@ -2,7 +2,7 @@
 //! decodes cleanly: encoding succeeds and decoding that encoding gives the same message.
 
 use super::{four_octet, hex, message, update};
-use crate::codec::{decode_message, AddPathFamilies, Context, Family, Received};
+use crate::{decode_message, AddPathFamilies, Context, Family, Received};
 
 /// xorshift64*: small, deterministic, good enough to pick mutations.
 struct Rng(u64);

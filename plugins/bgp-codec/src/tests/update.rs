@@ -4,8 +4,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{four_octet, hex, round_trip, update};
-use crate::codec::attributes::flags;
-use crate::codec::{
+use crate::attributes::flags;
+use crate::{
     AddPathFamilies, Aggregator, AsPath, Asn, Community, Context, ExtendedCommunity, Family,
     Ipv4Prefix, Ipv6Prefix, LargeCommunity, Message, NextHop, NlriEntry, NlriList, Origin, PathId,
     RawAttribute, Update, AS_TRANS,
@@ -170,8 +170,8 @@ fn add_path_ipv4_update() {
     assert_eq!(u.attributes.as_path, Some(AsPath::default()));
     // The same bytes without add-path negotiated mean something else entirely.
     assert_ne!(
-        crate::codec::decode_message(&bytes, &four_octet()),
-        Ok(crate::codec::Received::Message(Message::Update(u)))
+        crate::decode_message(&bytes, &four_octet()),
+        Ok(crate::Received::Message(Message::Update(u)))
     );
 }
 

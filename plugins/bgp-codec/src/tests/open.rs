@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::{hex, round_trip};
-use crate::codec::{
+use crate::{
     negotiate, AddPathDirection, Asn, Capability, Context, EncodeError, Family, GracefulRestart,
     Message, Open, OptionalParameter, AS_TRANS,
 };

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::four_octet;
-use crate::codec::{
+use crate::{
     decode_message, pack_announcements, pack_withdrawals, AddPathFamilies, AsPath, Asn, Context,
     EncodeError, EthernetSegmentId, EvpnRoute, Family, Ipv4Prefix, Ipv6Prefix, Label, MacAddress,
     MacIpAdvertisement, Message, NextHop, NlriEntry, NlriList, Origin, PathAttributes, PathId,
@@ -74,8 +74,7 @@ fn evpn_routes_go_in_mp_reach_and_use_extended_messages() {
         .collect();
     let mut attrs = attributes();
     attrs.next_hop = None;
-    attrs.extended_communities =
-        vec![crate::codec::ExtendedCommunity::Encapsulation { tunnel_type: 8 }];
+    attrs.extended_communities = vec![crate::ExtendedCommunity::Encapsulation { tunnel_type: 8 }];
     // An unknown attribute below MP_REACH_NLRI's code and one above keep their order.
     attrs.unknown = vec![
         RawAttribute {

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::{four_octet, hex, round_trip, update};
-use crate::codec::attributes::PMSI_TUNNEL_INGRESS_REPLICATION;
-use crate::codec::{
+use crate::attributes::PMSI_TUNNEL_INGRESS_REPLICATION;
+use crate::{
     EthernetSegmentId, EvpnRoute, ExtendedCommunity, IpPrefix, Label, MacAddress, Message, NextHop,
     NlriList, PmsiTunnel, PmsiTunnelId, RouteDistinguisher, Vni,
 };

@@ -4,7 +4,7 @@
 
 use serde::Serializer;
 
-use crate::codec::{decode_message, Context, DecodeError, Received, HEADER_LEN};
+use crate::{decode_message, Context, DecodeError, Received, HEADER_LEN};
 
 /// Why `ztos bgp decode` could not decode its argument.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,7 +93,7 @@ pub(crate) fn serialize_hex<S: Serializer, T: AsRef<[u8]>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Message;
+    use crate::Message;
 
     #[test]
     fn keepalive_with_and_without_marker_and_separators() {

@@ -1,15 +1,19 @@
-//! The BGP wire codec: a pure module that turns bytes into messages and back. It does no I/O,
-//! keeps no session state beyond the [`Context`] the caller passes in, never panics on input and
-//! never allocates based on a length it has not checked against the bytes it holds.
+//! The BGP wire codec (`ztos-bgp-codec`): a pure library that turns bytes into messages and
+//! back. It does no I/O, keeps no session state beyond the [`Context`] the caller passes in,
+//! never panics on input and never allocates based on a length it has not checked against the
+//! bytes it holds. It depends on serde and thiserror only (no tokio), so the speaker (`ztos-bgp`),
+//! `ztos bgp decode` and the fuzz targets share it without building the speaker.
 //!
 //! Decoding an UPDATE follows RFC 7606: see [`Received`] for the outcomes and
-//! `docs/bgp-codec.md` for the per-attribute table.
+//! `docs/bgp-codec.md` for the per-attribute table. [`decode_hex`] turns one message captured as
+//! hex into a serializable value for `ztos bgp decode HEX`.
 
 pub mod as_path;
 pub mod attributes;
 pub mod error;
 pub mod evpn;
 pub mod ext_community;
+mod hex;
 pub mod message;
 pub mod nlri;
 pub mod notification;
@@ -36,6 +40,7 @@ pub use evpn::{
     IpPrefixRoute, Label, MacAddress, MacIpAdvertisement, Vni,
 };
 pub use ext_community::ExtendedCommunity;
+pub use hex::{decode_hex, decode_hex_with, HexDecodeError};
 pub use message::{decode_message, message_length, Message, Received, RouteRefresh};
 pub use nlri::{IpPrefix, Ipv4Prefix, Ipv6Prefix, NlriEntry, NlriList, PathId};
 pub use notification::Notification;

@@ -1,7 +1,7 @@
 //! KEEPALIVE, NOTIFICATION and ROUTE-REFRESH.
 
 use super::{hex, round_trip};
-use crate::codec::{Context, Family, Message, Notification, RouteRefresh};
+use crate::{Context, Family, Message, Notification, RouteRefresh};
 
 #[test]
 fn keepalive() {
