@@ -70,6 +70,10 @@ pub const CMDLINE_SLOT: &str = "ztos.slot";
 pub const PERM_MOUNT: &str = "/perm";
 pub const ZTOSD_STATE_DIR: &str = "/perm/ztos";
 
+/// Written by ztos-init when /perm is a tmpfs because the partition could not be mounted; it
+/// holds the reason. ztosd reports it in /health, the console shows it after login.
+pub const PERM_DEGRADED_FILE: &str = "/run/ztos/perm-degraded";
+
 /// Discoverable Partitions Specification type GUIDs.
 pub const ESP_TYPE_GUID: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 /// "Root Partition (x86-64)".

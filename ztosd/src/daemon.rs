@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::{watch, Mutex};
@@ -37,7 +37,7 @@ use crate::users::UserStore;
 pub const HOSTNAME_FILE: &str = "hostname";
 
 /// Written by ztos-init when the persistent partition could not be used and /perm is a tmpfs.
-pub const PERM_DEGRADED_FILE: &str = "/run/ztos/perm-degraded";
+pub use ztos_image::layout::PERM_DEGRADED_FILE;
 
 /// Why a daemon operation failed. The API turns each variant into one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -90,28 +90,11 @@ pub struct CommitRequest {
     pub confirm_minutes: Option<u32>,
 }
 
-/// What a commit did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct CommitOutcome {
-    #[schema(value_type = Object)]
-    pub revision: RevisionMeta,
-    /// One line per kernel change; empty when the kernel already matched.
-    pub changes: Vec<String>,
-    pub warnings: Vec<String>,
-    /// RFC 3339 time at which the commit reverts unless confirmed.
-    pub confirm_deadline: Option<String>,
-}
+/// What a commit did: an API answer (`ztos_model::api::config`).
+pub use ztos_model::api::config::CommitOutcome;
 
-/// The running configuration.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct RunningConfig {
-    /// `None` before the first commit.
-    #[schema(value_type = Option<Object>)]
-    pub revision: Option<RevisionMeta>,
-    pub text: String,
-    #[schema(value_type = Object)]
-    pub config: Config,
-}
+/// The running configuration: an API answer (`ztos_model::api::config`).
+pub use ztos_model::api::config::RunningConfig;
 
 /// The spec's `network configure`: the common changes without writing TOML.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -161,49 +144,9 @@ pub struct WireguardPeerRequest {
     pub allowed_ips: Vec<IpNet>,
 }
 
-/// Encryption status of one datapath.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct DatapathSecurity {
-    /// Whether the running configuration has this section.
-    pub configured: bool,
-    /// Interfaces configured.
-    pub interfaces: usize,
-    /// Peers (WireGuard) configured.
-    pub peers: usize,
-    /// The owning plugin's name.
-    pub plugin: String,
-    /// `up`, `down` or `absent` (never connected).
-    pub plugin_state: String,
-    /// The plugin's own status report, if it is connected.
-    #[schema(value_type = Object)]
-    pub status: serde_json::Value,
-}
-
-/// `GET /api/v1/security/status`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SecurityStatus {
-    pub wireguard: DatapathSecurity,
-    pub macsec: DatapathSecurity,
-    /// Zero-trust policy rules configured (enforced by the WireGuard plugin).
-    pub policy_rules: usize,
-    /// `rolled back from <version>` when this boot is an automatic rollback.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub update: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ComponentHealth {
-    pub name: String,
-    pub healthy: bool,
-    pub detail: String,
-}
-
-/// `GET /health`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Health {
-    pub healthy: bool,
-    pub components: Vec<ComponentHealth>,
-}
+/// The security status and health answers live in the model (`ztos_model::api`).
+pub use ztos_model::api::security::{DatapathSecurity, SecurityStatus};
+pub use ztos_model::api::system::{ComponentHealth, Health};
 
 /// How to build a daemon.
 pub struct DaemonOptions {

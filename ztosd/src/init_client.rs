@@ -40,31 +40,8 @@ pub enum InitClientError {
     Refused(String),
 }
 
-/// A service init supervises.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct InitService {
-    pub name: String,
-    /// `running`, `backoff`, `crash-loop`, `stopped` or `exited`.
-    pub state: String,
-    /// The process id while it runs.
-    pub pid: Option<u32>,
-    /// Times it was started again after its first start.
-    pub restarts: u64,
-    /// RFC 3339 time of its last state change.
-    pub since: String,
-    /// How its last run ended, such as `exited with status 1` or `killed by SIGKILL`.
-    pub last_exit: Option<String>,
-    /// A crash-looping critical service makes the box unhealthy.
-    pub critical: bool,
-}
-
-/// The answer to a `services` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct InitServices {
-    pub services: Vec<InitService>,
-    /// False while a critical service crash-loops.
-    pub healthy: bool,
-}
+/// Init's services answer and boot assessment are API answers (`ztos_model::api::system`).
+pub use ztos_model::api::system::{BootAssessment, InitService, InitServices};
 
 /// A line init captured from a service (or its own event about one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -75,28 +52,6 @@ pub struct InitLogEntry {
     /// `stdout`, `stderr`, `supervisor` or `kernel`.
     pub stream: String,
     pub message: String,
-}
-
-/// The answer to a `boot` request: init's assessment of this boot (docs/supervisor.md).
-/// Fields init may add later are ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct BootAssessment {
-    /// `a` or `b`; absent when init does not know (not PID 1, no `ztos.slot=`).
-    #[serde(default)]
-    pub booted_slot: Option<String>,
-    /// The boot entry file that booted, such as `ztos-2-b+2-1.conf`.
-    #[serde(default)]
-    pub entry: Option<String>,
-    /// `assessing` (trial boot, not blessed yet), `blessed` (blessed during this boot),
-    /// `good` (booted an entry without a counter), `rolled-back` or `unknown`.
-    pub state: String,
-    /// The version whose entry ran out of tries, when this boot is a rollback.
-    #[serde(default)]
-    pub rolled_back_from: Option<String>,
-    /// Both slots as init sees them (entry, version, status), as init sends them.
-    #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
-    pub slots: Vec<Value>,
 }
 
 /// What a shutdown request asks for.

@@ -140,10 +140,6 @@ impl Client {
         })
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     /// Sends one request and returns the JSON body of a successful answer.
     pub async fn json(
         &self,

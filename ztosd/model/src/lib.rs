@@ -4,4 +4,5 @@
 //! web UI exchange. It does no I/O and has no async runtime, so every consumer can depend on it
 //! without pulling in the daemon.
 
+pub mod api;
 pub mod config;

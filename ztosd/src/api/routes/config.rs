@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::api::auth::{AdminScope, Auth, OperateScope, ReadScope};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail};
@@ -13,15 +13,7 @@ use crate::api::ApiState;
 use crate::daemon::{CommitOutcome, CommitRequest, RunningConfig};
 use crate::store::RevisionMeta;
 
-/// The candidate configuration: the running document plus uncommitted changes.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CandidateResponse {
-    /// The candidate document; the running document when nothing has been changed.
-    pub text: String,
-    /// Whether a candidate with uncommitted changes exists (`false`: `text` is the running
-    /// document).
-    pub modified: bool,
-}
+pub use ztos_model::api::config::CandidateResponse;
 
 /// `PUT /api/v1/config/candidate`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -53,11 +45,7 @@ pub struct DiffParams {
     pub to: Option<u64>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DiffResponse {
-    /// A unified diff; empty when there is no difference.
-    pub diff: String,
-}
+pub use ztos_model::api::config::DiffResponse;
 
 /// `POST /api/v1/config/commit`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -79,13 +67,7 @@ pub struct RollbackBody {
     pub comment: Option<String>,
 }
 
-/// One stored revision with its document.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RevisionResponse {
-    #[schema(value_type = RevisionMetaSchema)]
-    pub revision: RevisionMeta,
-    pub text: String,
-}
+pub use ztos_model::api::config::RevisionResponse;
 
 #[utoipa::path(get, path = "/api/v1/config", tag = "config",
     responses((status = 200, description = "The running configuration", body = RunningConfig)))]

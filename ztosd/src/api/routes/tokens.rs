@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::api::auth::{AdminScope, Auth};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
@@ -24,13 +24,7 @@ pub struct CreateToken {
     pub role: Role,
 }
 
-/// A new token and its secret, which cannot be retrieved again.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CreatedToken {
-    pub token: TokenInfo,
-    /// Send as `Authorization: Bearer <secret>`.
-    pub secret: String,
-}
+pub use ztos_model::api::tokens::CreatedToken;
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
     responses((status = 200, body = Vec<TokenInfo>)))]

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::api::auth::{role_name, AdminScope, Auth, ReadScope, Transport};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody, ErrorDetail};
@@ -31,17 +31,7 @@ pub struct LoginRequest {
     pub source: Option<String>,
 }
 
-/// A successful login.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LoginResponse {
-    pub name: String,
-    /// `read`, `operate` or `admin`.
-    #[schema(value_type = String, example = "admin")]
-    pub role: Role,
-    /// Only over the unix socket: a session secret, sent as `Authorization: Bearer <session>`
-    /// on the unix socket to act as this user with this role until `POST /api/v1/auth/logout`.
-    pub session: Option<String>,
-}
+pub use ztos_model::api::users::LoginResponse;
 
 /// `PUT /api/v1/users/{name}/password`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -64,12 +54,7 @@ pub struct FirstAdmin {
     pub password: String,
 }
 
-/// Whether the box still needs its first admin password.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Setup {
-    /// True while no user exists: the console then asks for the admin password.
-    pub needs_admin_password: bool,
-}
+pub use ztos_model::api::users::Setup;
 
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "users", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse),

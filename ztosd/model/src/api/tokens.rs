@@ -1,0 +1,26 @@
+//! API tokens: what the API shows about a token, and a new token with its secret.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Role;
+
+/// What the API shows about a token. The secret and its hash are never part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenInfo {
+    pub name: String,
+    /// `read`, `operate` or `admin`.
+    #[schema(value_type = String, example = "read")]
+    pub role: Role,
+    /// RFC 3339 time of creation.
+    pub created: String,
+    /// RFC 3339 time the token was last accepted since ztosd started; not persisted.
+    pub last_used: Option<String>,
+}
+
+/// A new token and its secret, which cannot be retrieved again.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    pub token: TokenInfo,
+    /// Send as `Authorization: Bearer <secret>`.
+    pub secret: String,
+}
