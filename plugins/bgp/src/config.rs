@@ -1,14 +1,19 @@
-//! The `[bgp]` section as the plugin reads it (the JSON rendering of ztosd's `Bgp` config
-//! type), and the checks the plugin adds to ztosd's own validation: what only the speaker knows
-//! (a password it cannot use, an iBGP neighbor that is also a route reflector client of an eBGP
-//! AS, an originated network that is not a network address).
+//! The `[bgp]` section as the plugin runs it, and the checks the plugin adds to ztosd's own
+//! validation: what only the speaker knows (a password it cannot use, an iBGP neighbor that is
+//! also a route reflector client of an eBGP AS, an originated network that is not a network
+//! address).
+//!
+//! The sections are read as the model's types (`ztos_model::config::{Bgp, Vxlan, Tenant}`),
+//! the same ones ztosd parses and documents, so there is one schema; [`BgpConfig`] is the
+//! speaker's resolved view of them (defaults filled, the EVPN segments and tenants joined in).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use ztos_model::config as model;
 use ztos_plugin::FieldError;
 
 use crate::codec::Family;
@@ -19,25 +24,38 @@ pub const DEFAULT_PORT: u16 = 179;
 /// Hold time offered when a neighbor does not set one (RFC 4271 §10 suggests 90 s).
 pub const DEFAULT_HOLD_TIME: u16 = 90;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The speaker's view of `[bgp]`: the model's section with AS numbers as plain numbers, plus
+/// what the plugin joins in from other sections.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BgpConfig {
     pub local_as: u32,
-    #[serde(default)]
     pub router_id: Option<Ipv4Addr>,
-    #[serde(default)]
     pub port: Option<u16>,
-    #[serde(default)]
     pub networks: Vec<IpNet>,
-    #[serde(default)]
     pub neighbors: Vec<NeighborConfig>,
     /// The L2 segments EVPN advertises: filled by the plugin from the `[[vxlan]]` section
     /// (see [`segments`]) when a neighbor negotiates L2VPN EVPN; not part of `[bgp]`.
-    #[serde(skip)]
     pub segments: Vec<L2Segment>,
     /// The tenants with an L3 VNI, for EVPN type 5 (see [`tenants`]); not part of `[bgp]`.
-    #[serde(skip)]
     pub tenants: Vec<L3Tenant>,
+}
+
+impl From<model::Bgp> for BgpConfig {
+    fn from(section: model::Bgp) -> Self {
+        BgpConfig {
+            local_as: section.local_as.get(),
+            router_id: section.router_id,
+            port: section.port,
+            networks: section.networks,
+            neighbors: section
+                .neighbors
+                .into_iter()
+                .map(NeighborConfig::from)
+                .collect(),
+            segments: Vec::new(),
+            tenants: Vec::new(),
+        }
+    }
 }
 
 /// A tenant's L3 VNI as EVPN type 5 routes use it (RFC 9136 symmetric IRB): its VRF device and
@@ -55,43 +73,46 @@ pub struct L3Tenant {
     pub prefixes: Vec<IpNet>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FamilyName {
-    Ipv4Unicast,
-    Ipv6Unicast,
-    L2vpnEvpn,
-}
+/// A neighbor's address families, as the configuration names them.
+pub type FamilyName = model::AddressFamily;
 
-impl FamilyName {
-    pub fn family(self) -> Family {
-        match self {
-            FamilyName::Ipv4Unicast => Family::IPV4_UNICAST,
-            FamilyName::Ipv6Unicast => Family::IPV6_UNICAST,
-            FamilyName::L2vpnEvpn => Family::L2VPN_EVPN,
-        }
+/// The codec's AFI/SAFI pair of a configured family.
+pub fn family(name: FamilyName) -> Family {
+    match name {
+        FamilyName::Ipv4Unicast => Family::IPV4_UNICAST,
+        FamilyName::Ipv6Unicast => Family::IPV6_UNICAST,
+        FamilyName::L2vpnEvpn => Family::L2VPN_EVPN,
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One `[[bgp.neighbors]]` entry as the speaker runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeighborConfig {
     pub address: IpAddr,
     pub remote_as: u32,
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub families: Vec<FamilyName>,
-    #[serde(default)]
     pub passive: bool,
-    #[serde(default)]
     pub hold_time: Option<u16>,
-    #[serde(default)]
     pub max_prefixes: Option<u32>,
-    #[serde(default)]
     pub route_reflector_client: bool,
-    #[serde(default)]
     pub password: Option<String>,
+}
+
+impl From<model::BgpNeighbor> for NeighborConfig {
+    fn from(n: model::BgpNeighbor) -> Self {
+        NeighborConfig {
+            address: n.address,
+            remote_as: n.remote_as.get(),
+            description: n.description,
+            families: n.families,
+            passive: n.passive,
+            hold_time: n.hold_time,
+            max_prefixes: n.max_prefixes,
+            route_reflector_client: n.route_reflector_client,
+            password: n.password,
+        }
+    }
 }
 
 impl NeighborConfig {
@@ -100,7 +121,7 @@ impl NeighborConfig {
         if self.families.is_empty() {
             vec![Family::IPV4_UNICAST]
         } else {
-            self.families.iter().map(|f| f.family()).collect()
+            self.families.iter().map(|f| family(*f)).collect()
         }
     }
 
@@ -146,12 +167,9 @@ pub fn parse(section: &Value) -> Result<Option<BgpConfig>, Vec<FieldError>> {
     if section.is_null() {
         return Ok(None);
     }
-    let config: BgpConfig = serde_json::from_value(section.clone()).map_err(|e| {
-        vec![FieldError {
-            path: "bgp".to_string(),
-            message: format!("not a valid bgp section: {e}"),
-        }]
-    })?;
+    let config: BgpConfig = read::<model::Bgp>(section)
+        .map_err(|e| vec![error("bgp", format!("not a valid bgp section: {e}"))])?
+        .into();
     let errors = validate(&config);
     if errors.is_empty() {
         Ok(Some(config))
@@ -160,14 +178,9 @@ pub fn parse(section: &Value) -> Result<Option<BgpConfig>, Vec<FieldError>> {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct VxlanEntry {
-    vni: u32,
-    #[serde(default)]
-    name: Option<String>,
-    local_vtep: IpAddr,
-    #[serde(default)]
-    bridge: Option<String>,
+/// A section or an entry of one as the model's type; the error keeps serde's path and reason.
+fn read<T: DeserializeOwned>(value: &Value) -> Result<T, serde_json::Error> {
+    T::deserialize(value)
 }
 
 /// The L2 segments of ztosd's `[[vxlan]]` section (`null` when absent): the entries with a
@@ -177,14 +190,13 @@ pub fn segments(section: &Value) -> Result<Vec<L2Segment>, Vec<FieldError>> {
     if section.is_null() {
         return Ok(Vec::new());
     }
-    // ztosd's own schema has more fields; only these matter here.
-    let entries: Vec<Value> = serde_json::from_value(section.clone())
+    let entries: Vec<Value> = read(section)
         .map_err(|e| vec![error("vxlan", format!("not a list of VXLAN entries: {e}"))])?;
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let mut by_rd: std::collections::HashMap<u16, usize> = std::collections::HashMap::new();
     for (i, entry) in entries.iter().enumerate() {
-        let entry: VxlanEntry = match serde_json::from_value(entry.clone()) {
+        let entry: model::Vxlan = match read(entry) {
             Ok(e) => e,
             Err(e) => {
                 errors.push(error(
@@ -194,22 +206,22 @@ pub fn segments(section: &Value) -> Result<Vec<L2Segment>, Vec<FieldError>> {
                 continue;
             }
         };
-        let Some(bridge) = entry.bridge else {
+        let Some(bridge) = entry.bridge.clone() else {
             continue;
         };
-        let low = (entry.vni & 0xffff) as u16;
+        let vni = entry.vni.get();
+        let low = (vni & 0xffff) as u16;
         if let Some(first) = by_rd.insert(low, i) {
             errors.push(error(
                 format!("vxlan[{i}].vni"),
                 format!(
-                    "VNI {} and vxlan[{first}]'s VNI share their low 16 bits ({low}), which EVPN's route distinguisher (router-id:{low}) is made of",
-                    entry.vni
+                    "VNI {vni} and vxlan[{first}]'s VNI share their low 16 bits ({low}), which EVPN's route distinguisher (router-id:{low}) is made of",
                 ),
             ));
         }
         out.push(L2Segment {
-            vni: entry.vni,
-            vxlan: entry.name.unwrap_or_else(|| format!("vx{}", entry.vni)),
+            vni,
+            vxlan: entry.device_name(),
             bridge,
             local_vtep: entry.local_vtep,
         });
@@ -221,22 +233,6 @@ pub fn segments(section: &Value) -> Result<Vec<L2Segment>, Vec<FieldError>> {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct TenantEntry {
-    name: String,
-    vrf_table: u32,
-    #[serde(default)]
-    l3_vni: Option<u32>,
-    #[serde(default)]
-    networks: Vec<TenantNetworkEntry>,
-}
-
-#[derive(Debug, Deserialize)]
-struct TenantNetworkEntry {
-    #[serde(default)]
-    gateway: Option<IpNet>,
-}
-
 /// The tenants of ztosd's `[[tenants]]` section that have an L3 VNI, joined with the
 /// `[[vxlan]]` entry of that VNI (which must have a bridge: the tenant's L3 interface). ztosd
 /// validates both sections; the errors here are what type 5 needs on top.
@@ -245,19 +241,19 @@ pub fn tenants(tenants: &Value, vxlan: &Value) -> Result<Vec<L3Tenant>, Vec<Fiel
         return Ok(Vec::new());
     }
     let segments = segments(vxlan)?;
-    let entries: Vec<Value> = serde_json::from_value(tenants.clone())
-        .map_err(|e| vec![error("tenants", format!("not a list of tenants: {e}"))])?;
+    let entries: Vec<Value> =
+        read(tenants).map_err(|e| vec![error("tenants", format!("not a list of tenants: {e}"))])?;
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        let tenant: TenantEntry = match serde_json::from_value(entry.clone()) {
+        let tenant: model::Tenant = match read(entry) {
             Ok(t) => t,
             Err(e) => {
                 errors.push(error(format!("tenants[{i}]"), format!("not a tenant: {e}")));
                 continue;
             }
         };
-        let Some(l3_vni) = tenant.l3_vni else {
+        let Some(l3_vni) = tenant.l3_vni.map(model::Vni::get) else {
             continue;
         };
         let Some(segment) = segments.iter().find(|s| s.vni == l3_vni) else {
@@ -268,9 +264,9 @@ pub fn tenants(tenants: &Value, vxlan: &Value) -> Result<Vec<L3Tenant>, Vec<Fiel
             continue;
         };
         out.push(L3Tenant {
-            vrf: format!("vrf-{}", tenant.name),
+            vrf: tenant.vrf_device_name(),
             name: tenant.name,
-            table: tenant.vrf_table,
+            table: tenant.vrf_table.get(),
             l3_vni,
             l3_vxlan: segment.vxlan.clone(),
             l3_bridge: segment.bridge.clone(),

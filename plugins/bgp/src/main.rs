@@ -16,6 +16,7 @@ use ztos_bgp::config::{self, BgpConfig};
 use ztos_bgp::evpn_kernel::{self, EvpnKernel};
 use ztos_bgp::kernel::{self, Kernel};
 use ztos_bgp::speaker::{EvpnIo, Query, Report, SpeakerHandle};
+use ztos_plugin::client::UnknownMethod;
 use ztos_plugin::protocol::DEFAULT_SOCKET_PATH;
 use ztos_plugin::{FieldError, Handler, LogLevel, Metric, PluginClient, PluginSender, Sections};
 
@@ -58,6 +59,25 @@ impl Report for Reporter {
     }
 }
 
+/// Why an apply or a request of the BGP plugin failed; the text is what the operator sees.
+#[derive(Debug, thiserror::Error)]
+enum BgpPluginError {
+    #[error("{}", joined(.0))]
+    Config(Vec<FieldError>),
+    #[error("cannot read the node's addresses for the router id: {0}")]
+    RouterIdLookup(String),
+    #[error("bgp.router_id is not set and this node has no IPv4 address to take it from")]
+    NoRouterId,
+    /// The speaker refused the configuration or the query.
+    #[error("{0}")]
+    Speaker(String),
+    /// A request parameter that is not what the method takes.
+    #[error("{0}")]
+    BadParam(String),
+    #[error(transparent)]
+    UnknownMethod(#[from] UnknownMethod),
+}
+
 struct Bgp {
     speaker: SpeakerHandle,
     kernel: Option<Kernel>,
@@ -65,17 +85,17 @@ struct Bgp {
 
 impl Bgp {
     /// The section with its router id filled in from the kernel's addresses when not set.
-    async fn resolve(&self, mut config: BgpConfig) -> Result<BgpConfig, String> {
+    async fn resolve(&self, mut config: BgpConfig) -> Result<BgpConfig, BgpPluginError> {
         if config.router_id.is_none() {
             if let Some(kernel) = &self.kernel {
-                config.router_id = kernel.default_router_id().await?;
+                config.router_id = kernel
+                    .default_router_id()
+                    .await
+                    .map_err(BgpPluginError::RouterIdLookup)?;
             }
         }
         if config.router_id.is_none() {
-            return Err(
-                "bgp.router_id is not set and this node has no IPv4 address to take it from"
-                    .to_string(),
-            );
+            return Err(BgpPluginError::NoRouterId);
         }
         Ok(config)
     }
@@ -94,6 +114,8 @@ fn joined(errors: &[FieldError]) -> String {
 }
 
 impl Handler for Bgp {
+    type Error = BgpPluginError;
+
     async fn validate(&mut self, sections: Sections) -> Vec<FieldError> {
         let mut errors = match config::parse(section(&sections, "bgp")) {
             Ok(_) => Vec::new(),
@@ -109,11 +131,12 @@ impl Handler for Bgp {
         errors
     }
 
-    async fn apply(&mut self, _revision: u64, sections: Sections) -> Result<(), String> {
-        let parsed = config::parse(section(&sections, "bgp")).map_err(|e| joined(&e))?;
-        let segments = config::segments(section(&sections, "vxlan")).map_err(|e| joined(&e))?;
+    async fn apply(&mut self, _revision: u64, sections: Sections) -> Result<(), BgpPluginError> {
+        let parsed = config::parse(section(&sections, "bgp")).map_err(BgpPluginError::Config)?;
+        let segments =
+            config::segments(section(&sections, "vxlan")).map_err(BgpPluginError::Config)?;
         let tenants = config::tenants(section(&sections, "tenants"), section(&sections, "vxlan"))
-            .map_err(|e| joined(&e))?;
+            .map_err(BgpPluginError::Config)?;
         let resolved = match parsed {
             Some(mut config) => {
                 config.segments = segments;
@@ -122,18 +145,42 @@ impl Handler for Bgp {
             }
             None => None,
         };
-        self.speaker.apply(resolved).await
+        self.speaker
+            .apply(resolved)
+            .await
+            .map_err(BgpPluginError::Speaker)
     }
 
-    async fn request(&mut self, method: String, params: Value) -> Result<Value, String> {
+    async fn request(&mut self, method: String, params: Value) -> Result<Value, BgpPluginError> {
         let query = parse_query(&method, &params)?;
-        self.speaker.query(query).await
+        self.speaker
+            .query(query)
+            .await
+            .map_err(BgpPluginError::Speaker)
     }
 }
 
 /// `bgp summary`, `bgp neighbors` (`{"address": A}` optional) and `bgp routes`
 /// (`{"family": "ipv4"|"ipv6"|"evpn", "prefix": P}` both optional).
-fn parse_query(method: &str, params: &Value) -> Result<Query, String> {
+fn parse_query(method: &str, params: &Value) -> Result<Query, BgpPluginError> {
+    parse_params(method, params).map_err(|e| match e {
+        ParamError::UnknownMethod => UnknownMethod(method.to_string()).into(),
+        ParamError::Bad(text) => BgpPluginError::BadParam(text),
+    })
+}
+
+enum ParamError {
+    UnknownMethod,
+    Bad(String),
+}
+
+impl From<String> for ParamError {
+    fn from(text: String) -> Self {
+        ParamError::Bad(text)
+    }
+}
+
+fn parse_params(method: &str, params: &Value) -> Result<Query, ParamError> {
     let string = |key: &str| -> Result<Option<&str>, String> {
         match params.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -182,7 +229,11 @@ fn parse_query(method: &str, params: &Value) -> Result<Query, String> {
                         .filter(|v| *v <= 0x00ff_ffff)
                         .ok_or_else(|| format!("vni {text:?} is not a VNI (0 to 16777215)"))?,
                 ),
-                Some(other) => return Err(format!("{method}: vni must be a number, not {other}")),
+                Some(other) => {
+                    return Err(ParamError::Bad(format!(
+                        "{method}: vni must be a number, not {other}"
+                    )))
+                }
             };
             Ok(Query::Routes {
                 family,
@@ -190,7 +241,7 @@ fn parse_query(method: &str, params: &Value) -> Result<Query, String> {
                 vni,
             })
         }
-        _ => Err(format!("unknown method {method}")),
+        _ => Err(ParamError::UnknownMethod),
     }
 }
 
@@ -327,13 +378,14 @@ mod tests {
         );
         assert!(parse_query("bgp routes", &json!({"family": "ipx"}))
             .unwrap_err()
+            .to_string()
             .contains("ipx"));
         assert!(parse_query("bgp neighbors", &json!({"address": 5}))
             .unwrap_err()
+            .to_string()
             .contains("must be a string"));
-        assert_eq!(
-            parse_query("bgp frobnicate", &Value::Null).unwrap_err(),
-            "unknown method bgp frobnicate"
-        );
+        let unknown = parse_query("bgp frobnicate", &Value::Null).unwrap_err();
+        assert!(matches!(unknown, BgpPluginError::UnknownMethod(_)));
+        assert_eq!(unknown.to_string(), "unknown method bgp frobnicate");
     }
 }

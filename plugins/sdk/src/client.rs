@@ -42,6 +42,9 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a plugin does when the host asks. Calls come one at a time, in the order the host sent
 /// them; while one runs, no other starts.
 pub trait Handler: Send + 'static {
+    /// Why an apply or a request failed; its text is what ztosd and the operator see.
+    type Error: std::fmt::Display + Send + From<UnknownMethod>;
+
     /// Checks candidate sections (owned and read; `null` when absent) and returns one error
     /// per bad value with its full config path. No errors means the candidate is acceptable.
     /// Must not change the running state.
@@ -53,17 +56,55 @@ pub trait Handler: Send + 'static {
         &mut self,
         revision: u64,
         sections: Sections,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Answers an operational query such as `bgp summary`. The default knows no method.
     fn request(
         &mut self,
         method: String,
         params: Value,
-    ) -> impl Future<Output = Result<Value, String>> + Send {
+    ) -> impl Future<Output = Result<Value, Self::Error>> + Send {
         let _ = params;
-        async move { Err(format!("unknown method {method}")) }
+        async move { Err(UnknownMethod(method).into()) }
     }
+}
+
+/// A request for a method the plugin does not answer; every plugin's error type converts
+/// from it, so [`Handler::request`]'s default can answer with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown method {0}")]
+pub struct UnknownMethod(pub String);
+
+/// Why one connection to ztosd ended; [`PluginClient::run`] logs it and reconnects.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("cannot connect to {path}: {source}")]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot send hello: {0}")]
+    Hello(std::io::Error),
+    #[error("no welcome within {0:?}")]
+    WelcomeTimeout(Duration),
+    #[error("ztosd rejected the plugin: {0}")]
+    Rejected(String),
+    #[error("expected welcome, got {0}")]
+    NotWelcome(String),
+    #[error("ztosd closed the connection before welcome")]
+    ClosedBeforeWelcome,
+    #[error("ztosd closed the connection")]
+    Closed,
+    #[error("ztosd closed the connection: {0}")]
+    ClosedWithReason(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("protocol error: second welcome")]
+    SecondWelcome,
+    #[error("{0}")]
+    Read(ReadError),
+    #[error("writing to ztosd failed")]
+    Write,
 }
 
 /// Why [`PluginClient::run`] returned: the host asked the plugin to exit.
@@ -238,12 +279,18 @@ impl PluginSender {
 /// [`run`](PluginClient::run) it with a handler.
 ///
 /// ```no_run
-/// # use ztos_plugin::client::{Handler, PluginClient};
+/// # use ztos_plugin::client::{Handler, PluginClient, UnknownMethod};
 /// # use ztos_plugin::protocol::{FieldError, Sections};
+/// #[derive(Debug, thiserror::Error)]
+/// enum BgpError {
+///     #[error(transparent)]
+///     UnknownMethod(#[from] UnknownMethod),
+/// }
 /// struct Bgp;
 /// impl Handler for Bgp {
+///     type Error = BgpError;
 ///     async fn validate(&mut self, _sections: Sections) -> Vec<FieldError> { Vec::new() }
-///     async fn apply(&mut self, _revision: u64, _sections: Sections) -> Result<(), String> { Ok(()) }
+///     async fn apply(&mut self, _revision: u64, _sections: Sections) -> Result<(), BgpError> { Ok(()) }
 /// }
 /// # async fn example() {
 /// let client = PluginClient::new("ztos-bgp", env!("CARGO_PKG_VERSION"))
@@ -326,10 +373,13 @@ impl PluginClient {
         &self,
         handler: &mut H,
         backoff: &mut Backoff,
-    ) -> Result<Shutdown, String> {
+    ) -> Result<Shutdown, ConnectionError> {
         let stream = UnixStream::connect(&self.socket_path)
             .await
-            .map_err(|e| format!("cannot connect to {}: {e}", self.socket_path.display()))?;
+            .map_err(|source| ConnectionError::Connect {
+                path: self.socket_path.display().to_string(),
+                source,
+            })?;
         let (read_half, mut write_half) = stream.into_split();
         let mut reader = MessageReader::new(read_half);
         let hello = PluginMessage::Hello {
@@ -341,21 +391,21 @@ impl PluginClient {
         };
         write_message(&mut write_half, &hello)
             .await
-            .map_err(|e| format!("cannot send hello: {e}"))?;
+            .map_err(ConnectionError::Hello)?;
         let first = tokio::time::timeout(WELCOME_TIMEOUT, reader.next_message::<HostMessage>())
             .await
-            .map_err(|_| format!("no welcome within {WELCOME_TIMEOUT:?}"))?;
+            .map_err(|_| ConnectionError::WelcomeTimeout(WELCOME_TIMEOUT))?;
         match first {
             Ok(Some(HostMessage::Welcome { host_version, .. })) => {
                 tracing::info!(%host_version, "connected to ztosd");
                 backoff.reset();
             }
             Ok(Some(HostMessage::Reject { reason })) => {
-                return Err(format!("ztosd rejected the plugin: {reason}"))
+                return Err(ConnectionError::Rejected(reason))
             }
-            Ok(Some(other)) => return Err(format!("expected welcome, got {other:?}")),
-            Ok(None) => return Err("ztosd closed the connection before welcome".to_string()),
-            Err(e) => return Err(e.to_string()),
+            Ok(Some(other)) => return Err(ConnectionError::NotWelcome(format!("{other:?}"))),
+            Ok(None) => return Err(ConnectionError::ClosedBeforeWelcome),
+            Err(e) => return Err(ConnectionError::Read(e)),
         }
 
         self.outbox.resend_latest();
@@ -367,9 +417,9 @@ impl PluginClient {
         loop {
             let message = match reader.next_message::<HostMessage>().await {
                 Ok(Some(message)) => message,
-                Ok(None) => return Err("ztosd closed the connection".to_string()),
-                Err(ReadError::Decode(e)) => return Err(format!("protocol error: {e}")),
-                Err(e) => return Err(e.to_string()),
+                Ok(None) => return Err(ConnectionError::Closed),
+                Err(ReadError::Decode(e)) => return Err(ConnectionError::Protocol(e.to_string())),
+                Err(e) => return Err(ConnectionError::Read(e)),
             };
             let reply = match message {
                 HostMessage::Validate { id, sections } => {
@@ -381,7 +431,11 @@ impl PluginClient {
                     revision,
                     sections,
                 } => {
-                    let error = handler.apply(revision, sections).await.err();
+                    let error = handler
+                        .apply(revision, sections)
+                        .await
+                        .err()
+                        .map(|e| e.to_string());
                     PluginMessage::ApplyResult {
                         id,
                         revision,
@@ -389,7 +443,10 @@ impl PluginClient {
                     }
                 }
                 HostMessage::Request { id, method, params } => {
-                    let result = handler.request(method, params).await;
+                    let result = handler
+                        .request(method, params)
+                        .await
+                        .map_err(|e| e.to_string());
                     PluginMessage::Response {
                         id,
                         result: result.into(),
@@ -397,14 +454,12 @@ impl PluginClient {
                 }
                 HostMessage::Shutdown { reason } => return Ok(Shutdown { reason }),
                 HostMessage::Reject { reason } => {
-                    return Err(format!("ztosd closed the connection: {reason}"))
+                    return Err(ConnectionError::ClosedWithReason(reason))
                 }
-                HostMessage::Welcome { .. } => {
-                    return Err("protocol error: second welcome".to_string())
-                }
+                HostMessage::Welcome { .. } => return Err(ConnectionError::SecondWelcome),
             };
             if replies.send(reply).is_err() {
-                return Err("writing to ztosd failed".to_string());
+                return Err(ConnectionError::Write);
             }
         }
     }

@@ -1,95 +1,21 @@
 //! The `[wireguard]` and `[policy]` sections as ztosd sends them (JSON renderings of the TOML;
 //! ztosd has already checked types, duplicates and key syntax, see
-//! `ztosd/src/config/validate.rs`). This plugin checks what only it can: that everything it
+//! `ztosd/model/src/config/validate.rs`). This plugin checks what only it can: that everything it
 //! will build from them is usable.
 
 use std::net::SocketAddr;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
 use ztos_plugin::FieldError;
 
 use crate::keys::{decode_key, valid_interface_name};
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Wireguard {
-    #[serde(default)]
-    pub interfaces: Vec<Interface>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Interface {
-    pub name: String,
-    pub listen_port: u16,
-    #[serde(default)]
-    pub addresses: Vec<IpNet>,
-    #[serde(default)]
-    pub mtu: Option<u32>,
-    #[serde(default)]
-    pub peers: Vec<Peer>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Peer {
-    pub public_key: String,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    #[serde(default)]
-    pub allowed_ips: Vec<IpNet>,
-    #[serde(default)]
-    pub persistent_keepalive: Option<u16>,
-    /// Mix a preshared key into the handshake; the key itself lives in the state dir.
-    #[serde(default)]
-    pub preshared_key: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Policy {
-    #[serde(default)]
-    pub groups: Vec<Group>,
-    #[serde(default)]
-    pub rules: Vec<Rule>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Group {
-    pub name: String,
-    pub members: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Allow,
-    Deny,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Icmp,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Rule {
-    pub name: String,
-    pub action: Action,
-    #[serde(default)]
-    pub from: Vec<String>,
-    #[serde(default)]
-    pub source: Vec<IpNet>,
-    #[serde(default)]
-    pub destination: Vec<IpNet>,
-    #[serde(default)]
-    pub protocol: Option<Protocol>,
-    #[serde(default)]
-    pub ports: Vec<String>,
-}
+/// The sections' types are the model's: ztosd and this plugin read the same document.
+pub use ztos_model::config::{
+    Policy, PolicyAction as Action, PolicyGroup as Group, PolicyProtocol as Protocol,
+    PolicyRule as Rule, Wireguard, WireguardInterface as Interface, WireguardPeer as Peer,
+};
 
 /// Both sections of one revision.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -172,7 +98,7 @@ impl Sections {
                     ),
                 );
             }
-            if let Some(mtu) = iface.mtu {
+            if let Some(mtu) = iface.mtu.map(ztos_model::config::Mtu::get) {
                 if !(1280..=65535).contains(&mtu)
                     && iface.addresses.iter().any(|a| a.addr().is_ipv6())
                 {

@@ -35,7 +35,7 @@ use nix::sys::socket::{
     recvmmsg, sendmmsg, ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders,
     SockaddrStorage,
 };
-use serde::Serialize;
+use ztos_model::wireguard::{self, WireguardInterface, WireguardPeer};
 
 use crate::config;
 use crate::keys::{decode_key, encode_key, PrivateKey};
@@ -820,7 +820,11 @@ impl Interface {
         let mut tun_config = tun::Configuration::default();
         tun_config
             .tun_name(&spec.name)
-            .mtu(spec.mtu.unwrap_or(1420).min(65535) as u16)
+            .mtu(
+                spec.mtu
+                    .map_or(1420, ztos_model::config::Mtu::get)
+                    .min(65535) as u16,
+            )
             .up();
         let device = tun::create(&tun_config).map_err(|e| DatapathError::Tun {
             name: spec.name.clone(),
@@ -1045,9 +1049,9 @@ impl Interface {
     }
 
     /// The interface's status: what `ztos security status` and `wireguard show` display.
-    pub fn status(&self) -> InterfaceStatus {
+    pub fn status(&self) -> WireguardInterface {
         let now = SystemTime::now();
-        let mut peers: Vec<PeerStatus> = self
+        let mut peers: Vec<WireguardPeer> = self
             .config
             .peers
             .iter()
@@ -1056,10 +1060,10 @@ impl Interface {
                 let table = self.shared.peers();
                 let peer = table.by_key.get(&key)?;
                 let (since, tx_bytes, rx_bytes, _, _) = peer.tunn.lock().ok()?.stats();
-                Some(PeerStatus {
+                Some(WireguardPeer {
                     public_key: spec.public_key.clone(),
                     name: spec.name.clone(),
-                    endpoint: peer.endpoint().map(|e| e.to_string()),
+                    endpoint: peer.endpoint(),
                     allowed_ips: spec.allowed_ips.clone(),
                     latest_handshake: since
                         .and_then(|d| now.checked_sub(d))
@@ -1080,17 +1084,20 @@ impl Interface {
             .collect();
         peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
         let s = &self.shared.stats;
-        InterfaceStatus {
+        WireguardInterface {
             name: self.shared.name.clone(),
             public_key: self.public_key(),
-            listen_port: self.listen_port,
+            configured: true,
+            listen_port: Some(self.listen_port),
             peers,
-            dropped_no_route: s.no_route.load(Ordering::Relaxed),
-            dropped_no_endpoint: s.no_endpoint.load(Ordering::Relaxed),
-            invalid_datagrams: s.invalid_datagrams.load(Ordering::Relaxed),
-            unknown_peer: s.unknown_peer.load(Ordering::Relaxed),
-            cookies_sent: s.cookies_sent.load(Ordering::Relaxed),
-            flows: self.shared.flows.len(),
+            counters: Some(wireguard::InterfaceCounters {
+                dropped_no_route: s.no_route.load(Ordering::Relaxed),
+                dropped_no_endpoint: s.no_endpoint.load(Ordering::Relaxed),
+                invalid_datagrams: s.invalid_datagrams.load(Ordering::Relaxed),
+                unknown_peer: s.unknown_peer.load(Ordering::Relaxed),
+                cookies_sent: s.cookies_sent.load(Ordering::Relaxed),
+                flows: self.shared.flows.len() as u64,
+            }),
         }
     }
 
@@ -1111,40 +1118,4 @@ impl Drop for Interface {
             let _ = thread.join();
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PeerStatus {
-    pub public_key: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub endpoint: Option<String>,
-    pub allowed_ips: Vec<IpNet>,
-    /// Unix time of the latest handshake, if any.
-    pub latest_handshake: Option<u64>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub persistent_keepalive: Option<u16>,
-    /// Whether a preshared key is in use (the key itself is never shown).
-    pub preshared_key: bool,
-    pub policy_allowed: u64,
-    pub policy_denied_in: u64,
-    pub policy_denied_out: u64,
-    pub invalid_source: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct InterfaceStatus {
-    pub name: String,
-    pub public_key: String,
-    pub listen_port: u16,
-    pub peers: Vec<PeerStatus>,
-    pub dropped_no_route: u64,
-    pub dropped_no_endpoint: u64,
-    pub invalid_datagrams: u64,
-    pub unknown_peer: u64,
-    pub cookies_sent: u64,
-    pub flows: usize,
 }

@@ -9,12 +9,17 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use serde_json::{json, Value};
+use serde_json::Value;
+use ztos_model::wireguard::{
+    PacketCounter, PolicyCounters, PolicyRuleCounter, WireguardInterface, WireguardKey,
+    WireguardPresharedKey, WireguardRotatedKey, WireguardShow, WireguardStatus,
+};
+use ztos_plugin::client::UnknownMethod;
 use ztos_plugin::{FieldError, Handler, LogLevel, Metric, MetricKind, PluginSender, Sections};
 
 use crate::config;
 use crate::datapath::Interface;
-use crate::keys::{decode_key, encode_key, KeyStore};
+use crate::keys::{decode_key, encode_key, KeyError, KeyStore};
 use crate::policy::Enforcer;
 
 /// What runs now.
@@ -48,9 +53,39 @@ with the new one in its configuration (for ZTOS peers: wireguard.interfaces[].pe
 and any [[policy.groups]] members or rules that name it). Until they do, their handshakes fail \
 and no traffic passes; sessions established with the old key have been dropped.";
 
+/// Why an apply or a request of the WireGuard plugin failed; the text is what the operator sees.
+#[derive(Debug, thiserror::Error)]
+pub enum WireguardError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("internal error: state lock poisoned")]
+    Poisoned,
+    #[error("{method} needs params.{param}")]
+    MissingParam { method: String, param: &'static str },
+    #[error("peer: {0}")]
+    BadPeerKey(String),
+    #[error("{peer} is not a peer of {interface} with preshared_key = true in the running configuration")]
+    NotPresharedPeer { interface: String, peer: String },
+    #[error("{interface} has no preshared key for {peer}")]
+    NoPresharedKey { interface: String, peer: String },
+    #[error("{0} is not a configured wireguard interface and has no key")]
+    NoSuchInterface(String),
+    #[error("policy: {0}")]
+    Policy(String),
+    #[error("{}", .0.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; "))]
+    Config(Vec<FieldError>),
+    /// An apply that changed what it could; each problem names its interface.
+    #[error("{}", .0.join("; "))]
+    Apply(Vec<String>),
+    #[error("internal error: cannot encode the answer: {0}")]
+    Encode(serde_json::Error),
+    #[error(transparent)]
+    UnknownMethod(#[from] UnknownMethod),
+}
+
 impl WireguardPlugin {
-    pub fn new(state_dir: PathBuf, sender: PluginSender) -> Result<Self, String> {
-        let policy = Enforcer::new(&config::Policy::default())?;
+    pub fn new(state_dir: PathBuf, sender: PluginSender) -> Result<Self, WireguardError> {
+        let policy = Enforcer::new(&config::Policy::default()).map_err(WireguardError::Policy)?;
         Ok(WireguardPlugin {
             keys: KeyStore::new(&state_dir),
             sender,
@@ -78,17 +113,18 @@ impl WireguardPlugin {
     /// Sends the current status and metrics to ztosd.
     pub fn report(&self) {
         let (status, metrics) = match self.running.lock() {
-            Ok(running) => (status_of(&running), metrics_of(&running)),
+            Ok(running) => (
+                serde_json::to_value(status_of(&running)).unwrap_or(Value::Null),
+                metrics_of(&running),
+            ),
             Err(_) => return,
         };
         self.sender.status(status);
         self.sender.metrics(metrics);
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Running>, String> {
-        self.running
-            .lock()
-            .map_err(|_| "internal error: state lock poisoned".to_string())
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Running>, WireguardError> {
+        self.running.lock().map_err(|_| WireguardError::Poisoned)
     }
 
     /// The preshared keys of `spec`'s peers with `preshared_key = true`, generated (with an
@@ -96,14 +132,11 @@ impl WireguardPlugin {
     fn preshared_keys(
         &self,
         spec: &config::Interface,
-    ) -> Result<HashMap<[u8; 32], [u8; 32]>, String> {
+    ) -> Result<HashMap<[u8; 32], [u8; 32]>, WireguardError> {
         let mut psks = HashMap::new();
         for peer in spec.peers.iter().filter(|p| p.preshared_key) {
-            let public = decode_key(&peer.public_key)?;
-            let (psk, generated) = self
-                .keys
-                .load_or_generate_psk(&spec.name, &public)
-                .map_err(|e| e.to_string())?;
+            let public = decode_key(&peer.public_key).map_err(WireguardError::BadPeerKey)?;
+            let (psk, generated) = self.keys.load_or_generate_psk(&spec.name, &public)?;
             if generated {
                 self.sender.event(
                     "psk_generated",
@@ -117,10 +150,7 @@ impl WireguardPlugin {
             psks.insert(public, psk);
         }
         let keep: HashSet<[u8; 32]> = psks.keys().copied().collect();
-        let removed = self
-            .keys
-            .remove_psks_except(&spec.name, &keep)
-            .map_err(|e| e.to_string())?;
+        let removed = self.keys.remove_psks_except(&spec.name, &keep)?;
         if removed > 0 {
             self.sender.log(
                 LogLevel::Info,
@@ -133,13 +163,18 @@ impl WireguardPlugin {
         Ok(psks)
     }
 
-    async fn apply_sections(&self, revision: u64, parsed: config::Sections) -> Result<(), String> {
+    async fn apply_sections(
+        &self,
+        revision: u64,
+        parsed: config::Sections,
+    ) -> Result<(), WireguardError> {
         let mut link_work = Vec::new();
         let mut problems = Vec::new();
         {
             let mut running = self.lock()?;
             if running.policy_config != parsed.policy {
-                let enforcer = Arc::new(Enforcer::new(&parsed.policy)?);
+                let enforcer =
+                    Arc::new(Enforcer::new(&parsed.policy).map_err(WireguardError::Policy)?);
                 for interface in running.interfaces.values() {
                     interface.set_policy(enforcer.clone());
                 }
@@ -197,7 +232,7 @@ impl WireguardPlugin {
                         {
                             link_work.push(LinkWork {
                                 name: spec.name.clone(),
-                                mtu: spec.mtu,
+                                mtu: spec.mtu.map(ztos_model::config::Mtu::get),
                                 old_addresses: before.addresses.clone(),
                                 addresses: spec.addresses.clone(),
                                 old_routes: before_routes,
@@ -206,10 +241,7 @@ impl WireguardPlugin {
                         }
                     }
                     None => {
-                        let (key, generated) = self
-                            .keys
-                            .load_or_generate(&spec.name)
-                            .map_err(|e| e.to_string())?;
+                        let (key, generated) = self.keys.load_or_generate(&spec.name)?;
                         if generated {
                             self.sender.event(
                                 "key_generated",
@@ -224,7 +256,7 @@ impl WireguardPlugin {
                             Ok(interface) => {
                                 link_work.push(LinkWork {
                                     name: spec.name.clone(),
-                                    mtu: spec.mtu,
+                                    mtu: spec.mtu.map(ztos_model::config::Mtu::get),
                                     old_addresses: Vec::new(),
                                     addresses: spec.addresses.clone(),
                                     old_routes: HashSet::new(),
@@ -248,12 +280,14 @@ impl WireguardPlugin {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(problems.join("; "))
+            Err(WireguardError::Apply(problems))
         }
     }
 }
 
 impl Handler for WireguardPlugin {
+    type Error = WireguardError;
+
     async fn validate(&mut self, sections: Sections) -> Vec<FieldError> {
         match config::Sections::parse(&sections) {
             Ok(parsed) => match Enforcer::new(&parsed.policy) {
@@ -267,14 +301,8 @@ impl Handler for WireguardPlugin {
         }
     }
 
-    async fn apply(&mut self, revision: u64, sections: Sections) -> Result<(), String> {
-        let parsed = config::Sections::parse(&sections).map_err(|errors| {
-            errors
-                .iter()
-                .map(|e| format!("{}: {}", e.path, e.message))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+    async fn apply(&mut self, revision: u64, sections: Sections) -> Result<(), WireguardError> {
+        let parsed = config::Sections::parse(&sections).map_err(WireguardError::Config)?;
         let result = self.apply_sections(revision, parsed).await;
         match &result {
             Ok(()) => self
@@ -288,32 +316,34 @@ impl Handler for WireguardPlugin {
         result
     }
 
-    async fn request(&mut self, method: String, params: Value) -> Result<Value, String> {
-        let interface = || -> Result<String, String> {
+    async fn request(&mut self, method: String, params: Value) -> Result<Value, WireguardError> {
+        let interface = || -> Result<String, WireguardError> {
             params
                 .get("interface")
                 .and_then(Value::as_str)
                 .map(str::to_string)
-                .ok_or_else(|| format!("{method} needs params.interface"))
+                .ok_or_else(|| WireguardError::MissingParam {
+                    method: method.clone(),
+                    param: "interface",
+                })
         };
         match method.as_str() {
             "wireguard genkey" => {
                 let name = interface()?;
-                let key = self.keys.generate(&name).map_err(|e| e.to_string())?;
+                let key = self.keys.generate(&name)?;
                 let running = self.lock()?;
                 if let Some(interface) = running.interfaces.get(&name) {
                     interface.set_key(key.clone());
                 }
-                Ok(json!({"interface": name, "public_key": key.public_base64()}))
+                answer(&WireguardKey {
+                    interface: name,
+                    public_key: key.public_base64(),
+                })
             }
             "wireguard rotate-key" => {
                 let name = interface()?;
-                let old = self
-                    .keys
-                    .load(&name)
-                    .map_err(|e| e.to_string())?
-                    .map(|k| k.public_base64());
-                let key = self.keys.rotate(&name).map_err(|e| e.to_string())?;
+                let old = self.keys.load(&name)?.map(|k| k.public_base64());
+                let key = self.keys.rotate(&name)?;
                 {
                     let running = self.lock()?;
                     if let Some(interface) = running.interfaces.get(&name) {
@@ -328,21 +358,24 @@ impl Handler for WireguardPlugin {
                     ),
                 );
                 self.report();
-                Ok(json!({
-                    "interface": name,
-                    "old_public_key": old,
-                    "public_key": key.public_base64(),
-                    "notice": ROTATE_NOTICE,
-                }))
+                answer(&WireguardRotatedKey {
+                    interface: name,
+                    old_public_key: old,
+                    public_key: key.public_base64(),
+                    notice: ROTATE_NOTICE.to_string(),
+                })
             }
             "wireguard preshared-key" => {
                 let name = interface()?;
                 let peer = params
                     .get("peer")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| format!("{method} needs params.peer (a public key)"))?
+                    .ok_or_else(|| WireguardError::MissingParam {
+                        method: method.clone(),
+                        param: "peer (a public key)",
+                    })?
                     .to_string();
-                let public = decode_key(&peer).map_err(|e| format!("peer: {e}"))?;
+                let public = decode_key(&peer).map_err(WireguardError::BadPeerKey)?;
                 let configured = {
                     let running = self.lock()?;
                     running.interfaces.get(&name).is_some_and(|i| {
@@ -353,20 +386,26 @@ impl Handler for WireguardPlugin {
                     })
                 };
                 if !configured {
-                    return Err(format!(
-                        "{peer} is not a peer of {name} with preshared_key = true in the running configuration"
-                    ));
+                    return Err(WireguardError::NotPresharedPeer {
+                        interface: name,
+                        peer,
+                    });
                 }
-                let psk = self
-                    .keys
-                    .load_psk(&name, &public)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("{name} has no preshared key for {peer}"))?;
+                let psk = self.keys.load_psk(&name, &public)?.ok_or_else(|| {
+                    WireguardError::NoPresharedKey {
+                        interface: name.clone(),
+                        peer: peer.clone(),
+                    }
+                })?;
                 self.sender.event(
                     "psk_exported",
                     format!("the preshared key for peer {peer} of {name} was exported"),
                 );
-                Ok(json!({"interface": name, "peer": peer, "preshared_key": encode_key(&psk)}))
+                answer(&WireguardPresharedKey {
+                    interface: name,
+                    peer,
+                    preshared_key: encode_key(&psk),
+                })
             }
             "wireguard show" => {
                 let only = params.get("interface").and_then(Value::as_str);
@@ -374,65 +413,76 @@ impl Handler for WireguardPlugin {
                 if let Some(name) = only {
                     if !running.interfaces.contains_key(name) {
                         // An interface with a key but not configured still shows its key.
-                        let key = self.keys.load(name).map_err(|e| e.to_string())?;
+                        let key = self.keys.load(name)?;
                         return match key {
-                            Some(key) => Ok(json!({"interfaces": [{
-                                "name": name, "public_key": key.public_base64(),
-                                "configured": false, "peers": []}]})),
-                            None => Err(format!(
-                                "{name} is not a configured wireguard interface and has no key"
-                            )),
+                            Some(key) => answer(&WireguardShow {
+                                interfaces: vec![WireguardInterface {
+                                    name: name.to_string(),
+                                    public_key: key.public_base64(),
+                                    configured: false,
+                                    listen_port: None,
+                                    peers: Vec::new(),
+                                    counters: None,
+                                }],
+                                policy: None,
+                            }),
+                            None => Err(WireguardError::NoSuchInterface(name.to_string())),
                         };
                     }
                 }
-                let interfaces: Vec<Value> = running
+                let interfaces = running
                     .interfaces
                     .values()
                     .filter(|i| only.is_none_or(|n| n == i.name()))
-                    .map(|i| {
-                        let mut v = serde_json::to_value(i.status()).unwrap_or(Value::Null);
-                        v["configured"] = Value::Bool(true);
-                        v
-                    })
+                    .map(Interface::status)
                     .collect();
-                Ok(json!({"interfaces": interfaces, "policy": policy_status(&running)}))
+                answer(&WireguardShow {
+                    interfaces,
+                    policy: Some(policy_status(&running)),
+                })
             }
-            _ => Err(format!("unknown method {method}")),
+            _ => Err(UnknownMethod(method).into()),
         }
     }
 }
 
-fn policy_status(running: &Running) -> Value {
+fn policy_status(running: &Running) -> PolicyCounters {
     let p = &running.policy;
-    let rules: Vec<Value> = p
+    let rules = p
         .names
         .iter()
         .zip(&p.actions)
         .zip(&p.counters)
         .map(|((name, action), counter)| {
             let (packets, bytes) = counter.get();
-            json!({"name": name, "action": match action {
-                config::Action::Allow => "allow", config::Action::Deny => "deny" },
-                "packets": packets, "bytes": bytes})
+            PolicyRuleCounter {
+                name: name.clone(),
+                action: *action,
+                packets,
+                bytes,
+            }
         })
         .collect();
     let (packets, bytes) = p.default_deny.get();
-    json!({"rules": rules, "default_deny": {"packets": packets, "bytes": bytes}})
+    PolicyCounters {
+        rules,
+        default_deny: PacketCounter { packets, bytes },
+    }
 }
 
 /// The status report ztosd shows in `ztos security status` and `/api/v1/security/status`.
-pub fn status_of(running: &Running) -> Value {
-    let interfaces: Vec<Value> = running
-        .interfaces
-        .values()
-        .map(|i| serde_json::to_value(i.status()).unwrap_or(Value::Null))
-        .collect();
-    json!({
-        "applied_revision": running.revision,
-        "backend": "userspace",
-        "interfaces": interfaces,
-        "policy": policy_status(running),
-    })
+pub fn status_of(running: &Running) -> WireguardStatus {
+    WireguardStatus {
+        applied_revision: running.revision,
+        backend: "userspace".to_string(),
+        interfaces: running.interfaces.values().map(Interface::status).collect(),
+        policy: policy_status(running),
+    }
+}
+
+/// A request's answer as the protocol carries it.
+fn answer<T: serde::Serialize>(value: &T) -> Result<Value, WireguardError> {
+    serde_json::to_value(value).map_err(WireguardError::Encode)
 }
 
 fn metric(name: &str, help: &str, kind: MetricKind, labels: &[(&str, &str)], value: f64) -> Metric {
@@ -489,20 +539,21 @@ pub fn metrics_of(running: &Running) -> Vec<Metric> {
                 peer.latest_handshake.unwrap_or(0) as f64,
             ));
         }
+        let counters = status.counters.unwrap_or_default();
         let labels = [("interface", status.name.as_str())];
         out.push(metric(
             "ztos_wireguard_invalid_datagrams_total",
             "Datagrams that failed authentication or parsing.",
             MetricKind::Counter,
             &labels,
-            status.invalid_datagrams as f64,
+            counters.invalid_datagrams as f64,
         ));
         out.push(metric(
             "ztos_wireguard_cookies_sent_total",
             "Cookie replies sent under handshake load.",
             MetricKind::Counter,
             &labels,
-            status.cookies_sent as f64,
+            counters.cookies_sent as f64,
         ));
     }
     let p = &running.policy;

@@ -5,4 +5,6 @@
 //! without pulling in the daemon.
 
 pub mod api;
+pub mod bgp;
 pub mod config;
+pub mod wireguard;

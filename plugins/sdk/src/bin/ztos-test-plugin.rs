@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
+use ztos_plugin::client::UnknownMethod;
 use ztos_plugin::config_path;
 use ztos_plugin::protocol::{DEFAULT_SOCKET_PATH, PROTOCOL_VERSION};
 use ztos_plugin::{
@@ -67,6 +68,23 @@ fn parse_veto(text: &str) -> Result<Veto, String> {
     })
 }
 
+/// Why the test plugin failed an apply or a request.
+#[derive(Debug, thiserror::Error)]
+enum TestPluginError {
+    #[error("cannot encode revision {revision}: {source}")]
+    Encode {
+        revision: u64,
+        source: serde_json::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Record {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    UnknownMethod(#[from] UnknownMethod),
+}
+
 struct TestPlugin {
     vetoes: Vec<Veto>,
     log_file: Option<PathBuf>,
@@ -76,29 +94,31 @@ struct TestPlugin {
 }
 
 impl TestPlugin {
-    async fn record(&self, revision: u64, sections: &Sections) -> Result<(), String> {
+    async fn record(&self, revision: u64, sections: &Sections) -> Result<(), TestPluginError> {
         let Some(path) = &self.log_file else {
             return Ok(());
         };
         let mut line = serde_json::to_vec(&json!({"revision": revision, "sections": sections}))
-            .map_err(|e| format!("cannot encode revision {revision}: {e}"))?;
+            .map_err(|source| TestPluginError::Encode { revision, source })?;
         line.push(b'\n');
+        let record = |source| TestPluginError::Record {
+            path: path.display().to_string(),
+            source,
+        };
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .await
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        file.write_all(&line)
-            .await
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        file.flush()
-            .await
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            .map_err(record)?;
+        file.write_all(&line).await.map_err(record)?;
+        file.flush().await.map_err(record)
     }
 }
 
 impl Handler for TestPlugin {
+    type Error = TestPluginError;
+
     async fn validate(&mut self, sections: Sections) -> Vec<FieldError> {
         let mut errors = Vec::new();
         for veto in &self.vetoes {
@@ -123,7 +143,7 @@ impl Handler for TestPlugin {
         errors
     }
 
-    async fn apply(&mut self, revision: u64, sections: Sections) -> Result<(), String> {
+    async fn apply(&mut self, revision: u64, sections: Sections) -> Result<(), TestPluginError> {
         self.record(revision, &sections).await?;
         self.applies += 1;
         self.applied_revision = Some(revision);
@@ -140,11 +160,11 @@ impl Handler for TestPlugin {
         Ok(())
     }
 
-    async fn request(&mut self, method: String, params: Value) -> Result<Value, String> {
+    async fn request(&mut self, method: String, params: Value) -> Result<Value, TestPluginError> {
         match method.as_str() {
             "echo" => Ok(params),
             "applied_revision" => Ok(json!(self.applied_revision)),
-            _ => Err(format!("unknown method {method}")),
+            _ => Err(UnknownMethod(method).into()),
         }
     }
 }

@@ -329,7 +329,7 @@ pub enum AddressFamily {
 
 /// WireGuard interfaces (plugin `ztos-wireguard`). Private keys are generated on the box and
 /// kept in the state directory; only public keys appear in configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Wireguard {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -407,7 +407,7 @@ pub enum MacsecCipherSuite {
 }
 
 /// Zero-trust policy for traffic from WireGuard peers: default deny, first matching rule wins.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -443,7 +443,9 @@ pub struct PolicyRule {
     pub ports: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyAction {
     Allow,
