@@ -66,20 +66,6 @@ pub fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> anyhow:
     Ok(())
 }
 
-pub fn print_value(
-    out: &mut dyn Write,
-    value: &Value,
-    json_output: bool,
-    human: impl Fn(&Value) -> String,
-) -> anyhow::Result<()> {
-    if json_output {
-        writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
-    } else {
-        write!(out, "{}", human(value))?;
-    }
-    Ok(())
-}
-
 pub fn url_escape(s: &str) -> String {
     let mut escaped = String::new();
     for byte in s.bytes() {
@@ -91,22 +77,6 @@ pub fn url_escape(s: &str) -> String {
         }
     }
     escaped
-}
-
-/// A JSON field as display text: strings bare, null as `-`, everything else as JSON.
-pub fn field(value: &Value, key: &str) -> String {
-    display(value.get(key).unwrap_or(&Value::Null))
-}
-
-pub fn display(value: &Value) -> String {
-    match value {
-        Value::Null => "-".into(),
-        Value::String(s) if s.is_empty() => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) if items.is_empty() => "-".into(),
-        Value::Array(items) => items.iter().map(display).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
-    }
 }
 
 /// An aligned table with a header row.

@@ -12,6 +12,31 @@ use crate::commands::system::{format_services, reformat_warning};
 use crate::commands::wireguard::*;
 use crate::format::*;
 
+/// An answer written as JSON, read as its model type (as the commands read the API's).
+fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+/// `extra`'s keys over `base`'s.
+fn merge(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        for (key, value) in extra {
+            base.insert(key.clone(), value.clone());
+        }
+    }
+    base
+}
+
+/// A BGP path with every field the speaker sends; `extra` sets some.
+fn bgp_path(extra: serde_json::Value) -> serde_json::Value {
+    merge(
+        json!({"best": false, "from": "local", "next_hop": null, "as_path": null,
+            "origin": null, "local_pref": null, "med": null, "communities": [],
+            "extended_communities": [], "originator_id": null, "cluster_list": []}),
+        extra,
+    )
+}
+
 #[test]
 fn spec_commands_parse_exactly_as_written() {
     let cli = Cli::try_parse_from([
@@ -126,10 +151,11 @@ fn wireguard_show_reads_like_wg_show() {
                     "allowed_ips": ["10.9.0.2/32", "10.9.1.0/24"], "latest_handshake": now - 75,
                     "rx_bytes": 1536, "tx_bytes": 3 * 1024 * 1024, "persistent_keepalive": 25,
                     "preshared_key": true,
-                    "policy_allowed": 4, "policy_denied_in": 1, "policy_denied_out": 0}]},
+                    "policy_allowed": 4, "policy_denied_in": 1, "policy_denied_out": 0,
+                    "rx_packets": 2, "tx_packets": 3, "invalid_source": 0}]},
         {"name": "wg1", "public_key": "PUB1", "configured": false, "peers": []}]});
     assert_eq!(
-        format_wireguard_show(&v),
+        format_wireguard_show(&typed(v)),
         "interface: wg0\n  public key: PUB0\n  listening port: 51820\n\n\
          peer: PEER (laptop)\n  preshared key: (hidden)\n  endpoint: 192.0.2.1:51820\n\
          \x20 allowed ips: 10.9.0.2/32,10.9.1.0/24\n  latest handshake: 1m 15s ago\n\
@@ -139,7 +165,7 @@ fn wireguard_show_reads_like_wg_show() {
          interface: wg1\n  public key: PUB1\n  (has a key but is not configured)\n"
     );
     assert_eq!(
-        format_wireguard_show(&json!({"interfaces": []})),
+        format_wireguard_show(&typed(json!({"interfaces": []}))),
         "no WireGuard interfaces\n"
     );
     assert_eq!(bytes_text(512), "512 B");
@@ -147,13 +173,13 @@ fn wireguard_show_reads_like_wg_show() {
 
 #[test]
 fn rotate_key_prints_the_notice() {
-    let text = format_wireguard_key(&json!({"interface": "wg0", "public_key": "NEW",
-        "old_public_key": "OLD", "notice": "Tell the peers."}));
+    let text = format_rotated_key(&typed(json!({"interface": "wg0", "public_key": "NEW",
+        "old_public_key": "OLD", "notice": "Tell the peers."})));
     assert_eq!(
         text,
         "interface: wg0\npublic key: NEW\nold public key: OLD\n\nTell the peers.\n"
     );
-    let text = format_wireguard_key(&json!({"interface": "wg0", "public_key": "NEW"}));
+    let text = format_wireguard_key(&typed(json!({"interface": "wg0", "public_key": "NEW"})));
     assert_eq!(text, "interface: wg0\npublic key: NEW\n");
 }
 
@@ -176,16 +202,20 @@ fn security_status_shows_a_rollback() {
 fn evpn_routes_print_type_rd_key_and_communities() {
     let routes = json!({"truncated": false, "routes": [{
         "family": "l2vpn-evpn", "route_type": 2, "rd": "10.0.0.2:100",
-        "route": {"route_type": "mac_ip", "mac": "02:00:00:00:00:aa"},
-        "paths": [{"best": true, "vni": 100, "next_hop": "10.0.0.2", "from": "10.0.0.2",
-                   "extended_communities": ["rt 65002:100", "encap 8"]}]
+        "route": {"route_type": "mac_ip", "rd": {"type": 1, "value": "10.0.0.2:100"},
+                  "esi": "00:00:00:00:00:00:00:00:00:00", "ethernet_tag": 0,
+                  "mac": "02:00:00:00:00:aa", "label1": 100},
+        "paths": [bgp_path(json!({"best": true, "vni": 100, "next_hop": "10.0.0.2",
+                   "from": "10.0.0.2", "extended_communities": ["rt 65002:100", "encap 8"]}))]
     }, {
         "family": "l2vpn-evpn", "route_type": 3, "rd": "10.0.0.1:100",
-        "route": {"route_type": "inclusive_multicast", "originator": "10.0.0.1"},
-        "paths": [{"best": true, "vni": 100, "next_hop": "10.0.0.1", "from": "local",
-                   "extended_communities": ["rt 65001:100"]}]
+        "route": {"route_type": "inclusive_multicast",
+                  "rd": {"type": 1, "value": "10.0.0.1:100"}, "ethernet_tag": 0,
+                  "originator": "10.0.0.1"},
+        "paths": [bgp_path(json!({"best": true, "vni": 100, "next_hop": "10.0.0.1",
+                   "from": "local", "extended_communities": ["rt 65001:100"]}))]
     }]});
-    let text = format_evpn_routes(&routes);
+    let text = format_evpn_routes(&typed(routes));
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines[0].contains("RD") && lines[0].contains("EXTENDED COMMUNITIES"),
@@ -210,29 +240,33 @@ fn bgp_summary_neighbors_and_routes_print_as_tables() {
         "address": "10.0.0.2", "remote_as": 65002, "description": "bird",
         "state": "established", "uptime_seconds": 3725, "prefixes_received": 3,
         "prefixes_accepted": 2, "prefixes_advertised": 1, "updates_received": 4,
-        "updates_sent": 1, "last_error": null,
+        "updates_sent": 1, "last_error": null, "stale_routes": 0,
     });
     let summary = json!({
         "configured": true, "local_as": 65001, "router_id": "10.0.0.1", "port": 179,
-        "neighbors_established": 1, "routes": {"ipv4-unicast": 3, "ipv6-unicast": 0},
+        "neighbors_established": 1,
+        "routes": {"ipv4-unicast": 3, "ipv6-unicast": 0, "l2vpn-evpn": 0},
+        "evpn": {"segments": [], "local_macs": 0, "remote_macs": 0, "flood_entries": 0,
+                 "tenant_prefixes": 0, "tenants": [], "kernel": false},
+        "update_groups": 1, "attribute_sets": 1,
         "neighbors": [neighbor.clone()],
     });
     assert_eq!(
-        format_bgp_summary(&summary),
+        format_bgp_summary(&typed(summary)),
         "BGP AS 65001, router id 10.0.0.1, port 179\n\
          routes: 3 IPv4, 0 IPv6; 1 of 1 neighbors established\n\n\
          NEIGHBOR  AS     STATE        UP        RECEIVED  ACCEPTED  ADVERTISED  DESCRIPTION\n\
          10.0.0.2  65002  established  1h02m05s  3         2         1           bird\n"
     );
     assert_eq!(
-        format_bgp_summary(&json!({"configured": false, "neighbors": []})),
+        format_bgp_summary(&typed(json!({"configured": false, "neighbors": []}))),
         "BGP is not configured\n"
     );
     let mut detail = neighbor;
     detail["established_count"] = json!(2);
     detail["configured"] = json!({"families": ["ipv4-unicast"], "hold_time": 90,
         "passive": false, "max_prefixes": null, "route_reflector_client": false, "md5": true});
-    let text = format_bgp_neighbor_detail(&json!({"neighbors": [detail]}));
+    let text = format_bgp_neighbor_detail(&typed(json!({"neighbors": [detail]})));
     assert!(
         text.starts_with("neighbor:                10.0.0.2\n"),
         "{text}"
@@ -253,23 +287,24 @@ fn bgp_summary_neighbors_and_routes_print_as_tables() {
 
     let routes = json!({"truncated": true, "routes": [{
     "prefix": "198.51.100.0/24", "family": "ipv4-unicast", "paths": [
-        {"best": true, "from": "10.0.0.2", "next_hop": "10.0.0.2", "origin": "igp",
-         "local_pref": null, "med": 5, "as_path": [
+        bgp_path(json!({"best": true, "from": "10.0.0.2", "next_hop": "10.0.0.2",
+         "origin": "igp", "local_pref": null, "med": 5, "as_path": [
             {"kind": "sequence", "asns": [65002, 65003]},
-            {"kind": "set", "asns": [65004, 65005]}]},
-        {"best": false, "from": "local", "next_hop": null, "origin": "incomplete",
-         "local_pref": 100, "med": null, "as_path": []},
+            {"kind": "set", "asns": [65004, 65005]}]})),
+        bgp_path(json!({"best": false, "from": "local", "next_hop": null,
+         "origin": "incomplete", "local_pref": 100, "med": null, "as_path": []})),
     ]}]});
     assert_eq!(
-        format_bgp_routes(&routes),
+        format_bgp_routes(&typed(routes)),
         "   PREFIX           NEXT HOP  FROM      LOCAL PREF  MED  ORIGIN      AS PATH\n\
          *  198.51.100.0/24  10.0.0.2  10.0.0.2  -           5    igp         65002 65003 {65004,65005}\n\
          \x20                   -         local     100         -    incomplete  (empty)\n\
          (more routes: narrow with --prefix or --family, or use --json)\n"
     );
     assert_eq!(
-        format_as_path(&json!([{"kind": "confed_sequence", "asns": [1, 2]},
-            {"kind": "confed_set", "asns": [3]}])),
+        format_as_path(Some(&typed::<Vec<_>>(json!([
+            {"kind": "confed_sequence", "asns": [1, 2]},
+            {"kind": "confed_set", "asns": [3]}])))),
         "(1 2) [3]"
     );
     assert_eq!(format_uptime(None), "-");

@@ -4,11 +4,14 @@
 use std::io::Write;
 
 use hyper::Method;
-use serde_json::Value;
+use ztos_model::bgp::{
+    AsPathSegment, AsSegmentKind, BgpNeighbor, BgpNeighbors, BgpRoutes, BgpSummary, EvpnRouteKey,
+    EvpnRoutes,
+};
 
 use crate::args::BgpCommand;
 use crate::client::Client;
-use crate::format::{display, field, format_uptime, print_json, print_value, table, url_escape};
+use crate::format::{format_uptime, list, opt, print_answer, print_json, table, text, url_escape};
 
 /// `ztos bgp ...`.
 pub async fn run(
@@ -28,7 +31,7 @@ pub async fn run(
             let value = client
                 .json(Method::GET, "/api/v1/bgp/summary", None)
                 .await?;
-            print_value(out, &value, json_output, format_bgp_summary)
+            print_answer(out, value, json_output, format_bgp_summary)
         }
         BgpCommand::Neighbors { address } => {
             let path = match &address {
@@ -37,10 +40,10 @@ pub async fn run(
             };
             let value = client.json(Method::GET, &path, None).await?;
             if address.is_some() {
-                print_value(out, &value, json_output, format_bgp_neighbor_detail)
+                print_answer(out, value, json_output, format_bgp_neighbor_detail)
             } else {
-                print_value(out, &value, json_output, |v: &Value| {
-                    format_bgp_neighbors(&v["neighbors"])
+                print_answer(out, value, json_output, |n: &BgpNeighbors| {
+                    format_bgp_neighbors(&n.neighbors)
                 })
             }
         }
@@ -67,36 +70,31 @@ pub async fn run(
             };
             let value = client.json(Method::GET, &path, None).await?;
             if evpn {
-                print_value(out, &value, json_output, format_evpn_routes)
+                print_answer(out, value, json_output, format_evpn_routes)
             } else {
-                print_value(out, &value, json_output, format_bgp_routes)
+                print_answer(out, value, json_output, format_bgp_routes)
             }
         }
     }
 }
 
 /// `ztos bgp neighbors` (and the summary's neighbor list) as a table.
-pub(crate) fn format_bgp_neighbors(list: &Value) -> String {
-    let rows = list
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|n| {
-                    vec![
-                        field(n, "address"),
-                        field(n, "remote_as"),
-                        field(n, "state"),
-                        format_uptime(n["uptime_seconds"].as_u64()),
-                        field(n, "prefixes_received"),
-                        field(n, "prefixes_accepted"),
-                        field(n, "prefixes_advertised"),
-                        field(n, "description"),
-                    ]
-                })
-                .collect()
+pub(crate) fn format_bgp_neighbors(neighbors: &[BgpNeighbor]) -> String {
+    let rows = neighbors
+        .iter()
+        .map(|n| {
+            vec![
+                n.address.to_string(),
+                n.remote_as.to_string(),
+                n.state.to_string(),
+                format_uptime(n.uptime_seconds),
+                n.prefixes_received.to_string(),
+                n.prefixes_accepted.to_string(),
+                n.prefixes_advertised.to_string(),
+                opt(n.description.as_deref()),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     table(
         &[
             "NEIGHBOR",
@@ -112,78 +110,74 @@ pub(crate) fn format_bgp_neighbors(list: &Value) -> String {
     )
 }
 
-pub(crate) fn format_bgp_summary(v: &Value) -> String {
-    if v["configured"] != Value::Bool(true) {
+pub(crate) fn format_bgp_summary(summary: &BgpSummary) -> String {
+    if !summary.configured {
         return "BGP is not configured\n".into();
     }
-    let total = v["neighbors"].as_array().map_or(0, Vec::len);
-    let mut text = format!(
+    let total = summary.neighbors.len();
+    let speaker = summary.speaker.as_ref();
+    let mut out = format!(
         "BGP AS {}, router id {}, port {}\nroutes: {} IPv4, {} IPv6; {} of {} neighbors established\n",
-        field(v, "local_as"),
-        field(v, "router_id"),
-        field(v, "port"),
-        display(&v["routes"]["ipv4-unicast"]),
-        display(&v["routes"]["ipv6-unicast"]),
-        field(v, "neighbors_established"),
+        opt(speaker.map(|s| s.local_as)),
+        opt(speaker.map(|s| s.router_id)),
+        opt(speaker.map(|s| s.port)),
+        opt(speaker.map(|s| s.routes.ipv4_unicast)),
+        opt(speaker.map(|s| s.routes.ipv6_unicast)),
+        opt(speaker.map(|s| s.neighbors_established)),
         total,
     );
     if total > 0 {
-        text.push('\n');
-        text.push_str(&format_bgp_neighbors(&v["neighbors"]));
+        out.push('\n');
+        out.push_str(&format_bgp_neighbors(&summary.neighbors));
     }
-    text
+    out
 }
 
 /// `ztos bgp neighbors ADDR`: one neighbor, one `key: value` per line.
-pub(crate) fn format_bgp_neighbor_detail(v: &Value) -> String {
-    let n = &v["neighbors"][0];
+pub(crate) fn format_bgp_neighbor_detail(answer: &BgpNeighbors) -> String {
+    let Some(n) = answer.neighbors.first() else {
+        return String::new();
+    };
     let mut lines = vec![
-        ("neighbor", field(n, "address")),
-        ("remote AS", field(n, "remote_as")),
-        ("description", field(n, "description")),
-        ("state", field(n, "state")),
-        ("up for", format_uptime(n["uptime_seconds"].as_u64())),
-        (
-            "established",
-            format!("{} times", display(&n["established_count"])),
-        ),
+        ("neighbor", n.address.to_string()),
+        ("remote AS", n.remote_as.to_string()),
+        ("description", opt(n.description.as_deref())),
+        ("state", n.state.to_string()),
+        ("up for", format_uptime(n.uptime_seconds)),
+        ("established", format!("{} times", opt(n.established_count))),
         (
             "prefixes",
             format!(
                 "{} received, {} accepted, {} advertised",
-                display(&n["prefixes_received"]),
-                display(&n["prefixes_accepted"]),
-                display(&n["prefixes_advertised"])
+                n.prefixes_received, n.prefixes_accepted, n.prefixes_advertised
             ),
         ),
         (
             "updates",
-            format!(
-                "{} received, {} sent",
-                display(&n["updates_received"]),
-                display(&n["updates_sent"])
-            ),
+            format!("{} received, {} sent", n.updates_received, n.updates_sent),
         ),
-        ("last error", field(n, "last_error")),
+        ("last error", opt(n.last_error.as_deref())),
     ];
-    let c = &n["configured"];
-    lines.push(("configured families", field(c, "families")));
-    lines.push(("hold time", field(c, "hold_time")));
-    lines.push(("passive", field(c, "passive")));
-    lines.push(("max prefixes", field(c, "max_prefixes")));
-    lines.push(("route reflector client", field(c, "route_reflector_client")));
-    lines.push(("TCP MD5", field(c, "md5")));
-    let session = &n["session"];
-    if session.is_object() {
-        lines.push(("local address", field(session, "local_address")));
-        lines.push(("remote router id", field(session, "remote_router_id")));
-        lines.push(("negotiated hold time", field(session, "hold_time")));
-        lines.push(("families", field(session, "families")));
-        lines.push(("eBGP", field(session, "ebgp")));
-        lines.push(("four-octet AS", field(session, "four_octet_as")));
-        lines.push(("route refresh", field(session, "route_refresh")));
-        lines.push(("extended message", field(session, "extended_message")));
-        lines.push(("update group", field(session, "update_group")));
+    let c = n.configured.as_ref();
+    lines.push(("configured families", opt(c.map(|c| list(&c.families)))));
+    lines.push(("hold time", opt(c.map(|c| c.hold_time))));
+    lines.push(("passive", opt(c.map(|c| c.passive))));
+    lines.push(("max prefixes", opt(c.and_then(|c| c.max_prefixes))));
+    lines.push((
+        "route reflector client",
+        opt(c.map(|c| c.route_reflector_client)),
+    ));
+    lines.push(("TCP MD5", opt(c.map(|c| c.md5))));
+    if let Some(session) = &n.session {
+        lines.push(("local address", session.local_address.to_string()));
+        lines.push(("remote router id", session.remote_router_id.to_string()));
+        lines.push(("negotiated hold time", session.hold_time.to_string()));
+        lines.push(("families", list(&session.families)));
+        lines.push(("eBGP", session.ebgp.to_string()));
+        lines.push(("four-octet AS", session.four_octet_as.to_string()));
+        lines.push(("route refresh", session.route_refresh.to_string()));
+        lines.push(("extended message", session.extended_message.to_string()));
+        lines.push(("update group", session.update_group.to_string()));
     }
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     lines
@@ -194,8 +188,8 @@ pub(crate) fn format_bgp_neighbor_detail(v: &Value) -> String {
 
 /// An AS_PATH as the API gives it (segments of `kind` and `asns`) the way routers print
 /// it: `65001 65002 {65003,65004} (65010)`.
-pub(crate) fn format_as_path(path: &Value) -> String {
-    let Some(segments) = path.as_array() else {
+pub(crate) fn format_as_path(path: Option<&[AsPathSegment]>) -> String {
+    let Some(segments) = path else {
         return "-".into();
     };
     if segments.is_empty() {
@@ -204,65 +198,59 @@ pub(crate) fn format_as_path(path: &Value) -> String {
     segments
         .iter()
         .map(|segment| {
-            let asns: Vec<String> = segment["asns"]
-                .as_array()
-                .map(|a| a.iter().map(display).collect())
-                .unwrap_or_default();
-            match segment["kind"].as_str() {
-                Some("set") => format!("{{{}}}", asns.join(",")),
-                Some("confed_sequence") => format!("({})", asns.join(" ")),
-                Some("confed_set") => format!("[{}]", asns.join(",")),
-                _ => asns.join(" "),
+            let asns: Vec<String> = segment.asns.iter().map(ToString::to_string).collect();
+            match segment.kind {
+                AsSegmentKind::Set => format!("{{{}}}", asns.join(",")),
+                AsSegmentKind::ConfedSequence => format!("({})", asns.join(" ")),
+                AsSegmentKind::ConfedSet => format!("[{}]", asns.join(",")),
+                AsSegmentKind::Sequence => asns.join(" "),
             }
         })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
+/// `*` on the best path.
+fn best(best: bool) -> String {
+    if best { "*" } else { "" }.to_string()
+}
+
 /// `ztos bgp routes --family evpn`: one line per path, `*` on the best; the route (type, RD
 /// and its key fields) on its first path.
-pub(crate) fn format_evpn_routes(v: &Value) -> String {
+pub(crate) fn format_evpn_routes(answer: &EvpnRoutes) -> String {
     let mut rows = Vec::new();
-    for route in v["routes"].as_array().into_iter().flatten() {
-        let r = &route["route"];
-        let what = match route["route_type"].as_u64() {
-            Some(2) => format!(
+    for route in &answer.routes {
+        let what = match &route.route {
+            EvpnRouteKey::MacIp { mac, ip, .. } => format!(
                 "[2] {}{}",
-                field(r, "mac"),
-                r.get("ip")
-                    .map(|ip| format!(" {}", display(ip)))
-                    .unwrap_or_default()
+                text(mac),
+                ip.map(|ip| format!(" {ip}")).unwrap_or_default()
             ),
-            Some(3) => format!("[3] {}", field(r, "originator")),
-            Some(5) => format!("[5] {}", field(r, "prefix")),
-            Some(t) => format!("[{t}]"),
-            None => String::new(),
+            EvpnRouteKey::InclusiveMulticast { originator, .. } => format!("[3] {originator}"),
+            EvpnRouteKey::IpPrefix { prefix, .. } => format!("[5] {prefix}"),
+            _ => format!("[{}]", route.route_type),
         };
-        for (i, path) in route["paths"].as_array().into_iter().flatten().enumerate() {
+        for (i, path) in route.paths.iter().enumerate() {
             rows.push(vec![
-                if path["best"] == Value::Bool(true) {
-                    "*"
-                } else {
-                    ""
-                }
-                .to_string(),
+                best(path.best),
                 if i == 0 {
-                    field(route, "rd")
+                    opt(route.rd.as_deref())
                 } else {
                     String::new()
                 },
                 if i == 0 { what.clone() } else { String::new() },
-                field(path, "vni"),
-                field(path, "next_hop"),
-                field(path, "from"),
-                path["extended_communities"]
-                    .as_array()
-                    .map(|c| c.iter().map(display).collect::<Vec<_>>().join(", "))
-                    .unwrap_or_default(),
+                opt(path.vni),
+                opt(path.next_hop),
+                text(&path.from),
+                path.extended_communities
+                    .iter()
+                    .map(|c| text(c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ]);
         }
     }
-    let mut text = table(
+    let mut out = table(
         &[
             "",
             "RD",
@@ -274,39 +262,34 @@ pub(crate) fn format_evpn_routes(v: &Value) -> String {
         ],
         rows,
     );
-    if v["truncated"] == Value::Bool(true) {
-        text.push_str("(more routes: narrow with --vni or --prefix, or use --json)\n");
+    if answer.truncated {
+        out.push_str("(more routes: narrow with --vni or --prefix, or use --json)\n");
     }
-    text
+    out
 }
 
 /// `ztos bgp routes`: one line per path, `*` on the best, the prefix on its first path.
-pub(crate) fn format_bgp_routes(v: &Value) -> String {
+pub(crate) fn format_bgp_routes(answer: &BgpRoutes) -> String {
     let mut rows = Vec::new();
-    for route in v["routes"].as_array().into_iter().flatten() {
-        for (i, path) in route["paths"].as_array().into_iter().flatten().enumerate() {
+    for route in &answer.routes {
+        for (i, path) in route.paths.iter().enumerate() {
             rows.push(vec![
-                if path["best"] == Value::Bool(true) {
-                    "*"
-                } else {
-                    ""
-                }
-                .to_string(),
+                best(path.best),
                 if i == 0 {
-                    field(route, "prefix")
+                    route.prefix.to_string()
                 } else {
                     String::new()
                 },
-                field(path, "next_hop"),
-                field(path, "from"),
-                field(path, "local_pref"),
-                field(path, "med"),
-                field(path, "origin"),
-                format_as_path(&path["as_path"]),
+                opt(path.next_hop),
+                text(&path.from),
+                opt(path.local_pref),
+                opt(path.med),
+                opt(path.origin),
+                format_as_path(path.as_path.as_deref()),
             ]);
         }
     }
-    let mut text = table(
+    let mut out = table(
         &[
             "",
             "PREFIX",
@@ -319,8 +302,8 @@ pub(crate) fn format_bgp_routes(v: &Value) -> String {
         ],
         rows,
     );
-    if v["truncated"] == Value::Bool(true) {
-        text.push_str("(more routes: narrow with --prefix or --family, or use --json)\n");
+    if answer.truncated {
+        out.push_str("(more routes: narrow with --prefix or --family, or use --json)\n");
     }
-    text
+    out
 }

@@ -4,11 +4,14 @@
 use std::io::Write;
 
 use hyper::Method;
-use serde_json::{json, Value};
+use serde_json::json;
+use ztos_model::wireguard::{
+    WireguardKey, WireguardPresharedKey, WireguardRotatedKey, WireguardShow,
+};
 
 use crate::args::WireguardCommand;
 use crate::client::Client;
-use crate::format::{ago, bytes_text, field, print_value, url_escape};
+use crate::format::{ago, bytes_text, list, opt, print_answer, text, url_escape};
 
 /// `ztos security wireguard ...`.
 pub async fn run(
@@ -17,127 +20,124 @@ pub async fn run(
     json_output: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let mut body = None;
-    let (method, path, human): (_, _, fn(&Value) -> String) = match &command {
+    let key_path = |interface: &str, action: &str| {
+        format!(
+            "/api/v1/security/wireguard/{}/{action}",
+            url_escape(interface)
+        )
+    };
+    match &command {
         WireguardCommand::PresharedKey { interface, peer } => {
-            body = Some(json!({ "peer": peer }));
-            (
-                Method::POST,
-                format!(
-                    "/api/v1/security/wireguard/{}/preshared-key",
-                    url_escape(interface)
-                ),
-                |v: &Value| format!("{}\n", field(v, "preshared_key")),
-            )
+            let body = json!({ "peer": peer });
+            let value = client
+                .json(
+                    Method::POST,
+                    &key_path(interface, "preshared-key"),
+                    Some(&body),
+                )
+                .await?;
+            print_answer(out, value, json_output, |k: &WireguardPresharedKey| {
+                format!("{}\n", text(&k.preshared_key))
+            })
         }
-        WireguardCommand::Genkey { interface } => (
-            Method::POST,
-            format!(
-                "/api/v1/security/wireguard/{}/genkey",
-                url_escape(interface)
-            ),
-            format_wireguard_key,
-        ),
-        WireguardCommand::RotateKey { interface } => (
-            Method::POST,
-            format!(
-                "/api/v1/security/wireguard/{}/rotate-key",
-                url_escape(interface)
-            ),
-            format_wireguard_key,
-        ),
-        WireguardCommand::Show { interface } => (
-            Method::GET,
-            match interface {
+        WireguardCommand::Genkey { interface } => {
+            let value = client
+                .json(Method::POST, &key_path(interface, "genkey"), None)
+                .await?;
+            print_answer(out, value, json_output, format_wireguard_key)
+        }
+        WireguardCommand::RotateKey { interface } => {
+            let value = client
+                .json(Method::POST, &key_path(interface, "rotate-key"), None)
+                .await?;
+            print_answer(out, value, json_output, format_rotated_key)
+        }
+        WireguardCommand::Show { interface } => {
+            let path = match interface {
                 Some(i) => format!("/api/v1/security/wireguard/{}", url_escape(i)),
                 None => "/api/v1/security/wireguard".to_string(),
-            },
-            format_wireguard_show,
-        ),
-    };
-    let value = client.json(method, &path, body.as_ref()).await?;
-    print_value(out, &value, json_output, human)
+            };
+            let value = client.json(Method::GET, &path, None).await?;
+            print_answer(out, value, json_output, format_wireguard_show)
+        }
+    }
 }
 
-/// `genkey` and `rotate-key` answers: the public key, and after a rotation the old one and
-/// what the peers must be told.
-pub(crate) fn format_wireguard_key(v: &Value) -> String {
-    let mut text = format!(
+/// The `genkey` answer: the interface's new public key.
+pub(crate) fn format_wireguard_key(key: &WireguardKey) -> String {
+    format!(
         "interface: {}\npublic key: {}\n",
-        field(v, "interface"),
-        field(v, "public_key")
-    );
-    if v.get("old_public_key").is_some() {
-        text.push_str(&format!("old public key: {}\n", field(v, "old_public_key")));
-    }
-    if let Some(notice) = v.get("notice").and_then(Value::as_str) {
-        text.push_str(&format!("\n{notice}\n"));
-    }
-    text
+        text(&key.interface),
+        text(&key.public_key)
+    )
+}
+
+/// The `rotate-key` answer: the new public key, the old one, and what the peers must be told.
+pub(crate) fn format_rotated_key(key: &WireguardRotatedKey) -> String {
+    format!(
+        "interface: {}\npublic key: {}\nold public key: {}\n\n{}\n",
+        text(&key.interface),
+        text(&key.public_key),
+        opt(key.old_public_key.as_deref()),
+        key.notice
+    )
 }
 
 /// `ztos security wireguard show`: a `wg show`-like view (no private keys).
-pub(crate) fn format_wireguard_show(v: &Value) -> String {
-    let mut text = String::new();
-    let interfaces = v["interfaces"].as_array().cloned().unwrap_or_default();
-    if interfaces.is_empty() {
+pub(crate) fn format_wireguard_show(show: &WireguardShow) -> String {
+    let mut out = String::new();
+    if show.interfaces.is_empty() {
         return "no WireGuard interfaces\n".into();
     }
-    for (n, interface) in interfaces.iter().enumerate() {
+    for (n, interface) in show.interfaces.iter().enumerate() {
         if n > 0 {
-            text.push('\n');
+            out.push('\n');
         }
-        text.push_str(&format!("interface: {}\n", field(interface, "name")));
-        text.push_str(&format!(
-            "  public key: {}\n",
-            field(interface, "public_key")
-        ));
-        if interface.get("configured").and_then(Value::as_bool) == Some(false) {
-            text.push_str("  (has a key but is not configured)\n");
+        out.push_str(&format!("interface: {}\n", text(&interface.name)));
+        out.push_str(&format!("  public key: {}\n", text(&interface.public_key)));
+        if !interface.configured {
+            out.push_str("  (has a key but is not configured)\n");
             continue;
         }
-        text.push_str(&format!(
+        out.push_str(&format!(
             "  listening port: {}\n",
-            field(interface, "listen_port")
+            opt(interface.listen_port)
         ));
-        for peer in interface["peers"].as_array().into_iter().flatten() {
-            text.push('\n');
-            text.push_str(&format!("peer: {}", field(peer, "public_key")));
-            if let Some(name) = peer.get("name").and_then(Value::as_str) {
-                text.push_str(&format!(" ({name})"));
+        for peer in &interface.peers {
+            out.push('\n');
+            out.push_str(&format!("peer: {}", text(&peer.public_key)));
+            if let Some(name) = &peer.name {
+                out.push_str(&format!(" ({name})"));
             }
-            text.push('\n');
-            if peer.get("preshared_key").and_then(Value::as_bool) == Some(true) {
-                text.push_str("  preshared key: (hidden)\n");
+            out.push('\n');
+            if peer.preshared_key {
+                out.push_str("  preshared key: (hidden)\n");
             }
-            if !peer["endpoint"].is_null() {
-                text.push_str(&format!("  endpoint: {}\n", field(peer, "endpoint")));
+            if let Some(endpoint) = peer.endpoint {
+                out.push_str(&format!("  endpoint: {endpoint}\n"));
             }
-            text.push_str(&format!("  allowed ips: {}\n", field(peer, "allowed_ips")));
-            if let Some(time) = peer["latest_handshake"].as_u64() {
-                text.push_str(&format!("  latest handshake: {}\n", ago(time)));
+            out.push_str(&format!("  allowed ips: {}\n", list(&peer.allowed_ips)));
+            if let Some(time) = peer.latest_handshake {
+                out.push_str(&format!("  latest handshake: {}\n", ago(time)));
             }
-            let rx = peer["rx_bytes"].as_u64().unwrap_or(0);
-            let tx = peer["tx_bytes"].as_u64().unwrap_or(0);
+            let (rx, tx) = (peer.rx_bytes, peer.tx_bytes);
             if rx > 0 || tx > 0 {
-                text.push_str(&format!(
+                out.push_str(&format!(
                     "  transfer: {} received, {} sent\n",
                     bytes_text(rx),
                     bytes_text(tx)
                 ));
             }
-            if let Some(keepalive) = peer["persistent_keepalive"].as_u64() {
-                text.push_str(&format!(
+            if let Some(keepalive) = peer.persistent_keepalive {
+                out.push_str(&format!(
                     "  persistent keepalive: every {keepalive} seconds\n"
                 ));
             }
-            text.push_str(&format!(
+            out.push_str(&format!(
                 "  policy: {} allowed, {} denied in, {} denied out\n",
-                field(peer, "policy_allowed"),
-                field(peer, "policy_denied_in"),
-                field(peer, "policy_denied_out")
+                peer.policy_allowed, peer.policy_denied_in, peer.policy_denied_out
             ));
         }
     }
-    text
+    out
 }

@@ -3,7 +3,9 @@
 //! field renamed here is renamed for every consumer, and a consumer that still reads the old
 //! name stops compiling.
 
+pub mod bgp;
 pub mod config;
+pub mod error;
 pub mod monitoring;
 pub mod network;
 pub mod plugins;
