@@ -11,14 +11,11 @@
 //! always one that applied cleanly; a power cut between the two re-applies the old revision
 //! at the next start. Commits are serialised by one async mutex.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
-use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::{watch, Mutex};
@@ -96,53 +93,10 @@ pub use ztos_model::api::config::CommitOutcome;
 /// The running configuration: an API answer (`ztos_model::api::config`).
 pub use ztos_model::api::config::RunningConfig;
 
-/// The spec's `network configure`: the common changes without writing TOML.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkConfigureRequest {
-    pub bgp: Option<BgpPeerRequest>,
-    pub vxlan: Option<VxlanRequest>,
-    pub wireguard: Option<WireguardPeerRequest>,
-    pub comment: Option<String>,
-}
-
-/// Add a BGP neighbor, or change the AS of an existing one.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BgpPeerRequest {
-    #[schema(value_type = String)]
-    pub peer: IpAddr,
-    pub remote_as: u32,
-    /// Used only when `[bgp]` does not exist yet; defaults to `remote_as` (iBGP).
-    pub local_as: Option<u32>,
-    pub description: Option<String>,
-}
-
-/// Add or replace a VXLAN segment.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VxlanRequest {
-    pub vni: u32,
-    #[schema(value_type = String)]
-    pub local_vtep: IpAddr,
-    #[serde(default)]
-    #[schema(value_type = Vec<String>)]
-    pub remote_vteps: Vec<IpAddr>,
-    pub bridge: Option<String>,
-    pub port: Option<u16>,
-}
-
-/// Add or replace a WireGuard peer on an existing WireGuard interface.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WireguardPeerRequest {
-    pub interface: String,
-    pub public_key: String,
-    pub endpoint: Option<String>,
-    #[serde(default)]
-    #[schema(value_type = Vec<String>)]
-    pub allowed_ips: Vec<IpNet>,
-}
+/// `network configure`'s request: an API type (`ztos_model::api::network`).
+pub use ztos_model::api::network::{
+    BgpPeerRequest, NetworkConfigureRequest, VxlanRequest, WireguardPeerRequest,
+};
 
 /// The security status and health answers live in the model (`ztos_model::api`).
 pub use ztos_model::api::security::{DatapathSecurity, SecurityStatus};

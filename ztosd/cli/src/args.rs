@@ -365,6 +365,16 @@ pub enum RoleArg {
 }
 
 impl RoleArg {
+    /// The model's role.
+    pub fn role(self) -> ztos_model::config::Role {
+        use ztos_model::config::Role;
+        match self {
+            RoleArg::Read => Role::Read,
+            RoleArg::Operate => Role::Operate,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RoleArg::Read => "read",

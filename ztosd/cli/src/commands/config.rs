@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use crate::args::ConfigCommand;
 use crate::client::Client;
 use ztos_model::api::config::{
-    CandidateResponse, CommitOutcome, DiffResponse, RevisionMeta, RevisionResponse, RunningConfig,
+    CandidateResponse, CandidateText, CommitOutcome, DiffResponse, RevisionMeta, RevisionResponse,
+    RunningConfig,
 };
 
 use crate::format::{print_answer, table, text};
@@ -75,7 +76,7 @@ pub async fn run(
                 .json(
                     Method::PUT,
                     "/api/v1/config/candidate",
-                    Some(&json!({ "text": text })),
+                    Some(&serde_json::to_value(CandidateText { text })?),
                 )
                 .await?;
             if !json_output {
@@ -96,7 +97,7 @@ pub async fn run(
                 .json(
                     Method::PUT,
                     "/api/v1/config/candidate",
-                    Some(&json!({ "text": edited })),
+                    Some(&serde_json::to_value(CandidateText { text: edited })?),
                 )
                 .await?;
             writeln!(

@@ -3,8 +3,7 @@
 use std::io::Write;
 
 use hyper::Method;
-use serde_json::json;
-use ztos_model::api::tokens::{CreatedToken, TokenInfo};
+use ztos_model::api::tokens::{CreateToken, CreatedToken, TokenInfo};
 
 use crate::args::TokenCommand;
 use crate::client::Client;
@@ -19,7 +18,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match command {
         TokenCommand::Create { name, role } => {
-            let body = json!({ "name": name, "role": role.as_str() });
+            let body = serde_json::to_value(CreateToken {
+                name,
+                role: role.role(),
+            })?;
             let created = client
                 .json(Method::POST, "/api/v1/tokens", Some(&body))
                 .await?;

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use hyper::Method;
-use serde_json::json;
+use ztos_model::api::security::PresharedKeyRequest;
 use ztos_model::wireguard::{
     WireguardKey, WireguardPresharedKey, WireguardRotatedKey, WireguardShow,
 };
@@ -28,7 +28,7 @@ pub async fn run(
     };
     match &command {
         WireguardCommand::PresharedKey { interface, peer } => {
-            let body = json!({ "peer": peer });
+            let body = serde_json::to_value(PresharedKeyRequest { peer: peer.clone() })?;
             let value = client
                 .json(
                     Method::POST,

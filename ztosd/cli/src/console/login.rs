@@ -6,11 +6,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _};
 use hyper::Method;
-use serde_json::json;
 
 use super::API_RETRY;
 use crate::client::Client;
-use ztos_model::api::users::{validate_password, Setup, ADMIN_USER, MIN_PASSWORD_CHARS};
+use ztos_model::api::users::{
+    validate_password, FirstAdmin, Setup, ADMIN_USER, MIN_PASSWORD_CHARS,
+};
 
 /// The warning shown after login while ztos-init runs /perm on a tmpfs: `file` (ztos-init's
 /// `/run/ztos/perm-degraded`) holds the reason. `None` when the file is absent (perm is fine).
@@ -53,7 +54,7 @@ pub(crate) async fn first_boot(client: &Client, out: &mut std::io::Stdout) -> an
         .json(
             Method::POST,
             "/api/v1/users/setup",
-            Some(&json!({ "password": password })),
+            Some(&serde_json::to_value(FirstAdmin { password })?),
         )
         .await
     {

@@ -29,8 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hyper::{Method, StatusCode};
-use serde_json::json;
-use ztos_model::api::users::LoginResponse;
+use ztos_model::api::users::{LoginRequest, LoginResponse};
 
 use crate::args::ConsoleArgs;
 use crate::client::{Client, ClientError};
@@ -94,7 +93,11 @@ pub async fn run(args: ConsoleArgs, socket: PathBuf) -> anyhow::Result<()> {
             .json(
                 Method::POST,
                 "/api/v1/auth/login",
-                Some(&json!({ "name": name, "password": password, "source": source })),
+                Some(&serde_json::to_value(LoginRequest {
+                    name: name.clone(),
+                    password,
+                    source: Some(source.clone()),
+                })?),
             )
             .await;
         let login = login.map(serde_json::from_value::<LoginResponse>);

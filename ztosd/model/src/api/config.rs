@@ -83,3 +83,43 @@ pub struct RevisionResponse {
     pub revision: RevisionMeta,
     pub text: String,
 }
+
+/// `PUT /api/v1/config/candidate`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateText {
+    /// The whole TOML document.
+    pub text: String,
+}
+
+/// `PATCH /api/v1/config/candidate`: set one value, or delete it with `"delete": true`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateEdit {
+    /// Dotted key path with array indexes, such as `bgp.neighbors[0].remote_as`.
+    pub path: String,
+    /// A TOML value: `64512`, `"leaf1"`, `["10.0.0.1"]`, `{ address = "10.1.1.1", remote_as = 64512 }`.
+    pub value: Option<String>,
+    #[serde(default)]
+    pub delete: bool,
+}
+
+/// `POST /api/v1/config/commit`.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    /// The whole document to commit; the candidate when absent.
+    pub text: Option<String>,
+    pub comment: Option<String>,
+    /// Revert by itself unless `POST /api/v1/config/confirm` comes within this many minutes.
+    pub confirm_minutes: Option<u32>,
+}
+
+/// `POST /api/v1/config/rollback`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    /// The revision whose content becomes a new revision.
+    pub revision: u64,
+    pub comment: Option<String>,
+}

@@ -31,3 +31,11 @@ pub struct SecurityStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update: Option<String>,
 }
+
+/// Which peer's preshared key to export.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresharedKeyRequest {
+    /// The peer's public key (base64), as in `wireguard.interfaces[].peers[].public_key`.
+    pub peer: String,
+}

@@ -24,3 +24,15 @@ pub struct CreatedToken {
     /// Send as `Authorization: Bearer <secret>`.
     pub secret: String,
 }
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// 1 to 64 letters, digits, `.`, `_` or `-`.
+    pub name: String,
+    /// `read` (default), `operate` or `admin`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "read")]
+    pub role: Role,
+}

@@ -255,3 +255,17 @@ impl HistoryEntry {
         self
     }
 }
+
+/// `POST /api/v1/system/update/url`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFromUrl {
+    /// `http://` or `https://` URL of a bundle; https is checked against
+    /// `system.update.ca_cert`.
+    pub url: String,
+    #[serde(default)]
+    pub allow_downgrade: bool,
+    /// As for the upload: `now`, `later`/`never` or an RFC 3339 time.
+    pub reboot: Option<String>,
+    pub tries: Option<u32>,
+}

@@ -65,3 +65,36 @@ pub struct Setup {
     /// True while no user exists: the console then asks for the admin password.
     pub needs_admin_password: bool,
 }
+
+/// `POST /api/v1/auth/login`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub name: String,
+    pub password: String,
+    /// Where the attempt comes from, for the per-source rate limit (the console sends its
+    /// tty). Only honoured on the unix socket; over HTTPS the peer address is the source.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// `PUT /api/v1/users/{name}/password`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPassword {
+    /// At least 8 characters.
+    pub password: String,
+    /// `read`, `operate` or `admin`; a new user without it gets `read`, an existing user
+    /// keeps their role.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "read")]
+    pub role: Option<Role>,
+}
+
+/// `POST /api/v1/users/setup`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FirstAdmin {
+    /// The password of user `admin`; at least 8 characters.
+    pub password: String,
+}

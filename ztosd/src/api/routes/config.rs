@@ -15,25 +15,7 @@ use crate::store::RevisionMeta;
 
 pub use ztos_model::api::config::CandidateResponse;
 
-/// `PUT /api/v1/config/candidate`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CandidateText {
-    /// The whole TOML document.
-    pub text: String,
-}
-
-/// `PATCH /api/v1/config/candidate`: set one value, or delete it with `"delete": true`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CandidateEdit {
-    /// Dotted key path with array indexes, such as `bgp.neighbors[0].remote_as`.
-    pub path: String,
-    /// A TOML value: `64512`, `"leaf1"`, `["10.0.0.1"]`, `{ address = "10.1.1.1", remote_as = 64512 }`.
-    pub value: Option<String>,
-    #[serde(default)]
-    pub delete: bool,
-}
+pub use ztos_model::api::config::{CandidateEdit, CandidateText};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -47,27 +29,8 @@ pub struct DiffParams {
 
 pub use ztos_model::api::config::DiffResponse;
 
-/// `POST /api/v1/config/commit`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CommitBody {
-    /// The whole document to commit; the candidate when absent.
-    pub text: Option<String>,
-    pub comment: Option<String>,
-    /// Revert by itself unless `POST /api/v1/config/confirm` comes within this many minutes.
-    pub confirm_minutes: Option<u32>,
-}
-
-/// `POST /api/v1/config/rollback`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RollbackBody {
-    /// The revision whose content becomes a new revision.
-    pub revision: u64,
-    pub comment: Option<String>,
-}
-
 pub use ztos_model::api::config::RevisionResponse;
+pub use ztos_model::api::config::{CommitBody, RollbackBody};
 
 #[utoipa::path(get, path = "/api/v1/config", tag = "config",
     responses((status = 200, description = "The running configuration", body = RunningConfig)))]

@@ -7,7 +7,6 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use ztos_model::wireguard::{
     WireguardKey, WireguardPresharedKey, WireguardRotatedKey, WireguardShow,
@@ -133,13 +132,7 @@ pub async fn wireguard_rotate_key(
     .await
 }
 
-/// Which peer's preshared key to export.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PresharedKeyRequest {
-    /// The peer's public key (base64), as in `wireguard.interfaces[].peers[].public_key`.
-    pub peer: String,
-}
+pub use ztos_model::api::security::PresharedKeyRequest;
 
 #[utoipa::path(post, path = "/api/v1/security/wireguard/{interface}/preshared-key", tag = "security",
     params(("interface" = String, Path, description = "The WireGuard interface, e.g. `wg0`")),

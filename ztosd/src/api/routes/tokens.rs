@@ -4,26 +4,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
 
 use crate::api::auth::{AdminScope, Auth};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::api::ApiState;
-use crate::config::Role;
 use crate::tokens::TokenInfo;
 
-/// `POST /api/v1/tokens`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    /// 1 to 64 letters, digits, `.`, `_` or `-`.
-    pub name: String,
-    /// `read` (default), `operate` or `admin`.
-    #[serde(default)]
-    #[schema(value_type = Option<String>, example = "read")]
-    pub role: Role,
-}
-
+pub use ztos_model::api::tokens::CreateToken;
 pub use ztos_model::api::tokens::CreatedToken;
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",

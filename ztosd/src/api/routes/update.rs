@@ -77,19 +77,7 @@ impl UpdateQuery {
 
 pub use ztos_model::api::update::UpdateStatus;
 
-/// `POST /api/v1/system/update/url`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateFromUrl {
-    /// `http://` or `https://` URL of a bundle; https is checked against
-    /// `system.update.ca_cert`.
-    pub url: String,
-    #[serde(default)]
-    pub allow_downgrade: bool,
-    /// As for the upload: `now`, `later`/`never` or an RFC 3339 time.
-    pub reboot: Option<String>,
-    pub tries: Option<u32>,
-}
+pub use ztos_model::api::update::UpdateFromUrl;
 
 /// `POST /api/v1/system/rollback` options.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
