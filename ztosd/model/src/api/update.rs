@@ -269,3 +269,33 @@ pub struct UpdateFromUrl {
     pub reboot: Option<String>,
     pub tries: Option<u32>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reboot_when_parses_words_and_times_and_names_a_bad_one() {
+        assert_eq!(RebootWhen::parse("now").unwrap(), RebootWhen::Now);
+        assert_eq!(RebootWhen::parse("later").unwrap(), RebootWhen::Never);
+        assert!(matches!(
+            RebootWhen::parse("2026-01-01T22:00:00Z").unwrap(),
+            RebootWhen::At(_)
+        ));
+        let err = RebootWhen::parse("tomorrow").unwrap_err().to_string();
+        assert!(
+            err.contains("expected now, never or an RFC 3339 time"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn update_status_flattens_the_progress_and_round_trips() {
+        let json = serde_json::json!({"state": "writing-root", "bytes_done": 1, "bytes_total": 2,
+            "bytes_received": 3, "version": "0.2.0", "slot": "b", "started": null,
+            "source": null, "message": "", "pull": null});
+        let status: UpdateStatus = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(status.progress.state, UpdatePhase::WritingRoot);
+        assert_eq!(serde_json::to_value(&status).unwrap(), json);
+    }
+}

@@ -98,3 +98,22 @@ pub struct FirstAdmin {
     /// The password of user `admin`; at least 8 characters.
     pub password: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_rules_bound_both_ends() {
+        assert_eq!(
+            validate_password("admin", "short"),
+            Err(PasswordError::TooShort("admin".into()))
+        );
+        assert!(validate_password("admin", "long enough").is_ok());
+        let huge = "x".repeat(MAX_PASSWORD_BYTES + 1);
+        assert_eq!(
+            validate_password("admin", &huge),
+            Err(PasswordError::TooLong("admin".into()))
+        );
+    }
+}
