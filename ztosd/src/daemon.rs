@@ -11,14 +11,11 @@
 //! always one that applied cleanly; a power cut between the two re-applies the old revision
 //! at the next start. Commits are serialised by one async mutex.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::{watch, Mutex};
@@ -92,120 +89,20 @@ pub struct CommitRequest {
     pub confirm_minutes: Option<u32>,
 }
 
-/// What a commit did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct CommitOutcome {
-    #[schema(value_type = Object)]
-    pub revision: RevisionMeta,
-    /// One line per kernel change; empty when the kernel already matched.
-    pub changes: Vec<String>,
-    pub warnings: Vec<String>,
-    /// RFC 3339 time at which the commit reverts unless confirmed.
-    pub confirm_deadline: Option<String>,
-}
+/// What a commit did: an API answer (`ztos_model::api::config`).
+pub use ztos_model::api::config::CommitOutcome;
 
-/// The running configuration.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct RunningConfig {
-    /// `None` before the first commit.
-    #[schema(value_type = Option<Object>)]
-    pub revision: Option<RevisionMeta>,
-    pub text: String,
-    #[schema(value_type = Object)]
-    pub config: Config,
-}
+/// The running configuration: an API answer (`ztos_model::api::config`).
+pub use ztos_model::api::config::RunningConfig;
 
-/// The spec's `network configure`: the common changes without writing TOML.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkConfigureRequest {
-    pub bgp: Option<BgpPeerRequest>,
-    pub vxlan: Option<VxlanRequest>,
-    pub wireguard: Option<WireguardPeerRequest>,
-    pub comment: Option<String>,
-}
+/// `network configure`'s request: an API type (`ztos_model::api::network`).
+pub use ztos_model::api::network::{
+    BgpPeerRequest, NetworkConfigureRequest, VxlanRequest, WireguardPeerRequest,
+};
 
-/// Add a BGP neighbor, or change the AS of an existing one.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BgpPeerRequest {
-    #[schema(value_type = String)]
-    pub peer: IpAddr,
-    pub remote_as: u32,
-    /// Used only when `[bgp]` does not exist yet; defaults to `remote_as` (iBGP).
-    pub local_as: Option<u32>,
-    pub description: Option<String>,
-}
-
-/// Add or replace a VXLAN segment.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VxlanRequest {
-    pub vni: u32,
-    #[schema(value_type = String)]
-    pub local_vtep: IpAddr,
-    #[serde(default)]
-    #[schema(value_type = Vec<String>)]
-    pub remote_vteps: Vec<IpAddr>,
-    pub bridge: Option<String>,
-    pub port: Option<u16>,
-}
-
-/// Add or replace a WireGuard peer on an existing WireGuard interface.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WireguardPeerRequest {
-    pub interface: String,
-    pub public_key: String,
-    pub endpoint: Option<String>,
-    #[serde(default)]
-    #[schema(value_type = Vec<String>)]
-    pub allowed_ips: Vec<IpNet>,
-}
-
-/// Encryption status of one datapath.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct DatapathSecurity {
-    /// Whether the running configuration has this section.
-    pub configured: bool,
-    /// Interfaces configured.
-    pub interfaces: usize,
-    /// Peers (WireGuard) configured.
-    pub peers: usize,
-    /// The owning plugin's name.
-    pub plugin: String,
-    /// `up`, `down` or `absent` (never connected).
-    pub plugin_state: String,
-    /// The plugin's own status report, if it is connected.
-    #[schema(value_type = Object)]
-    pub status: serde_json::Value,
-}
-
-/// `GET /api/v1/security/status`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SecurityStatus {
-    pub wireguard: DatapathSecurity,
-    pub macsec: DatapathSecurity,
-    /// Zero-trust policy rules configured (enforced by the WireGuard plugin).
-    pub policy_rules: usize,
-    /// `rolled back from <version>` when this boot is an automatic rollback.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub update: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ComponentHealth {
-    pub name: String,
-    pub healthy: bool,
-    pub detail: String,
-}
-
-/// `GET /health`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Health {
-    pub healthy: bool,
-    pub components: Vec<ComponentHealth>,
-}
+/// The security status and health answers live in the model (`ztos_model::api`).
+pub use ztos_model::api::security::{DatapathSecurity, SecurityStatus};
+pub use ztos_model::api::system::{ComponentHealth, Health};
 
 /// How to build a daemon.
 pub struct DaemonOptions {

@@ -9,13 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use ztos_model::init::{
-    AssessmentState, BootStatus, LogEntry, Request, Response, ServiceStatus, ShutdownKind, Slot,
-    SlotReport,
-};
+use ztos_model::init::{LogEntry, Request, Response, ShutdownKind};
 
 /// The GPT label of the persistent partition, re-exported for the CLI's reformat messages.
 pub use ztos_image::layout::PERM_LABEL;
@@ -42,40 +38,8 @@ pub enum InitClientError {
     Refused(String),
 }
 
-/// The answer to a `services` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct InitServices {
-    pub services: Vec<ServiceStatus>,
-    /// False while a critical service crash-loops.
-    pub healthy: bool,
-}
-
-/// The part of init's answer to a `boot` request (`BootStatus` in docs/supervisor.md) that
-/// ztosd keeps and shows in the update status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct BootAssessment {
-    /// Absent when init does not know (not PID 1, no `ztos.slot=`).
-    pub booted_slot: Option<Slot>,
-    /// The boot entry file that booted, such as `ztos-2-b+2-1.conf`.
-    pub entry: Option<String>,
-    pub state: AssessmentState,
-    /// The version whose entry ran out of tries, when this boot is a rollback.
-    pub rolled_back_from: Option<String>,
-    /// Both slots as init saw them on the ESP.
-    pub slots: Vec<SlotReport>,
-}
-
-impl From<BootStatus> for BootAssessment {
-    fn from(status: BootStatus) -> BootAssessment {
-        BootAssessment {
-            booted_slot: status.booted_slot,
-            entry: status.entry,
-            state: status.state,
-            rolled_back_from: status.rolled_back_from,
-            slots: status.slots,
-        }
-    }
-}
+/// Init's services answer and boot assessment are API answers (`ztos_model::api::system`).
+pub use ztos_model::api::system::{BootAssessment, InitServices};
 
 /// What a shutdown request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +201,7 @@ impl InitClient {
 mod tests {
     use super::*;
     use tokio::net::UnixListener;
+    use ztos_model::init::{AssessmentState, Slot};
 
     /// A fake init answering each request line with the next canned answer, and recording
     /// the requests.

@@ -1,11 +1,9 @@
 //! ztosd: the ZTOS network daemon. It is the only writer of configuration: it keeps the
 //! versioned config store, applies committed configuration to the kernel over netlink, hosts
-//! the plugin processes, and serves the REST API that the `ztos` CLI and the web UI use.
+//! the plugin processes, and serves the REST API that the `ztos` CLI (crate ztos-cli) and the web
+//! UI use.
 
 pub mod api;
-pub mod cli;
-pub mod client;
-pub mod console;
 pub mod daemon;
 pub mod dhcp;
 pub mod init_client;

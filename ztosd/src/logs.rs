@@ -7,7 +7,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
@@ -25,60 +24,23 @@ const PERSISTED_TAIL_BYTES: usize = 64 * 1024;
 /// The name ztosd's own log lines are filed under.
 pub const ZTOSD_SERVICE: &str = "ztosd";
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
+/// Log levels and lines are API answers (`ztos_model::api::monitoring`).
+pub use ztos_model::api::monitoring::{Level, LogEntry};
 
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Level::Error => "error",
-            Level::Warn => "warn",
-            Level::Info => "info",
-            Level::Debug => "debug",
-            Level::Trace => "trace",
-        })
+/// The log level of a tracing event.
+fn level_of(level: &tracing::Level) -> Level {
+    match *level {
+        tracing::Level::ERROR => Level::Error,
+        tracing::Level::WARN => Level::Warn,
+        tracing::Level::INFO => Level::Info,
+        tracing::Level::DEBUG => Level::Debug,
+        tracing::Level::TRACE => Level::Trace,
     }
 }
 
-impl From<&tracing::Level> for Level {
-    fn from(level: &tracing::Level) -> Self {
-        match *level {
-            tracing::Level::ERROR => Level::Error,
-            tracing::Level::WARN => Level::Warn,
-            tracing::Level::INFO => Level::Info,
-            tracing::Level::DEBUG => Level::Debug,
-            tracing::Level::TRACE => Level::Trace,
-        }
-    }
-}
-
-/// One log line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LogEntry {
-    /// RFC 3339 UTC time the line was recorded.
-    pub time: String,
-    /// Nanoseconds since the Unix epoch; used for `since` filtering.
-    #[serde(default)]
-    pub unix_nanos: i128,
-    pub level: Level,
-    pub service: String,
-    pub message: String,
-}
-
-impl LogEntry {
-    fn cost(&self) -> usize {
-        // An estimate of the memory one entry holds, so the ring is bounded in bytes.
-        self.message.len() + self.service.len() + self.time.len() + 48
-    }
+/// An estimate of the memory one entry holds, so the ring is bounded in bytes.
+fn entry_cost(entry: &LogEntry) -> usize {
+    entry.message.len() + entry.service.len() + entry.time.len() + 48
 }
 
 /// A filter over the rings.
@@ -114,11 +76,11 @@ struct Ring {
 
 impl Ring {
     fn push(&mut self, entry: LogEntry, max_bytes: usize) {
-        self.bytes += entry.cost();
+        self.bytes += entry_cost(&entry);
         self.entries.push_back(entry);
         while self.bytes > max_bytes && self.entries.len() > 1 {
             if let Some(old) = self.entries.pop_front() {
-                self.bytes -= old.cost();
+                self.bytes -= entry_cost(&old);
             }
         }
     }
@@ -329,7 +291,7 @@ impl<S: Subscriber> Layer<S> for LogHubLayer {
         event.record(&mut visitor);
         self.hub.push(
             ZTOSD_SERVICE,
-            Level::from(metadata.level()),
+            level_of(metadata.level()),
             format!("{}{}", visitor.message, visitor.fields),
         );
     }

@@ -74,26 +74,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
-/// A configuration revision number; numbers start at 1 and are never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Revision(pub u64);
-
-impl std::fmt::Display for Revision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// Who committed a revision, when, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RevisionMeta {
-    pub number: Revision,
-    pub author: String,
-    /// RFC 3339 UTC time of the commit.
-    pub time: String,
-    pub comment: String,
-}
+/// Revision numbers and their metadata are API types (`ztos_model::api::config`).
+pub use ztos_model::api::config::{Revision, RevisionMeta};
 
 /// A `commit confirmed` that reverts to `rollback_to` unless confirmed before the deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -50,18 +50,8 @@ pub enum TokenError {
     NotFound(String),
 }
 
-/// What the API shows about a token. The secret and its hash are never part of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct TokenInfo {
-    pub name: String,
-    /// `read`, `operate` or `admin`.
-    #[schema(value_type = String, example = "read")]
-    pub role: Role,
-    /// RFC 3339 time of creation.
-    pub created: String,
-    /// RFC 3339 time the token was last accepted since ztosd started; not persisted.
-    pub last_used: Option<String>,
-}
+/// What the API shows about a token: an API answer (`ztos_model::api::tokens`).
+pub use ztos_model::api::tokens::TokenInfo;
 
 /// One token as stored on disk.
 #[derive(Debug, Clone, Serialize, Deserialize)]

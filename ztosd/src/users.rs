@@ -20,21 +20,19 @@ use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use ztos_model::api::users::PasswordError;
+
 use crate::config::Role;
 
 /// File name of the user store inside the state directory.
 pub const USERS_FILE: &str = "users.json";
 
-/// The user an image build or the first-boot console creates.
-pub const ADMIN_USER: &str = "admin";
-
 /// Where an image build may put the argon2id PHC string of the admin password.
 pub const INITIAL_ADMIN_HASH_PATH: &str = "/etc/ztos/admin-password.hash";
 
-/// Shortest accepted password, in characters.
-pub const MIN_PASSWORD_CHARS: usize = 8;
-/// Longest accepted password, in bytes (bounds the hashing work one request can cause).
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// The admin user's name and the password rules are shared with the console, which checks a
+/// new password before it sends it.
+pub use ztos_model::api::users::{ADMIN_USER, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
 
 /// Failed logins (per user, and per source) that are free; each one after that waits.
 pub const FREE_FAILURES: u32 = 3;
@@ -109,18 +107,8 @@ pub fn seconds_rounded_up(wait: Duration) -> u64 {
     seconds.max(1)
 }
 
-/// What the API shows about a user. The password hash is never part of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct UserInfo {
-    pub name: String,
-    /// `read`, `operate` or `admin`.
-    #[schema(value_type = String, example = "admin")]
-    pub role: Role,
-    /// RFC 3339 time the user was created.
-    pub created: String,
-    /// RFC 3339 time the password or role last changed.
-    pub changed: String,
-}
+/// What the API shows about a user: an API answer (`ztos_model::api::users`).
+pub use ztos_model::api::users::UserInfo;
 
 /// One user as stored on disk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -528,13 +516,10 @@ impl UserStore {
 /// Checks the password rules: at least [`MIN_PASSWORD_CHARS`] characters, at most
 /// [`MAX_PASSWORD_BYTES`] bytes. `name` is only for the message.
 pub fn validate_password(name: &str, password: &str) -> Result<(), UserError> {
-    if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(UserError::PasswordTooShort(name.to_string()));
-    }
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(UserError::PasswordTooLong(name.to_string()));
-    }
-    Ok(())
+    ztos_model::api::users::validate_password(name, password).map_err(|err| match err {
+        PasswordError::TooShort(name) => UserError::PasswordTooShort(name),
+        PasswordError::TooLong(name) => UserError::PasswordTooLong(name),
+    })
 }
 
 /// The argon2id PHC string of `password` with a fresh random salt and the crate's default

@@ -129,6 +129,19 @@ pub enum ServiceState {
     Exited,
 }
 
+impl ServiceState {
+    /// The state as the protocol writes it: `crash-loop`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Running => "running",
+            ServiceState::Backoff => "backoff",
+            ServiceState::CrashLoop => "crash-loop",
+            ServiceState::Stopped => "stopped",
+            ServiceState::Exited => "exited",
+        }
+    }
+}
+
 /// One service in a `services` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceStatus {
@@ -299,6 +312,20 @@ impl Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn service_state_text_is_its_wire_name() {
+        for state in [
+            super::ServiceState::Running,
+            super::ServiceState::Backoff,
+            super::ServiceState::CrashLoop,
+            super::ServiceState::Stopped,
+            super::ServiceState::Exited,
+        ] {
+            let wire = serde_json::to_value(state).unwrap();
+            assert_eq!(wire.as_str(), Some(state.as_str()));
+        }
+    }
+
     use super::*;
 
     fn both_ways_request(line: &str, request: Request) {

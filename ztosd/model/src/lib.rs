@@ -4,6 +4,7 @@
 //! web UI exchange. It does no I/O and has no async runtime, so every consumer can depend on it
 //! without pulling in the daemon.
 
+pub mod api;
 pub mod bgp;
 pub mod config;
 pub mod init;

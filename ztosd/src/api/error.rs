@@ -7,7 +7,6 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::daemon::DaemonError;
 use crate::tokens::TokenError;
@@ -16,22 +15,8 @@ use crate::tokens::TokenError;
 /// for very large fabrics while bounding what one request can make the daemon buffer.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// The JSON body of every error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// One line saying what went wrong, naming the offending value.
-    pub error: String,
-    /// Per-field problems (configuration paths, request body fields); may be empty.
-    pub details: Vec<ErrorDetail>,
-}
-
-/// One problem at one path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// Dotted path such as `bgp.neighbors[0].remote_as` or `bgp.peer`; empty for the whole input.
-    pub path: String,
-    pub message: String,
-}
+/// The JSON body of every error response: an API type (`ztos_model::api::error`).
+pub use ztos_model::api::error::{ErrorBody, ErrorDetail};
 
 /// Everything a handler can fail with. Converted to a response only in [`IntoResponse`].
 #[derive(Debug, thiserror::Error)]

@@ -7,17 +7,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::routes;
 
-/// How a revision is described in responses (the JSON form of `crate::store::RevisionMeta`).
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-#[schema(as = RevisionMeta)]
-pub struct RevisionMetaSchema {
-    pub number: u64,
-    /// `root`, `uid:<n>`, `token:<name>` or `ztosd` (automatic changes).
-    pub author: String,
-    /// RFC 3339 time of the commit.
-    pub time: String,
-    pub comment: String,
-}
+/// How a revision is described in responses; it lives with the answers that use it.
+pub use ztos_model::api::config::RevisionMetaSchema;
 
 #[derive(OpenApi)]
 #[openapi(

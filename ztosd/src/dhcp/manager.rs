@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 
-use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
@@ -17,30 +16,19 @@ use crate::config::ManagementDhcp;
 use crate::netlink::DhcpAddressing;
 use crate::plugin_host::CurrentConfig;
 
-/// A lease as the status shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct DhcpLeaseStatus {
-    /// Address with prefix length (`10.0.2.15/24`).
-    pub address: String,
-    pub router: Option<String>,
-    pub dns: Vec<String>,
-    /// The DHCP server that granted it.
-    pub server: String,
-    /// When the lease ends unless renewed (RFC 3339, UTC).
-    pub expires: String,
-}
+/// A lease as the status shows it: an API answer (`ztos_model::api::network`).
+pub use ztos_model::api::network::DhcpLeaseStatus;
 
-impl DhcpLeaseStatus {
-    fn of(lease: &Lease) -> DhcpLeaseStatus {
-        let remaining = lease.expires_at.saturating_sub(lease.acquired);
-        let expires = OffsetDateTime::now_utc() + remaining;
-        DhcpLeaseStatus {
-            address: format!("{}/{}", lease.offer.address, lease.offer.prefix_len),
-            router: lease.offer.router.map(|r| r.to_string()),
-            dns: lease.offer.dns.iter().map(ToString::to_string).collect(),
-            server: lease.offer.server.to_string(),
-            expires: expires.format(&Rfc3339).unwrap_or_default(),
-        }
+/// The status view of `lease`.
+fn lease_status(lease: &Lease) -> DhcpLeaseStatus {
+    let remaining = lease.expires_at.saturating_sub(lease.acquired);
+    let expires = OffsetDateTime::now_utc() + remaining;
+    DhcpLeaseStatus {
+        address: format!("{}/{}", lease.offer.address, lease.offer.prefix_len),
+        router: lease.offer.router.map(|r| r.to_string()),
+        dns: lease.offer.dns.iter().map(ToString::to_string).collect(),
+        server: lease.offer.server.to_string(),
+        expires: expires.format(&Rfc3339).unwrap_or_default(),
     }
 }
 
@@ -168,7 +156,7 @@ pub async fn manage(
                             prefix_len: lease.offer.prefix_len,
                             router: lease.offer.router,
                         }),
-                        Some(DhcpLeaseStatus::of(lease)),
+                        Some(lease_status(lease)),
                     ),
                     LeaseEvent::Lost { interface, .. } => (interface.clone(), None, None),
                 };

@@ -125,27 +125,8 @@ pub struct ApplyReport {
     pub changes: Vec<String>,
 }
 
-/// One kernel interface, as `ztos show interfaces` and `GET /api/v1/interfaces` report it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct InterfaceStatus {
-    pub name: String,
-    pub index: u32,
-    /// `bridge`, `vxlan`, `vrf`, `dummy`, `veth`, or `device` for hardware and `lo`.
-    pub kind: String,
-    pub admin_up: bool,
-    /// RFC 2863 operational state: `up`, `down`, `unknown`, `lowerlayerdown`, ...
-    pub oper_state: String,
-    pub mtu: u32,
-    pub mac: Option<String>,
-    /// Addresses with prefix length.
-    pub addresses: Vec<String>,
-    /// The bridge or VRF this interface is a port of.
-    pub master: Option<String>,
-    /// Whether ZTOS created this interface.
-    pub managed: bool,
-    /// The DHCP lease in force on this interface (`dhcp = true`), if any.
-    pub dhcp: Option<crate::dhcp::DhcpLeaseStatus>,
-}
+/// One kernel interface: an API answer (`ztos_model::api::network`).
+pub use ztos_model::api::network::InterfaceStatus;
 
 /// What a DHCP lease asks of the kernel (see `crate::dhcp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

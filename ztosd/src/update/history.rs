@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -13,67 +12,12 @@ use crate::store::atomic_write;
 /// How many events are kept; older ones are dropped.
 pub const HISTORY_LEN: usize = 50;
 
-/// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpdateEvent {
-    /// A bundle started arriving (upload or pull).
-    Started,
-    /// The bundle was refused before anything was written: bad signature, untrusted key,
-    /// version policy, a manifest that does not fit. The message says why.
-    Rejected,
-    /// Writing failed part way (I/O error, hash mismatch on the re-read, truncated stream).
-    /// The old slot still boots; the message says why.
-    Failed,
-    /// The inactive slot holds the new version and its boot entry counts tries.
-    Written,
-    /// A reboot into the new slot was asked of init.
-    Rebooted,
-    /// The booted slot was blessed: it proved healthy and keeps booting.
-    Blessed,
-    /// The bootloader gave up on a slot that did not prove healthy and booted the other one.
-    RolledBack,
-    /// An operator switched slots by hand (`ztos system rollback`).
-    ManualRollback,
-}
+/// The history's events are API answers (`ztos_model::api::update`).
+pub use ztos_model::api::update::{HistoryEntry, UpdateEvent};
 
-/// One event in the history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct HistoryEntry {
-    /// RFC 3339 UTC time.
-    pub time: String,
-    pub event: UpdateEvent,
-    /// The version concerned, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// The slot concerned (`a` or `b`), when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slot: Option<String>,
-    /// Why, or what: the reason of a rejection, the source of a bundle.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub message: String,
-}
-
-impl HistoryEntry {
-    pub fn now(event: UpdateEvent, message: impl Into<String>) -> HistoryEntry {
-        HistoryEntry {
-            time: now_rfc3339(),
-            event,
-            version: None,
-            slot: None,
-            message: message.into(),
-        }
-    }
-
-    pub fn version(mut self, version: impl Into<String>) -> HistoryEntry {
-        self.version = Some(version.into());
-        self
-    }
-
-    pub fn slot(mut self, slot: ztos_image::layout::Slot) -> HistoryEntry {
-        self.slot = Some(slot.letter().to_string());
-        self
-    }
+/// A history entry about `event` at the current time.
+pub fn entry_now(event: UpdateEvent, message: impl Into<String>) -> HistoryEntry {
+    HistoryEntry::new(now_rfc3339(), event, message)
 }
 
 /// The current UTC time in RFC 3339.
@@ -176,9 +120,7 @@ mod tests {
         assert!(history.entries().is_empty());
         for n in 0..HISTORY_LEN + 5 {
             history
-                .record(
-                    HistoryEntry::now(UpdateEvent::Rejected, format!("reason {n}")).version("2"),
-                )
+                .record(entry_now(UpdateEvent::Rejected, format!("reason {n}")).version("2"))
                 .unwrap();
         }
         let reloaded = History::load(&path).unwrap();

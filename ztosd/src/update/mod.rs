@@ -24,7 +24,6 @@
 //! - [`schedule`]: when pull mode checks its server (spread, maintenance window); [`pull`]:
 //!   the index, the download and the periodic task.
 
-pub mod commands;
 pub mod history;
 pub mod pull;
 pub mod schedule;
@@ -42,7 +41,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use ztos_image::bundle::{BundleError, BundleReader, Manifest};
@@ -54,7 +52,7 @@ use ztos_image::version::{check_update, Version};
 use ztos_model::init::AssessmentState;
 
 use crate::init_client::{BootAssessment, InitClient, Shutdown};
-use history::{now_rfc3339, History, HistoryEntry, UpdateEvent};
+use history::{entry_now, now_rfc3339, History, HistoryEntry, UpdateEvent};
 use state::{SlotRecord, UpdateState};
 
 /// Where the public keys that may sign bundles are, in the root filesystem.
@@ -144,93 +142,11 @@ impl UpdateOptions {
     }
 }
 
-/// Where an update is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpdatePhase {
-    Idle,
-    /// Waiting for the bundle's header, manifest and signatures.
-    Receiving,
-    /// Checking signatures and the version policy; staging the kernel and initramfs.
-    Verifying,
-    /// Receiving the root image whole into memory (and checking its size and sha256), before
-    /// the slot is touched.
-    ReceivingRoot,
-    /// Writing the root image into the slot: from memory, or streamed as it arrives when it
-    /// is larger than the memory budget.
-    WritingRoot,
-    /// Re-reading the written root and comparing its sha256.
-    Checking,
-    WritingBoot,
-    Written,
-    Rebooting,
-    Failed,
-}
+/// Update progress: API answers (`ztos_model::api::update`).
+pub use ztos_model::api::update::{UpdatePhase, UpdateProgress};
 
-/// `GET /api/v1/system/update`: the update running now, or the last one.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct UpdateProgress {
-    pub state: UpdatePhase,
-    /// Bytes of the current step done: received (receiving, verifying, receiving-root),
-    /// written (writing-root), re-read (checking).
-    pub bytes_done: u64,
-    /// Bytes of the current step in all; 0 when unknown.
-    pub bytes_total: u64,
-    /// Bytes of the bundle received so far.
-    pub bytes_received: u64,
-    /// The version being installed, once the manifest is read.
-    pub version: Option<String>,
-    /// The slot being written.
-    pub slot: Option<String>,
-    /// RFC 3339 time the update started.
-    pub started: Option<String>,
-    /// Where the bundle comes from (`upload by admin`, a URL).
-    pub source: Option<String>,
-    /// What happened last: the reason of a failure, when the reboot is.
-    pub message: String,
-}
-
-impl UpdateProgress {
-    fn idle() -> UpdateProgress {
-        UpdateProgress {
-            state: UpdatePhase::Idle,
-            bytes_done: 0,
-            bytes_total: 0,
-            bytes_received: 0,
-            version: None,
-            slot: None,
-            started: None,
-            source: None,
-            message: String::new(),
-        }
-    }
-}
-
-/// When to reboot into a written update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RebootWhen {
-    Now,
-    /// Not at all: the new version boots at the next reboot, whoever makes it.
-    Never,
-    At(OffsetDateTime),
-}
-
-impl RebootWhen {
-    /// `now`, `never` (or `later`), or an RFC 3339 time.
-    pub fn parse(text: &str) -> Result<RebootWhen, String> {
-        match text {
-            "now" => Ok(RebootWhen::Now),
-            "never" | "later" => Ok(RebootWhen::Never),
-            _ => OffsetDateTime::parse(text, &Rfc3339)
-                .map(RebootWhen::At)
-                .map_err(|_| {
-                    format!(
-                        "reboot {text:?}: expected now, never or an RFC 3339 time such as 2026-01-01T22:00:00Z"
-                    )
-                }),
-        }
-    }
-}
+/// When to reboot into a written update; shared with the CLI, which checks the option first.
+pub use ztos_model::api::update::RebootWhen;
 
 /// One update asked for.
 #[derive(Debug, Clone)]
@@ -282,27 +198,8 @@ impl UpdateRequest {
     }
 }
 
-/// What a successful update did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct UpdateOutcome {
-    pub version: String,
-    /// The slot that was written (`a` or `b`).
-    pub slot: String,
-    /// The boot entry installed, such as `ztos-2-b+3.conf`.
-    pub entry: String,
-    /// `now`, `never` or the RFC 3339 time of the reboot.
-    pub reboot: String,
-    /// Bytes of the root image written into the slot.
-    pub root_bytes: u64,
-    /// Seconds the writing-root step took, from its first byte written to the slot to its
-    /// data synced (the re-read comes after). For a root received into memory first
-    /// (`root_streamed` false) that is the disk write alone; for a streamed root it includes
-    /// receiving and hashing it, which the write overlaps.
-    pub root_write_seconds: f64,
-    /// Whether the root was streamed into the slot as it arrived (larger than the memory
-    /// budget) rather than received whole first.
-    pub root_streamed: bool,
-}
+/// What a successful update did: an API answer (`ztos_model::api::update`).
+pub use ztos_model::api::update::UpdateOutcome;
 
 /// Why an update, or a rollback, did not happen. Each variant is one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -375,54 +272,8 @@ impl UpdateError {
     }
 }
 
-/// One slot in `GET /api/v1/system/slots`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SlotView {
-    /// `a` or `b`.
-    pub slot: String,
-    /// The version its boot entry names.
-    pub version: Option<String>,
-    /// `good`, `trial`, `bad` or `no-entry`.
-    pub status: String,
-    /// Boot tries left while on trial.
-    pub tries_left: Option<u32>,
-    /// The boot entry's file name.
-    pub entry: Option<String>,
-    /// Running now.
-    pub active: bool,
-    /// What systemd-boot boots next.
-    pub next_boot: bool,
-    /// `being-written`, `overwritten` or `written` when an update touched its root.
-    pub root: Option<String>,
-    /// Why the slot cannot be switched to by hand, if it cannot.
-    pub unavailable: Option<String>,
-}
-
-/// `GET /api/v1/system/slots`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SlotsView {
-    pub slots: Vec<SlotView>,
-    /// The running slot.
-    pub booted: Option<String>,
-    /// The slot systemd-boot boots next.
-    pub next_boot: Option<String>,
-    /// The running version.
-    pub current_version: String,
-    /// ztos-init's assessment of this boot, when init runs.
-    pub boot: Option<BootAssessment>,
-}
-
-/// What a manual rollback did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct RollbackOutcome {
-    /// The slot that boots next.
-    pub slot: String,
-    pub version: Option<String>,
-    /// The entry now first in systemd-boot's order.
-    pub entry: String,
-    /// Whether a reboot was asked of init.
-    pub rebooting: bool,
-}
+/// The slots and a rollback: API answers (`ztos_model::api::update`).
+pub use ztos_model::api::update::{RollbackOutcome, SlotView, SlotsView};
 
 /// Held while an update or rollback runs; dropping it frees the service.
 #[derive(Debug)]
@@ -491,11 +342,11 @@ impl UpdateService {
             }
         });
         for slot in state.settle_interrupted_writes() {
-            let entry = HistoryEntry::now(
+            let entry = entry_now(
                 UpdateEvent::Failed,
                 "interrupted while writing the root (power cut or crash); the running slot was not touched",
             )
-            .slot(slot);
+            .slot(slot.letter());
             if let Err(err) = history.record(entry) {
                 tracing::error!("update: {err}");
             }
@@ -680,10 +531,7 @@ impl UpdateService {
                 ..UpdateProgress::idle()
             }
         });
-        self.record(HistoryEntry::now(
-            UpdateEvent::Started,
-            request.source.clone(),
-        ));
+        self.record(entry_now(UpdateEvent::Started, request.source.clone()));
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
         let service = self.clone();
         let blocking_request = request.clone();
@@ -746,7 +594,7 @@ impl UpdateService {
                 let message = err.to_string();
                 let version = self.progress().version;
                 let slot = self.progress().slot;
-                let mut entry = HistoryEntry::now(err.history_event(), message.clone());
+                let mut entry = entry_now(err.history_event(), message.clone());
                 entry.version = version;
                 entry.slot = slot;
                 self.record(entry);
@@ -759,7 +607,7 @@ impl UpdateService {
             }
         };
         self.record(
-            HistoryEntry::now(
+            entry_now(
                 UpdateEvent::Written,
                 format!(
                     "boot entry {}; root image {:.1} MiB {} in {:.2} s",
@@ -774,7 +622,7 @@ impl UpdateService {
                 ),
             )
             .version(written.version.clone())
-            .slot(written.slot),
+            .slot(written.slot.letter()),
         );
         let reboot = self.after_write(&written, request.reboot).await;
         drop(ticket);
@@ -842,9 +690,9 @@ impl UpdateService {
                 p.message = format!("rebooting into {version} (slot {slot})");
             });
             service.record(
-                HistoryEntry::now(UpdateEvent::Rebooted, "reboot asked of ztos-init")
+                entry_now(UpdateEvent::Rebooted, "reboot asked of ztos-init")
                     .version(version.clone())
-                    .slot(slot),
+                    .slot(slot.letter()),
             );
             if let Err(err) = service.inner.init.shutdown(Shutdown::Reboot).await {
                 let message =
@@ -1271,11 +1119,11 @@ impl UpdateService {
             }
             other => other,
         })?;
-        let mut history = HistoryEntry::now(
+        let mut history = entry_now(
             UpdateEvent::ManualRollback,
             format!("switched to slot {other} by {author}"),
         )
-        .slot(other);
+        .slot(other.letter());
         history.version = version.clone();
         self.record(history);
         drop(ticket);
@@ -1318,7 +1166,7 @@ impl UpdateService {
         let slot = boot.booted_slot;
         let entry = match boot.state {
             AssessmentState::Blessed => {
-                let mut entry = HistoryEntry::now(
+                let mut entry = entry_now(
                     UpdateEvent::Blessed,
                     format!(
                         "boot entry {} proved healthy",
@@ -1331,7 +1179,7 @@ impl UpdateService {
             }
             AssessmentState::RolledBack => {
                 let from = boot.rolled_back_from.clone().unwrap_or_else(|| "?".into());
-                let mut entry = HistoryEntry::now(
+                let mut entry = entry_now(
                     UpdateEvent::RolledBack,
                     format!(
                         "rolled back from {from}: it did not prove healthy within its boot tries"

@@ -105,18 +105,8 @@ impl BundleIndex {
     }
 }
 
-/// The last check, for `GET /api/v1/system/update`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct PullStatus {
-    /// The index URL.
-    pub server: String,
-    /// RFC 3339 time of the last check.
-    pub last_check: Option<String>,
-    /// What it found: `paused`, `up to date`, `installed X`, or the error.
-    pub last_result: Option<String>,
-    /// RFC 3339 time of the next check.
-    pub next_check: Option<String>,
-}
+/// The last check: an API answer (`ztos_model::api::update`).
+pub use ztos_model::api::update::PullStatus;
 
 /// Resolves a bundle's `url` against the index's.
 pub fn resolve_url(index: &str, url: &str) -> String {

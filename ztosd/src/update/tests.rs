@@ -172,6 +172,7 @@ async fn a_reboot_in_the_past_is_refused_before_anything_happens() {
     assert!(node.service.history().is_empty());
     assert!(RebootWhen::parse("tomorrow")
         .unwrap_err()
+        .to_string()
         .contains("expected now, never or an RFC 3339 time"));
 }
 

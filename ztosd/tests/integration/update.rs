@@ -24,6 +24,27 @@ const KERNEL: &[u8] = b"a kernel, in a test";
 const INITRAMFS: &[u8] = b"an initramfs, in a test";
 const PARTITION_BYTES: usize = 3 << 20;
 
+/// The `ztos` binary (crate ztos-cli, so not one of this package's binaries): next to this
+/// test executable's `deps` directory, built by `cargo build --workspace --bins` or
+/// `cargo build -p ztos-cli`.
+fn ztos_cli() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe
+        .parent()
+        .expect("the test executable's directory")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("ztos");
+    assert!(
+        path.exists(),
+        "{} does not exist: run `cargo build -p ztos-cli` (or `cargo build --workspace --bins`) first",
+        path.display()
+    );
+    path
+}
+
 fn root_image() -> Vec<u8> {
     (0..(1 << 20) + 777u32).map(|i| (i % 253) as u8).collect()
 }
@@ -337,7 +358,7 @@ async fn rejected_bundles_leave_the_esp_untouched_and_say_why() {
         &["config", "commit", "-m", "stream update roots"][..],
     ] {
         let output = tokio::task::block_in_place(|| {
-            Command::new(env!("CARGO_BIN_EXE_ztos"))
+            Command::new(ztos_cli())
                 .arg("--socket")
                 .arg(&node.socket)
                 .args(args)
@@ -489,7 +510,7 @@ async fn the_cli_streams_a_file_and_shows_history_and_slots() {
     let file = node.state.join("bundle.ztosb");
     std::fs::write(&file, node.bundle("0.3.0", &root)).unwrap();
     let ztos = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_ztos"))
+        let output = Command::new(ztos_cli())
             .arg("--socket")
             .arg(&node.socket)
             .args(args)

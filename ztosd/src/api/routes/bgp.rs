@@ -7,6 +7,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use ztos_model::api::bgp::BgpRoutesAnswer;
+use ztos_model::bgp::{BgpNeighbors, BgpSummary};
+
 use crate::api::auth::{Auth, ReadScope};
 use crate::api::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use crate::api::ApiState;
@@ -26,7 +29,7 @@ async fn ask(state: &ApiState, method: &str, params: Value) -> Result<Json<Value
 }
 
 #[utoipa::path(get, path = "/api/v1/bgp/summary", tag = "bgp",
-    responses((status = 200, description = "Local AS, router id, route counts and one line per neighbor", body = Object),
+    responses((status = 200, description = "Local AS, router id, route counts and one line per neighbor", body = BgpSummary),
               (status = 503, description = "ztos-bgp is not connected", body = ErrorBody)))]
 pub async fn summary(
     _auth: Auth<ReadScope>,
@@ -36,7 +39,7 @@ pub async fn summary(
 }
 
 #[utoipa::path(get, path = "/api/v1/bgp/neighbors", tag = "bgp",
-    responses((status = 200, description = "Every neighbor in detail", body = Object),
+    responses((status = 200, description = "Every neighbor in detail", body = BgpNeighbors),
               (status = 503, description = "ztos-bgp is not connected", body = ErrorBody)))]
 pub async fn neighbors(
     _auth: Auth<ReadScope>,
@@ -47,7 +50,7 @@ pub async fn neighbors(
 
 #[utoipa::path(get, path = "/api/v1/bgp/neighbors/{address}", tag = "bgp",
     params(("address" = String, Path, description = "The neighbor's address")),
-    responses((status = 200, description = "The neighbor in detail", body = Object),
+    responses((status = 200, description = "The neighbor in detail (a list of one)", body = BgpNeighbors),
               (status = 400, description = "Not an address, or not a configured neighbor", body = ErrorBody),
               (status = 503, description = "ztos-bgp is not connected", body = ErrorBody)))]
 pub async fn neighbor(
@@ -71,7 +74,7 @@ pub struct RoutesParams {
 }
 
 #[utoipa::path(get, path = "/api/v1/bgp/routes", tag = "bgp", params(RoutesParams),
-    responses((status = 200, description = "Loc-RIB entries with every candidate path, best first", body = Object),
+    responses((status = 200, description = "Loc-RIB entries with every candidate path, best first; EVPN routes with `family=evpn` or `vni`", body = BgpRoutesAnswer),
               (status = 400, description = "A bad family, prefix or VNI", body = ErrorBody),
               (status = 503, description = "ztos-bgp is not connected", body = ErrorBody)))]
 pub async fn routes(

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::api::auth::{AdminScope, Auth, OperateScope, ReadScope};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorDetail};
@@ -13,35 +13,9 @@ use crate::api::ApiState;
 use crate::daemon::{CommitOutcome, CommitRequest, RunningConfig};
 use crate::store::RevisionMeta;
 
-/// The candidate configuration: the running document plus uncommitted changes.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CandidateResponse {
-    /// The candidate document; the running document when nothing has been changed.
-    pub text: String,
-    /// Whether a candidate with uncommitted changes exists (`false`: `text` is the running
-    /// document).
-    pub modified: bool,
-}
+pub use ztos_model::api::config::CandidateResponse;
 
-/// `PUT /api/v1/config/candidate`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CandidateText {
-    /// The whole TOML document.
-    pub text: String,
-}
-
-/// `PATCH /api/v1/config/candidate`: set one value, or delete it with `"delete": true`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CandidateEdit {
-    /// Dotted key path with array indexes, such as `bgp.neighbors[0].remote_as`.
-    pub path: String,
-    /// A TOML value: `64512`, `"leaf1"`, `["10.0.0.1"]`, `{ address = "10.1.1.1", remote_as = 64512 }`.
-    pub value: Option<String>,
-    #[serde(default)]
-    pub delete: bool,
-}
+pub use ztos_model::api::config::{CandidateEdit, CandidateText};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -53,39 +27,10 @@ pub struct DiffParams {
     pub to: Option<u64>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DiffResponse {
-    /// A unified diff; empty when there is no difference.
-    pub diff: String,
-}
+pub use ztos_model::api::config::DiffResponse;
 
-/// `POST /api/v1/config/commit`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CommitBody {
-    /// The whole document to commit; the candidate when absent.
-    pub text: Option<String>,
-    pub comment: Option<String>,
-    /// Revert by itself unless `POST /api/v1/config/confirm` comes within this many minutes.
-    pub confirm_minutes: Option<u32>,
-}
-
-/// `POST /api/v1/config/rollback`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RollbackBody {
-    /// The revision whose content becomes a new revision.
-    pub revision: u64,
-    pub comment: Option<String>,
-}
-
-/// One stored revision with its document.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RevisionResponse {
-    #[schema(value_type = RevisionMetaSchema)]
-    pub revision: RevisionMeta,
-    pub text: String,
-}
+pub use ztos_model::api::config::RevisionResponse;
+pub use ztos_model::api::config::{CommitBody, RollbackBody};
 
 #[utoipa::path(get, path = "/api/v1/config", tag = "config",
     responses((status = 200, description = "The running configuration", body = RunningConfig)))]

@@ -7,8 +7,10 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
+use ztos_model::wireguard::{
+    WireguardKey, WireguardPresharedKey, WireguardRotatedKey, WireguardShow,
+};
 
 use crate::api::auth::{AdminScope, Auth, ReadScope};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
@@ -65,7 +67,7 @@ async fn ask_wireguard(
 #[utoipa::path(get, path = "/api/v1/security/wireguard", tag = "security",
     responses((status = 200, description = "Every WireGuard interface (public key, listen port, \
         peers with endpoint, latest handshake, transfer and policy counters) and the policy \
-        counters; like `wg show`, without private keys", body = Object),
+        counters; like `wg show`, without private keys", body = WireguardShow),
               (status = 503, description = "ztos-wireguard is not connected", body = ErrorBody)))]
 pub async fn wireguard_show(
     _auth: Auth<ReadScope>,
@@ -77,7 +79,7 @@ pub async fn wireguard_show(
 #[utoipa::path(get, path = "/api/v1/security/wireguard/{interface}", tag = "security",
     params(("interface" = String, Path, description = "The WireGuard interface, e.g. `wg0`")),
     responses((status = 200, description = "The interface as in `GET /api/v1/security/wireguard`; \
-        an interface with a key but no configuration shows its public key with `configured: false`", body = Object),
+        an interface with a key but no configuration shows its public key with `configured: false`", body = WireguardShow),
               (status = 400, description = "Not an interface name, or an interface with neither configuration nor key", body = ErrorBody),
               (status = 503, description = "ztos-wireguard is not connected", body = ErrorBody)))]
 pub async fn wireguard_show_interface(
@@ -92,7 +94,7 @@ pub async fn wireguard_show_interface(
 #[utoipa::path(post, path = "/api/v1/security/wireguard/{interface}/genkey", tag = "security",
     params(("interface" = String, Path, description = "The WireGuard interface, e.g. `wg0`")),
     responses((status = 200, description = "`{interface, public_key}`: a private key was generated \
-        and stored on the box (mode 0600); only its public key is returned", body = Object),
+        and stored on the box (mode 0600); only its public key is returned", body = WireguardKey),
               (status = 400, description = "Not an interface name, or the interface already has a key (use rotate-key)", body = ErrorBody),
               (status = 503, description = "ztos-wireguard is not connected", body = ErrorBody)))]
 pub async fn wireguard_genkey(
@@ -113,7 +115,7 @@ pub async fn wireguard_genkey(
     params(("interface" = String, Path, description = "The WireGuard interface, e.g. `wg0`")),
     responses((status = 200, description = "`{interface, old_public_key, public_key, notice}`: \
         the interface's private key was replaced and its sessions dropped; `notice` says what \
-        every peer must now be told", body = Object),
+        every peer must now be told", body = WireguardRotatedKey),
               (status = 400, description = "Not an interface name", body = ErrorBody),
               (status = 503, description = "ztos-wireguard is not connected", body = ErrorBody)))]
 pub async fn wireguard_rotate_key(
@@ -130,20 +132,14 @@ pub async fn wireguard_rotate_key(
     .await
 }
 
-/// Which peer's preshared key to export.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PresharedKeyRequest {
-    /// The peer's public key (base64), as in `wireguard.interfaces[].peers[].public_key`.
-    pub peer: String,
-}
+pub use ztos_model::api::security::PresharedKeyRequest;
 
 #[utoipa::path(post, path = "/api/v1/security/wireguard/{interface}/preshared-key", tag = "security",
     params(("interface" = String, Path, description = "The WireGuard interface, e.g. `wg0`")),
     request_body = PresharedKeyRequest,
     responses((status = 200, description = "`{interface, peer, preshared_key}`: the preshared key \
         of a peer configured with `preshared_key = true`, to be given to that peer (it is a \
-        shared secret: handle it like a password)", body = Object),
+        shared secret: handle it like a password)", body = WireguardPresharedKey),
               (status = 400, description = "Not an interface name, not a key, or not a peer of the interface with preshared_key = true", body = ErrorBody),
               (status = 503, description = "ztos-wireguard is not connected", body = ErrorBody)))]
 pub async fn wireguard_preshared_key(

@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 
 use crate::api::auth::{AdminScope, Auth, ReadScope};
 use crate::api::error::{ApiError, ErrorBody};
@@ -15,22 +14,7 @@ use crate::api::ApiState;
 use crate::init_client::{InitClientError, InitServices, Shutdown};
 use ztos_image::layout::PERM_LABEL;
 
-/// The answer to a reboot or poweroff request.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ShutdownAccepted {
-    /// `reboot` or `poweroff`: init stops every service, then does it.
-    pub shutdown: String,
-}
-
-/// The answer to a perm reformat request.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PermReformatAccepted {
-    /// The partition label that is reformatted: `ztos-perm`.
-    pub reformat: String,
-    /// `reboot`: init stops every service, makes a new filesystem on the partition, then
-    /// reboots onto it.
-    pub shutdown: String,
-}
+pub use ztos_model::api::system::{PermReformatAccepted, ShutdownAccepted};
 
 /// Init could not be asked: 503 when it is not there (the box works, only its supervisor
 /// cannot be reached), 502 when it answered with a refusal.

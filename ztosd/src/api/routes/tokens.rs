@@ -4,33 +4,14 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use crate::api::auth::{AdminScope, Auth};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::api::ApiState;
-use crate::config::Role;
 use crate::tokens::TokenInfo;
 
-/// `POST /api/v1/tokens`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    /// 1 to 64 letters, digits, `.`, `_` or `-`.
-    pub name: String,
-    /// `read` (default), `operate` or `admin`.
-    #[serde(default)]
-    #[schema(value_type = Option<String>, example = "read")]
-    pub role: Role,
-}
-
-/// A new token and its secret, which cannot be retrieved again.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CreatedToken {
-    pub token: TokenInfo,
-    /// Send as `Authorization: Bearer <secret>`.
-    pub secret: String,
-}
+pub use ztos_model::api::tokens::CreateToken;
+pub use ztos_model::api::tokens::CreatedToken;
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
     responses((status = 200, body = Vec<TokenInfo>)))]

@@ -13,16 +13,15 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use futures::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::api::auth::{AdminScope, Auth, ReadScope};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::ApiState;
 use crate::update::history::HistoryEntry;
-use crate::update::pull::{HttpGetter, PullStatus};
+use crate::update::pull::HttpGetter;
 use crate::update::{
-    RebootWhen, RollbackOutcome, SlotsView, UpdateError, UpdateOutcome, UpdateProgress,
-    UpdateRequest,
+    RebootWhen, RollbackOutcome, SlotsView, UpdateError, UpdateOutcome, UpdateRequest,
 };
 
 /// How long the rest of a refused upload is read before the answer goes out anyway.
@@ -62,7 +61,8 @@ impl UpdateQuery {
         let mut request = UpdateRequest::new(source);
         request.allow_downgrade = self.allow_downgrade;
         if let Some(reboot) = &self.reboot {
-            request.reboot = RebootWhen::parse(reboot).map_err(ApiError::bad_request)?;
+            request.reboot =
+                RebootWhen::parse(reboot).map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
         if let Some(tries) = self.tries {
             request.tries = tries;
@@ -75,28 +75,9 @@ impl UpdateQuery {
     }
 }
 
-/// `GET /api/v1/system/update`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct UpdateStatus {
-    #[serde(flatten)]
-    pub progress: UpdateProgress,
-    /// Pull mode's last and next check, when `[system.update]` is configured.
-    pub pull: Option<PullStatus>,
-}
+pub use ztos_model::api::update::UpdateStatus;
 
-/// `POST /api/v1/system/update/url`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateFromUrl {
-    /// `http://` or `https://` URL of a bundle; https is checked against
-    /// `system.update.ca_cert`.
-    pub url: String,
-    #[serde(default)]
-    pub allow_downgrade: bool,
-    /// As for the upload: `now`, `later`/`never` or an RFC 3339 time.
-    pub reboot: Option<String>,
-    pub tries: Option<u32>,
-}
+pub use ztos_model::api::update::UpdateFromUrl;
 
 /// `POST /api/v1/system/rollback` options.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

@@ -11,65 +11,17 @@ use axum::extract::State;
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
 
 use crate::api::auth::{role_name, AdminScope, Auth, ReadScope, Transport};
 use crate::api::error::{ApiError, ApiJson, ApiPath, ErrorBody, ErrorDetail};
 use crate::api::ApiState;
-use crate::config::Role;
 use crate::users::{LoginError, UserError, UserInfo};
 
-/// `POST /api/v1/auth/login`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LoginRequest {
-    pub name: String,
-    pub password: String,
-    /// Where the attempt comes from, for the per-source rate limit (the console sends its
-    /// tty). Only honoured on the unix socket; over HTTPS the peer address is the source.
-    #[serde(default)]
-    pub source: Option<String>,
-}
+pub use ztos_model::api::users::LoginRequest;
+pub use ztos_model::api::users::LoginResponse;
 
-/// A successful login.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LoginResponse {
-    pub name: String,
-    /// `read`, `operate` or `admin`.
-    #[schema(value_type = String, example = "admin")]
-    pub role: Role,
-    /// Only over the unix socket: a session secret, sent as `Authorization: Bearer <session>`
-    /// on the unix socket to act as this user with this role until `POST /api/v1/auth/logout`.
-    pub session: Option<String>,
-}
-
-/// `PUT /api/v1/users/{name}/password`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SetPassword {
-    /// At least 8 characters.
-    pub password: String,
-    /// `read`, `operate` or `admin`; a new user without it gets `read`, an existing user
-    /// keeps their role.
-    #[serde(default)]
-    #[schema(value_type = Option<String>, example = "read")]
-    pub role: Option<Role>,
-}
-
-/// `POST /api/v1/users/setup`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FirstAdmin {
-    /// The password of user `admin`; at least 8 characters.
-    pub password: String,
-}
-
-/// Whether the box still needs its first admin password.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Setup {
-    /// True while no user exists: the console then asks for the admin password.
-    pub needs_admin_password: bool,
-}
+pub use ztos_model::api::users::Setup;
+pub use ztos_model::api::users::{FirstAdmin, SetPassword};
 
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "users", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse),

@@ -6,15 +6,22 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::Method;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
+use ztos_model::api::update::{
+    HistoryEntry, RebootWhen, RollbackOutcome, SlotsView, UpdateOutcome, UpdatePhase,
+    UpdateProgress, UpdateStatus,
+};
+use ztos_model::init::AssessmentState;
 
+use crate::args::{UpdateAction, UpdateArgs};
 use crate::client::Client;
+use crate::format::{print_answer, table};
 
 /// Upload chunk size.
 const CHUNK: usize = 1 << 20;
@@ -30,7 +37,7 @@ pub struct UpdateCommand {
     pub tries: Option<u32>,
 }
 
-fn query(command: &UpdateCommand) -> String {
+pub(crate) fn query(command: &UpdateCommand) -> String {
     let mut query = format!(
         "?reboot={}",
         command.reboot.replace('+', "%2B").replace(':', "%3A")
@@ -44,6 +51,41 @@ fn query(command: &UpdateCommand) -> String {
     query
 }
 
+/// `ztos system update FILE|URL | status | history`.
+pub async fn run(
+    client: &Client,
+    args: UpdateArgs,
+    json_output: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match (args.action, args.source) {
+        (Some(UpdateAction::Status), _) => {
+            let value = client
+                .json(Method::GET, "/api/v1/system/update", None)
+                .await?;
+            print_answer(out, value, json_output, format_status)
+        }
+        (Some(UpdateAction::History), _) => {
+            let value = client
+                .json(Method::GET, "/api/v1/system/update/history", None)
+                .await?;
+            print_answer(out, value, json_output, |h: &Vec<HistoryEntry>| {
+                format_history(h)
+            })
+        }
+        (None, Some(source)) => {
+            let command = UpdateCommand {
+                source,
+                allow_downgrade: args.allow_downgrade,
+                reboot: args.reboot,
+                tries: args.tries,
+            };
+            update(client, command, json_output, out).await
+        }
+        (None, None) => bail!("give a bundle FILE or URL, or `status` or `history`"),
+    }
+}
+
 /// `ztos system update FILE|URL`.
 pub async fn update(
     client: &Client,
@@ -51,7 +93,7 @@ pub async fn update(
     json_output: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    crate::update::RebootWhen::parse(&command.reboot).map_err(|e| anyhow::anyhow!(e))?;
+    RebootWhen::parse(&command.reboot)?;
     let show_progress = !json_output && std::io::stderr().is_terminal();
     let upload = async {
         if command.source.starts_with("http://") || command.source.starts_with("https://") {
@@ -75,11 +117,13 @@ pub async fn update(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Ok(status) = client
+                let status = client
                     .json(Method::GET, "/api/v1/system/update", None)
                     .await
-                {
-                    eprint!("\r\x1b[K{}", progress_line(&status));
+                    .ok()
+                    .and_then(|value| serde_json::from_value::<UpdateStatus>(value).ok());
+                if let Some(status) = status {
+                    eprint!("\r\x1b[K{}", progress_line(&status.progress));
                 }
             }
         })
@@ -94,14 +138,13 @@ pub async fn update(
         writeln!(out, "{}", serde_json::to_string_pretty(&outcome)?)?;
         return Ok(());
     }
-    let version = outcome["version"].as_str().unwrap_or("?");
-    let slot = outcome["slot"].as_str().unwrap_or("?");
-    let entry = outcome["entry"].as_str().unwrap_or("?");
+    let outcome: UpdateOutcome = serde_json::from_value(outcome)?;
+    let (version, slot, entry) = (&outcome.version, outcome.slot.as_str(), &outcome.entry);
     writeln!(
         out,
         "{version} written to slot {slot} and verified; boot entry {entry}"
     )?;
-    match outcome["reboot"].as_str().unwrap_or_default() {
+    match outcome.reboot.as_str() {
         "now" => writeln!(
             out,
             "rebooting into {version}; it must prove healthy within its boot tries or slot {} boots again",
@@ -116,7 +159,7 @@ pub async fn update(
     Ok(())
 }
 
-fn other_slot(slot: &str) -> &'static str {
+pub(crate) fn other_slot(slot: &str) -> &'static str {
     if slot == "a" {
         "b"
     } else {
@@ -125,7 +168,11 @@ fn other_slot(slot: &str) -> &'static str {
 }
 
 /// Streams `path` to the upload route with its length, in 1 MiB chunks.
-async fn upload_file(client: &Client, path: &Path, query: &str) -> anyhow::Result<Value> {
+pub(crate) async fn upload_file(
+    client: &Client,
+    path: &Path,
+    query: &str,
+) -> anyhow::Result<Value> {
     let file = tokio::fs::File::open(path)
         .await
         .with_context(|| format!("opening {}", path.display()))?;
@@ -175,118 +222,118 @@ async fn upload_file(client: &Client, path: &Path, query: &str) -> anyhow::Resul
 }
 
 /// One line of progress: `writing-root 0.2.0  45%  120.0/266.0 MiB`.
-pub fn progress_line(status: &Value) -> String {
-    let state = status["state"].as_str().unwrap_or("?");
-    let version = status["version"].as_str().unwrap_or("");
-    let done = status["bytes_done"].as_u64().unwrap_or(0);
-    let total = status["bytes_total"].as_u64().unwrap_or(0);
-    let received = status["bytes_received"].as_u64().unwrap_or(0);
+pub fn progress_line(status: &UpdateProgress) -> String {
+    let state = phase_name(status.state);
+    let version = status.version.as_deref().unwrap_or("");
+    let (done, total) = (status.bytes_done, status.bytes_total);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    match state {
-        "writing-root" | "checking" if total > 0 => format!(
+    match status.state {
+        UpdatePhase::WritingRoot | UpdatePhase::Checking if total > 0 => format!(
             "{state} {version} {:3}% {:.1}/{:.1} MiB",
             done * 100 / total,
             mib(done),
             mib(total)
         ),
-        _ => format!("{state} {version} received {:.1} MiB", mib(received)),
+        _ => format!(
+            "{state} {version} received {:.1} MiB",
+            mib(status.bytes_received)
+        ),
     }
 }
 
+/// A phase as the API writes it (`writing-root`).
+fn phase_name(phase: UpdatePhase) -> String {
+    serde_json::to_value(phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 /// `ztos system update status`.
-pub fn format_status(status: &Value) -> String {
+pub fn format_status(status: &UpdateStatus) -> String {
     let mut text = String::new();
-    let state = status["state"].as_str().unwrap_or("?");
-    if state == "idle" {
+    let progress = &status.progress;
+    if progress.state == UpdatePhase::Idle {
         text.push_str("no update since ztosd started\n");
     } else {
-        text.push_str(&format!("state:    {}\n", progress_line(status)));
-        for (label, key) in [
-            ("version", "version"),
-            ("slot", "slot"),
-            ("started", "started"),
-            ("source", "source"),
+        text.push_str(&format!("state:    {}\n", progress_line(progress)));
+        for (label, value) in [
+            ("version", &progress.version),
+            ("slot", &progress.slot),
+            ("started", &progress.started),
+            ("source", &progress.source),
         ] {
-            if let Some(value) = status[key].as_str() {
+            if let Some(value) = value {
                 text.push_str(&format!("{label:<9} {value}\n"));
             }
         }
-        if let Some(message) = status["message"].as_str().filter(|m| !m.is_empty()) {
-            text.push_str(&format!("message:  {message}\n"));
+        if !progress.message.is_empty() {
+            text.push_str(&format!("message:  {}\n", progress.message));
         }
     }
-    if let Some(pull) = status["pull"].as_object() {
-        let get = |k: &str| pull.get(k).and_then(Value::as_str).unwrap_or("-");
+    if let Some(pull) = &status.pull {
+        let get = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         text.push_str(&format!(
             "pull:     {} (last check {}: {}; next {})\n",
-            get("server"),
-            get("last_check"),
-            get("last_result"),
-            get("next_check")
+            pull.server,
+            get(&pull.last_check),
+            get(&pull.last_result),
+            get(&pull.next_check)
         ));
     }
     text
 }
 
 /// `ztos system update history`.
-pub fn format_history(history: &Value) -> String {
+pub fn format_history(history: &[HistoryEntry]) -> String {
     let rows = history
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|e| {
-                    ["time", "event", "version", "slot", "message"]
-                        .iter()
-                        .map(|k| e[*k].as_str().unwrap_or("").to_string())
-                        .collect()
-                })
-                .collect()
+        .iter()
+        .map(|e| {
+            vec![
+                e.time.clone(),
+                serde_json::to_value(e.event)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                e.version.clone().unwrap_or_default(),
+                e.slot.clone().unwrap_or_default(),
+                e.message.clone(),
+            ]
         })
-        .unwrap_or_default();
-    crate::cli::table(&["TIME", "EVENT", "VERSION", "SLOT", "MESSAGE"], rows)
+        .collect();
+    table(&["TIME", "EVENT", "VERSION", "SLOT", "MESSAGE"], rows)
 }
 
 /// `ztos system slots`.
-pub fn format_slots(view: &Value) -> String {
-    let rows = view["slots"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|s| {
-                    let flag = |k: &str| {
-                        if s[k].as_bool() == Some(true) {
-                            "yes"
-                        } else {
-                            ""
-                        }
-                    };
-                    let status = match s["tries_left"].as_u64() {
-                        Some(left) => format!("trial ({left} tries left)"),
-                        None => s["status"].as_str().unwrap_or("").to_string(),
-                    };
-                    let mut note = s["root"].as_str().unwrap_or("").to_string();
-                    if let Some(why) = s["unavailable"].as_str() {
-                        if !note.is_empty() {
-                            note.push_str("; ");
-                        }
-                        note.push_str(why);
-                    }
-                    vec![
-                        s["slot"].as_str().unwrap_or("").to_string(),
-                        s["version"].as_str().unwrap_or("-").to_string(),
-                        status,
-                        flag("active").to_string(),
-                        flag("next_boot").to_string(),
-                        s["entry"].as_str().unwrap_or("-").to_string(),
-                        note,
-                    ]
-                })
-                .collect()
+pub fn format_slots(view: &SlotsView) -> String {
+    let rows = view
+        .slots
+        .iter()
+        .map(|s| {
+            let flag = |on: bool| if on { "yes" } else { "" };
+            let status = match s.tries_left {
+                Some(left) => format!("trial ({left} tries left)"),
+                None => s.status.clone(),
+            };
+            let mut note = s.root.clone().unwrap_or_default();
+            if let Some(why) = &s.unavailable {
+                if !note.is_empty() {
+                    note.push_str("; ");
+                }
+                note.push_str(why);
+            }
+            vec![
+                s.slot.clone(),
+                s.version.clone().unwrap_or_else(|| "-".into()),
+                status,
+                flag(s.active).to_string(),
+                flag(s.next_boot).to_string(),
+                s.entry.clone().unwrap_or_else(|| "-".into()),
+                note,
+            ]
         })
-        .unwrap_or_default();
-    let mut text = crate::cli::table(
+        .collect();
+    let mut text = table(
         &[
             "SLOT",
             "VERSION",
@@ -298,10 +345,14 @@ pub fn format_slots(view: &Value) -> String {
         ],
         rows,
     );
-    if view["boot"]["state"].as_str() == Some("rolled-back") {
+    if let Some(boot) = view
+        .boot
+        .as_ref()
+        .filter(|b| b.state == AssessmentState::RolledBack)
+    {
         text.push_str(&format!(
             "this boot is a rollback: rolled back from {}\n",
-            view["boot"]["rolled_back_from"].as_str().unwrap_or("?")
+            boot.rolled_back_from.as_deref().unwrap_or("?")
         ));
     }
     text
@@ -320,8 +371,9 @@ pub async fn rollback(
         writeln!(out, "{}", serde_json::to_string_pretty(&outcome)?)?;
         return Ok(());
     }
-    let slot = outcome["slot"].as_str().unwrap_or("?");
-    let version = outcome["version"].as_str().unwrap_or("?");
+    let outcome: RollbackOutcome = serde_json::from_value(outcome)?;
+    let slot = &outcome.slot;
+    let version = outcome.version.as_deref().unwrap_or("?");
     if reboot {
         writeln!(out, "slot {slot} ({version}) boots next; rebooting")?;
     } else {
@@ -353,18 +405,21 @@ mod tests {
 
     #[test]
     fn progress_and_slots_render_for_people() {
-        let status = json!({"state": "writing-root", "version": "0.2.0", "bytes_done": 1048576,
-            "bytes_total": 4194304, "bytes_received": 5000000});
+        let status: UpdateProgress = serde_json::from_value(json!({"state": "writing-root",
+            "version": "0.2.0", "bytes_done": 1048576, "bytes_total": 4194304,
+            "bytes_received": 5000000, "message": ""}))
+        .unwrap();
         assert_eq!(
             progress_line(&status),
             "writing-root 0.2.0  25% 1.0/4.0 MiB"
         );
-        let view = json!({"slots": [
+        let view: SlotsView = serde_json::from_value(json!({"current_version": "0.1.0", "slots": [
             {"slot": "a", "version": "0.1.0", "status": "good", "active": true, "next_boot": false,
              "entry": "ztos-1-a.conf"},
             {"slot": "b", "version": "0.2.0", "status": "trial", "tries_left": 3, "active": false,
              "next_boot": true, "entry": "ztos-2-b+3.conf", "root": "written"}],
-            "boot": {"state": "rolled-back", "rolled_back_from": "0.3.0"}});
+            "boot": {"state": "rolled-back", "rolled_back_from": "0.3.0"}}))
+        .unwrap();
         let text = format_slots(&view);
         assert!(text.contains("trial (3 tries left)"), "{text}");
         assert!(text.contains("rolled back from 0.3.0"), "{text}");

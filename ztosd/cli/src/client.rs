@@ -12,6 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
+use ztos_model::api::error::ErrorBody;
 
 /// Why a request did not produce an answer from the API.
 #[derive(Debug, thiserror::Error)]
@@ -140,10 +141,6 @@ impl Client {
         })
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     /// Sends one request and returns the JSON body of a successful answer.
     pub async fn json(
         &self,
@@ -263,30 +260,20 @@ impl Client {
         let status = response.status();
         let bytes = read_body(response).await?;
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let mut message = body
-            .get("error")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()));
-        if let Some(details) = body.get("details").and_then(Value::as_array) {
-            for detail in details {
-                let path = detail
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let text = detail
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let line = if path.is_empty() {
-                    text.to_string()
-                } else {
-                    format!("{path}: {text}")
-                };
-                if !message.contains(&line) {
-                    message.push_str("\n  ");
-                    message.push_str(&line);
-                }
+        let error = serde_json::from_value::<ErrorBody>(body.clone()).ok();
+        let mut message = error.as_ref().map_or_else(
+            || format!("{status}: {}", String::from_utf8_lossy(&bytes).trim()),
+            |e| e.error.clone(),
+        );
+        for detail in error.iter().flat_map(|e| &e.details) {
+            let line = if detail.path.is_empty() {
+                detail.message.clone()
+            } else {
+                format!("{}: {}", detail.path, detail.message)
+            };
+            if !message.contains(&line) {
+                message.push_str("\n  ");
+                message.push_str(&line);
             }
         }
         Err(ClientError::Api {
