@@ -19,7 +19,7 @@ pub struct Cli {
         long,
         global = true,
         env = "ZTOS_SOCKET",
-        default_value = "/run/ztos/api.sock"
+        default_value = ztos_image::layout::API_SOCKET
     )]
     pub socket: PathBuf,
     /// A remote box, `https://HOST[:PORT]`; needs --token.

@@ -15,9 +15,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use crate::codec::notification::{code, subcode};
-use crate::codec::{
-    self, Capability, Context, DecodeError, Family, Message, NlriList, Notification, Open,
+use ztos_bgp_codec::notification::{code, subcode};
+use ztos_bgp_codec::{
+    self as codec, Capability, Context, DecodeError, Family, Message, NlriList, Notification, Open,
     Received, Update,
 };
 

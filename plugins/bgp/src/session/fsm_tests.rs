@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::codec::{decode_message, Asn, Capability, GracefulRestart, Message};
 use crate::session::{ConnectRetry, SessionConfig};
+use ztos_bgp_codec::{decode_message, Asn, Capability, GracefulRestart, Message};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,7 +8,7 @@
 //!   ([`ConnectRetry`]), and starts over once a session is established; every session
 //!   (passive or not) takes connections the speaker's listener hands it.
 //! - OpenSent → OpenConfirm → Established: OPEN exchanged and checked (peer AS, BGP
-//!   identifier, hold time), capabilities negotiated through [`crate::codec::negotiate`], KEEPALIVE
+//!   identifier, hold time), capabilities negotiated through [`ztos_bgp_codec::negotiate`], KEEPALIVE
 //!   exchanged. Two connections at once are resolved as RFC 4271 §6.8 says: the one initiated
 //!   by the speaker with the higher BGP identifier stays, and the other is closed with
 //!   NOTIFICATION Cease / Connection Collision Resolution (6/7), also when it is still in
@@ -28,11 +28,11 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use crate::codec::{
+use crate::md5::Md5Error;
+use ztos_bgp_codec::{
     Asn, Capability, EncodeError, Family, GracefulRestart, Negotiated, NlriList, Notification,
     Open, Update,
 };
-use crate::md5::Md5Error;
 
 pub mod fsm;
 mod tasks;
@@ -292,8 +292,8 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::codec::notification::{code, subcode};
-    use crate::codec::{decode_message, message_length, Context, Message, Received};
+    use ztos_bgp_codec::notification::{code, subcode};
+    use ztos_bgp_codec::{decode_message, message_length, Context, Message, Received};
 
     #[test]
     fn connect_retry_doubles_up_to_the_cap_with_jitter_down_to_three_quarters() {

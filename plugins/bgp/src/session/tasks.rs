@@ -32,8 +32,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::codec::notification::{code, subcode};
-use crate::codec::{decode_message, message_length, Context, DecodeError, Message, Notification};
+use ztos_bgp_codec::notification::{code, subcode};
+use ztos_bgp_codec::{decode_message, message_length, Context, DecodeError, Message, Notification};
 
 use super::fsm::{collision_keeps, Action, Delivery, Event, Fsm, Origin, OPEN_HOLD_TIME};
 use super::{

@@ -4,14 +4,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::codec::{
-    pack_announcements, pack_withdrawals, Context, EvpnRoute, Family, NlriEntry, NlriList,
-};
 use crate::config::L3Tenant;
 use crate::evpn::{self, route_key};
 use crate::evpn_kernel::{EvpnOp, L2Segment, LocalMac};
 use crate::policy::export;
 use crate::rib::{AdjIn, Path};
+use ztos_bgp_codec::{
+    pack_announcements, pack_withdrawals, Context, EvpnRoute, Family, NlriEntry, NlriList,
+};
 
 use super::Speaker;
 

@@ -7,10 +7,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::codec::GracefulRestart;
-use crate::codec::{EvpnRoute, Family, IpPrefix};
 use crate::kernel::KernelOp;
 use crate::rib::SourceInfo;
+use ztos_bgp_codec::GracefulRestart;
+use ztos_bgp_codec::{EvpnRoute, Family, IpPrefix};
 
 use super::update_groups::Dirty;
 use super::{family_of, Speaker, Up, RESTART_TIME};

@@ -19,12 +19,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use ztos_model::bgp::{BgpNeighbors, BgpRoutes, BgpSummary, EvpnRoutes};
 use ztos_plugin::Metric;
 
-use crate::codec::notification::subcode;
-use crate::codec::{
-    AsPath, EvpnRoute, Family, IpPrefix, Ipv4Prefix, Ipv6Prefix, NextHop, Origin, PathAttributes,
-};
 use crate::config::{canonical, BgpConfig, NeighborConfig};
 use crate::evpn::KernelView;
+use ztos_bgp_codec::notification::subcode;
+use ztos_bgp_codec::{
+    AsPath, EvpnRoute, Family, IpPrefix, Ipv4Prefix, Ipv6Prefix, NextHop, Origin, PathAttributes,
+};
 
 mod evpn;
 mod graceful_restart;

@@ -6,9 +6,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::codec::notification::{code, subcode};
-use crate::codec::GracefulRestart;
-use crate::codec::{Family, IpPrefix, NextHop, NlriList, Notification, PathAttributes, Update};
 use crate::config::{canonical, BgpConfig, NeighborConfig};
 use crate::evpn::route_key;
 use crate::policy::{import, ExportTarget};
@@ -16,6 +13,9 @@ use crate::rib::{AdjIn, SourceInfo};
 use crate::session::{
     Established, SessionCommand, SessionConfig, SessionEvent, SessionHandle, State,
 };
+use ztos_bgp_codec::notification::{code, subcode};
+use ztos_bgp_codec::GracefulRestart;
+use ztos_bgp_codec::{Family, IpPrefix, NextHop, NlriList, Notification, PathAttributes, Update};
 
 use super::update_groups::{Dirty, Group, GroupKey};
 use super::{family_of, Neighbor, Speaker, Up, CONNECT_RETRY, STALE_TIME};

@@ -13,11 +13,11 @@ use ztos_model::bgp::{
 };
 use ztos_plugin::{Metric, MetricKind};
 
-use crate::codec::{self, EvpnRoute, Family, GracefulRestart, IpPrefix};
 use crate::config::canonical;
 use crate::evpn;
 use crate::evpn_kernel::L2Segment;
 use crate::session::State;
+use ztos_bgp_codec::{self as codec, EvpnRoute, Family, GracefulRestart, IpPrefix};
 
 use super::{family_of, net_of, Answer, Neighbor, Query, Speaker, SpeakerError, ROUTES_LIMIT};
 
@@ -560,7 +560,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::codec::{
+    use ztos_bgp_codec::{
         AsSegment, Asn, EthernetAutoDiscovery, EthernetSegment, EthernetSegmentId,
         InclusiveMulticast, IpPrefixRoute, Ipv4Prefix, Label, MacAddress, MacIpAdvertisement, Vni,
     };

@@ -11,8 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::*;
-use crate::codec::notification::code;
-use crate::codec::{
+use ztos_bgp_codec::notification::code;
+use ztos_bgp_codec::{
     decode_message, message_length, Asn, Capability, Context, GracefulRestart, Message, NlriEntry,
     Notification, Open, Received, Update,
 };

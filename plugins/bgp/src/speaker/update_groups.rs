@@ -8,13 +8,13 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use crate::codec::{
-    pack_announcements, pack_withdrawals, Context, EvpnRoute, Family, IpPrefix, Message, NextHop,
-    NlriEntry, NlriList, Update,
-};
 use crate::policy::{export, ExportTarget};
 use crate::rib::{Candidate, Path, SourceInfo};
 use crate::session::SessionCommand;
+use ztos_bgp_codec::{
+    pack_announcements, pack_withdrawals, Context, EvpnRoute, Family, IpPrefix, Message, NextHop,
+    NlriEntry, NlriList, Update,
+};
 
 use super::evpn::encode_evpn;
 use super::{family_of, Speaker};
