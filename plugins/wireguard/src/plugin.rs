@@ -595,14 +595,6 @@ struct LinkWork {
     routes: HashSet<IpNet>,
 }
 
-fn exists(e: &rtnetlink::Error) -> bool {
-    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc_eexist())
-}
-
-fn libc_eexist() -> i32 {
-    nix::errno::Errno::EEXIST as i32
-}
-
 impl LinkWork {
     async fn run(self) -> Result<(), String> {
         let name = &self.name;
@@ -655,7 +647,7 @@ impl LinkWork {
                 .await
             {
                 Ok(()) => {}
-                Err(e) if exists(&e) => {}
+                Err(e) if ztos_netlink::already_exists(&e) => {}
                 Err(e) => return Err(format!("{name}: cannot add {address}: {e}")),
             }
         }
@@ -676,7 +668,7 @@ impl LinkWork {
             }
             match handle.route().add(route(prefix)?).execute().await {
                 Ok(()) => {}
-                Err(e) if exists(&e) => {}
+                Err(e) if ztos_netlink::already_exists(&e) => {}
                 Err(e) => return Err(format!("{name}: cannot route {prefix}: {e}")),
             }
         }

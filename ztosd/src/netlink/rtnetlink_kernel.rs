@@ -9,23 +9,18 @@
 use std::io;
 use std::net::IpAddr;
 
-use futures::StreamExt;
 use ipnet::IpNet;
-use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
-};
+use rtnetlink::packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVrf, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use ztos_netlink::{family_of, flood_message};
 
 use super::model::{
     FloodEntry, KernelLink, KernelRoute, KernelState, LinkChange, LinkKind, Op, Route, VxlanParams,
@@ -34,7 +29,6 @@ use super::model::{
 use super::{creation_refused, Kernel, KernelFuture, ReconcileError};
 
 /// NUD_NOARP | NUD_PERMANENT: a static FDB entry, as `bridge fdb append` installs it.
-const NUD_STATIC_FDB: u16 = 0x40 | 0x80;
 /// The local routing table, whose routes the kernel derives from addresses.
 const LOCAL_TABLE: u32 = 255;
 
@@ -62,21 +56,7 @@ impl RtnetlinkKernel {
         message: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, io::Error> {
-        let mut request = NetlinkMessage::from(message);
-        request.header.flags = flags;
-        let mut handle = self.handle.clone();
-        let mut replies = handle
-            .request(request)
-            .map_err(|error| io::Error::other(error.to_string()))?;
-        let mut messages = Vec::new();
-        while let Some(reply) = replies.next().await {
-            match reply.payload {
-                NetlinkPayload::InnerMessage(message) => messages.push(message),
-                NetlinkPayload::Error(error) if error.code.is_some() => return Err(error.to_io()),
-                _ => {}
-            }
-        }
-        Ok(messages)
+        ztos_netlink::request(&self.handle, message, flags).await
     }
 
     async fn dump(
@@ -84,15 +64,13 @@ impl RtnetlinkKernel {
         what: &'static str,
         message: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, ReconcileError> {
-        self.request(message, NLM_F_REQUEST | NLM_F_DUMP)
+        ztos_netlink::dump(&self.handle, message)
             .await
             .map_err(|source| ReconcileError::Read { what, source })
     }
 
     async fn change(&self, message: RouteNetlinkMessage, flags: u16) -> Result<(), io::Error> {
-        self.request(message, NLM_F_REQUEST | NLM_F_ACK | flags)
-            .await
-            .map(drop)
+        ztos_netlink::change(&self.handle, message, flags).await
     }
 
     /// The index of a link, by name.
@@ -277,7 +255,8 @@ impl RtnetlinkKernel {
                 self.change(message, flags).await.map_err(fail)
             }
             Op::AddFlood(entry) | Op::DelFlood(entry) => {
-                let message = flood_message(self.index_of(&entry.link).await.map_err(fail)?, entry);
+                let index = self.index_of(&entry.link).await.map_err(fail)?;
+                let message = flood_message(index, entry.remote);
                 let (message, flags) = match op {
                     // `bridge fdb append`: several entries for the same (all-zeros) MAC.
                     Op::AddFlood(_) => (
@@ -578,29 +557,4 @@ fn route_message(route: &Route, device: Option<u32>) -> RouteMessage {
             .push(RouteAttribute::Priority(route.metric));
     }
     message
-}
-
-fn flood_message(index: u32, entry: &FloodEntry) -> NeighbourMessage {
-    let mut message = NeighbourMessage::default();
-    message.header.family = AddressFamily::Bridge;
-    message.header.ifindex = index;
-    message.header.state = NeighbourState::from(NUD_STATIC_FDB);
-    message.header.flags = NeighbourFlags::Own;
-    message
-        .attributes
-        .push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
-    message
-        .attributes
-        .push(NeighbourAttribute::Destination(match entry.remote {
-            IpAddr::V4(ip) => NeighbourAddress::Inet(ip),
-            IpAddr::V6(ip) => NeighbourAddress::Inet6(ip),
-        }));
-    message
-}
-
-fn family_of(ip: IpAddr) -> AddressFamily {
-    match ip {
-        IpAddr::V4(_) => AddressFamily::Inet,
-        IpAddr::V6(_) => AddressFamily::Inet6,
-    }
 }

@@ -5,9 +5,8 @@
 use std::io;
 use std::net::IpAddr;
 
-use futures::StreamExt;
 use ipnet::IpNet;
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use rtnetlink::packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -18,38 +17,11 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
+pub(super) use ztos_netlink::{family_of, flood_message, is_gone, neighbour_ip, request};
+
 use crate::kernel::{BGP_METRIC, RTPROT_ZTOS_BGP};
 
 use super::{EvpnKernelError, L2Segment, NUD_NOARP, NUD_PERMANENT, NUD_REACHABLE, ZERO_MAC};
-
-pub(super) async fn request(
-    handle: &rtnetlink::Handle,
-    message: RouteNetlinkMessage,
-    flags: u16,
-) -> Result<Vec<RouteNetlinkMessage>, io::Error> {
-    let mut request = NetlinkMessage::from(message);
-    request.header.flags = flags;
-    let mut handle = handle.clone();
-    let mut replies = handle
-        .request(request)
-        .map_err(|error| io::Error::other(error.to_string()))?;
-    let mut messages = Vec::new();
-    while let Some(reply) = replies.next().await {
-        match reply.payload {
-            NetlinkPayload::InnerMessage(message) => messages.push(message),
-            NetlinkPayload::Error(error) if error.code.is_some() => return Err(error.to_io()),
-            _ => {}
-        }
-    }
-    Ok(messages)
-}
-
-pub(super) fn is_gone(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(nix::libc::ENOENT) | Some(nix::libc::ESRCH) | Some(nix::libc::ENODEV)
-    )
-}
 
 pub(super) async fn link_by_name(
     handle: &rtnetlink::Handle,
@@ -263,20 +235,6 @@ pub(super) fn is_local_mac(entry: &FdbEntry, ports: &SegmentPorts) -> bool {
             .is_some_and(|mac| mac != ZERO_MAC && mac[0] & 1 == 0)
 }
 
-pub(super) fn neighbour_ip(ip: IpAddr) -> NeighbourAddress {
-    match ip {
-        IpAddr::V4(ip) => NeighbourAddress::Inet(ip),
-        IpAddr::V6(ip) => NeighbourAddress::Inet6(ip),
-    }
-}
-
-pub(super) fn family_of(ip: IpAddr) -> AddressFamily {
-    match ip {
-        IpAddr::V4(_) => AddressFamily::Inet,
-        IpAddr::V6(_) => AddressFamily::Inet6,
-    }
-}
-
 /// A remote MAC on a VXLAN device (`bridge fdb replace MAC dev VX dst VTEP self extern_learn
 /// permanent`); without `vtep`, the message that deletes the MAC's entry.
 pub(super) fn vxlan_fdb_message(
@@ -311,23 +269,6 @@ pub(super) fn bridge_fdb_message(port: u32, mac: &[u8; 6]) -> NeighbourMessage {
     message
         .attributes
         .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-    message
-}
-
-/// An ingress-replication entry, as ztosd's static flood list (`bridge fdb append
-/// 00:00:00:00:00:00 dev VX dst VTEP self permanent`); sent with `NLM_F_APPEND`.
-pub(super) fn flood_message(vxlan: u32, vtep: IpAddr) -> NeighbourMessage {
-    let mut message = NeighbourMessage::default();
-    message.header.family = AddressFamily::Bridge;
-    message.header.ifindex = vxlan;
-    message.header.state = NeighbourState::from(NUD_PERMANENT | NUD_NOARP);
-    message.header.flags = NeighbourFlags::Own;
-    message
-        .attributes
-        .push(NeighbourAttribute::LinkLayerAddress(ZERO_MAC.to_vec()));
-    message
-        .attributes
-        .push(NeighbourAttribute::Destination(neighbour_ip(vtep)));
     message
 }
 

@@ -58,6 +58,7 @@ use rtnetlink::packet_route::neighbour::NeighbourMessage;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::SocketAddr;
 use rtnetlink::MulticastGroup;
+use ztos_netlink::{NUD_NOARP, NUD_PERMANENT, NUD_REACHABLE};
 
 use journal::journal_in;
 use messages::{dump_fdb, dump_links, is_gone, link_by_name, request, Link};
@@ -176,9 +177,6 @@ pub fn mac_text(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-const NUD_REACHABLE: u16 = 0x02;
-const NUD_NOARP: u16 = 0x40;
-const NUD_PERMANENT: u16 = 0x80;
 const MAIN_TABLE: u32 = 254;
 const LOCAL_TABLE: u32 = 255;
 const ZERO_MAC: [u8; 6] = [0; 6];
