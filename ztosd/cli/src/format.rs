@@ -17,7 +17,12 @@ pub fn print_answer<T: DeserializeOwned>(
     if json_output {
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
     } else {
-        let answer: T = serde_json::from_value(value)?;
+        let answer: T = serde_json::from_value(value).map_err(|e| {
+            anyhow::anyhow!(
+                "the API's answer is not the {} this ztos expects ({e}); are ztos and ztosd the same version?",
+                std::any::type_name::<T>()
+            )
+        })?;
         write!(out, "{}", human(&answer))?;
     }
     Ok(())

@@ -325,3 +325,23 @@ fn url_escape_escapes_reserved_characters() {
         "2026-11-20T10%3A00%3A00%2B01%3A00"
     );
 }
+
+#[test]
+fn an_answer_that_is_not_the_model_type_is_an_error_naming_it() {
+    let mut out = Vec::new();
+    let error = print_answer::<ztos_model::bgp::BgpSummary>(
+        &mut out,
+        json!({"configured": true}),
+        false,
+        |_| String::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("ztos_model::bgp::BgpSummary"), "{error}");
+    assert!(error.contains("neighbors"), "{error}");
+    assert!(out.is_empty());
+    // --json prints what came, whatever its shape.
+    print_answer::<ztos_model::bgp::BgpSummary>(&mut out, json!({"x": 1}), true, |_| String::new())
+        .unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "{\n  \"x\": 1\n}\n");
+}
